@@ -1,0 +1,12 @@
+import { join } from "node:path";
+import { resourceDefinitions } from "../../crds/api/index.ts";
+import { kubectlOk } from "./kubectl.ts";
+
+export const repoRoot = join(import.meta.dirname, "..", "..");
+
+/** Install the CRDs as a user does and wait until the API server serves them. */
+export async function installCrds(): Promise<void> {
+  await kubectlOk(["apply", "--server-side", "-f", join(repoRoot, "crds")]);
+  const names = resourceDefinitions.map((d) => `crd/${d.plural}.pomona.dev`);
+  await kubectlOk(["wait", "--for=condition=Established", "--timeout=60s", ...names]);
+}
