@@ -213,3 +213,7 @@ export type InferenceModel = Resource<z.output<typeof inferenceModelSpec>, z.out
 export type ModelReplica = Resource<z.output<typeof modelReplicaSpec>, z.output<typeof modelReplicaStatus>>;
 export type ApiKey = Resource<z.output<typeof apiKeySpec>, z.output<typeof apiKeyStatus>>;
 export type RateLimitPolicy = Resource<z.output<typeof rateLimitPolicySpec>, z.output<typeof rateLimitPolicyStatus>>;
+
+export * from "./gateway-config.ts";
+export * from "./gateway-config-codec.ts";
+export * from "./well-known.ts";

@@ -1,0 +1,65 @@
+/**
+ * The gateway config: everything a gateway needs to serve, compiled by the
+ * operator from InferenceModels, ModelReplicas, ApiKeys and RateLimitPolicies.
+ * Names are resolved per namespace: a key sees the models of its own namespace.
+ */
+import { z } from "zod";
+
+export const gatewayEndpoint = z.object({
+  url: z.string().describe("Base URL of one ready replica; the gateway appends /v1/…"),
+  replica: z.string(),
+  node: z.string(),
+  weight: z.number().positive().describe("Relative share of traffic, e.g. by measured tokens/s."),
+});
+
+export const gatewayModel = z.object({
+  namespace: z.string(),
+  name: z.string().describe("The InferenceModel's name, which the gateway reports as the answering model."),
+  aliases: z.array(z.string()),
+  endpoints: z.array(gatewayEndpoint).describe("Ready replicas; empty when none can serve."),
+  fallbacks: z
+    .array(z.string())
+    .describe("Model names in the same namespace to try, in order, when no endpoint serves."),
+  rateLimitPolicy: z.string().optional().describe("Name of a policy in the same namespace."),
+  embeddings: z.boolean(),
+  contextSize: z.int().positive(),
+});
+
+export const gatewayKey = z.object({
+  hash: z
+    .string()
+    .regex(/^[a-f0-9]{64}$/)
+    .describe("sha256 of the key, hex."),
+  namespace: z.string(),
+  name: z.string().describe("The ApiKey's name."),
+  owner: z.string(),
+  models: z.array(z.string()).optional().describe("Allowed model names or aliases; unset allows all of the namespace."),
+  rateLimitPolicy: z.string().optional(),
+  expiresAt: z.iso.datetime({ offset: true }).optional(),
+});
+
+export const gatewayPolicy = z.object({
+  namespace: z.string(),
+  name: z.string(),
+  requestsPerMinute: z.int().positive().optional(),
+  tokensPerMinute: z.int().positive().optional(),
+  tokensPerDay: z.int().positive().optional(),
+  concurrentRequests: z.int().positive().optional(),
+  burst: z.int().positive().optional(),
+  scope: z.enum(["PerKey", "PerModel", "PerKeyAndModel"]),
+});
+
+export const gatewayConfig = z.object({
+  /** Increases with every publication; a gateway never goes back to a lower one. */
+  version: z.int().min(1),
+  generatedAt: z.iso.datetime({ offset: true }),
+  models: z.array(gatewayModel),
+  keys: z.array(gatewayKey),
+  policies: z.array(gatewayPolicy),
+});
+
+export type GatewayEndpoint = z.infer<typeof gatewayEndpoint>;
+export type GatewayModel = z.infer<typeof gatewayModel>;
+export type GatewayKey = z.infer<typeof gatewayKey>;
+export type GatewayPolicy = z.infer<typeof gatewayPolicy>;
+export type GatewayConfig = z.infer<typeof gatewayConfig>;

@@ -1,0 +1,43 @@
+/** Names every Pomona component agrees on: labels, resources, taints, Secrets. */
+
+export const labels = {
+  /** metal, cpu, cuda or vulkan. */
+  accelerator: "pomona.dev/accelerator",
+  /** e.g. M2-Ultra, or the CPU model on Linux. */
+  chip: "pomona.dev/chip",
+  /** Unified (or system) memory of the node in bytes, as a decimal string. */
+  unifiedMemory: "pomona.dev/unified-memory",
+  /** Marks a Node as an inference node run by a node-agent ("true"). */
+  inferenceNode: "pomona.dev/inference-node",
+  /** virtual (the agent registered the Node) or attached (a kubelet's Node). */
+  nodeMode: "pomona.dev/node-mode",
+  /** On ModelReplicas: the InferenceModel they belong to. */
+  model: "pomona.dev/model",
+  /** On Secrets the operator writes for the gateway. */
+  gatewayConfig: "pomona.dev/gateway-config",
+} as const;
+
+export const annotations = {
+  /** On Nodes: sha256 digests of the model files in the node's cache, comma-separated, so the scheduler can prefer them. */
+  cachedModels: "pomona.dev/cached-models",
+} as const;
+
+/** Extended resource on a Node: bytes of memory models may use (the wired limit on a Mac). */
+export const modelMemoryResource = "pomona.dev/model-memory";
+
+/** Taint that keeps ordinary Pods off virtual inference nodes; replicas tolerate it implicitly. */
+export const inferenceNodeTaint = { key: "pomona.dev/inference-node", value: "true", effect: "NoSchedule" } as const;
+
+/** Namespace the operator, gateway and their Secrets live in unless told otherwise. */
+export const defaultSystemNamespace = "pomona-system";
+
+/** The Secret holding the token the gateway presents to node-agents (data key `token`). */
+export const nodeTokenSecret = "pomona-node-token";
+
+/** Lease name of operator leader election, in the system namespace. */
+export const operatorLeaseName = "pomona-operator";
+
+export const fieldManagers = {
+  operator: "pomona-operator",
+  nodeAgent: "pomona-node-agent",
+} as const;
