@@ -1,0 +1,62 @@
+/**
+ * Publishes a compiled gateway config into the Secrets of its storage format
+ * (crds/api/gateway-config-codec.ts): changed key buckets first, the core
+ * last, so a gateway that sees the new core finds buckets that match it.
+ * Unchanged buckets are not written again.
+ */
+import { type KubernetesObjectApi, PatchStrategy, type V1Secret } from "@kubernetes/client-node";
+import {
+  bucketSecretName,
+  CONFIG_DATA_KEY,
+  coreSecretName,
+  encodeGatewayConfig,
+  fieldManagers,
+  type GatewayConfig,
+  labels,
+} from "../../crds/api/index.ts";
+
+const hashAnnotation = "pomona.dev/sha256";
+
+export class GatewayConfigPublisher {
+  /** sha256 of what each bucket Secret holds, as last written or read. */
+  private readonly written = new Map<string, string>();
+
+  constructor(
+    private readonly objects: KubernetesObjectApi,
+    private readonly namespace: string,
+  ) {}
+
+  async publish(config: GatewayConfig): Promise<{ bucketsWritten: number; bytes: number }> {
+    const encoded = encodeGatewayConfig(config);
+    let bucketsWritten = 0;
+    let bytes = encoded.core.length;
+    await Promise.all(
+      encoded.buckets.map(async ({ bytes: data, sha256 }, i) => {
+        const name = bucketSecretName(i);
+        if (this.written.get(name) === sha256) return;
+        await this.apply(name, data, sha256);
+        this.written.set(name, sha256);
+        bucketsWritten++;
+        bytes += data.length;
+      }),
+    );
+    await this.apply(coreSecretName, encoded.core, String(config.version));
+    return { bucketsWritten, bytes };
+  }
+
+  private async apply(name: string, data: Buffer, hash: string): Promise<void> {
+    const secret: V1Secret = {
+      apiVersion: "v1",
+      kind: "Secret",
+      type: "Opaque",
+      metadata: {
+        name,
+        namespace: this.namespace,
+        labels: { [labels.gatewayConfig]: "true" },
+        annotations: { [hashAnnotation]: hash },
+      },
+      data: { [CONFIG_DATA_KEY]: data.toString("base64") },
+    };
+    await this.objects.patch(secret, undefined, undefined, fieldManagers.operator, true, PatchStrategy.ServerSideApply);
+  }
+}
