@@ -21,10 +21,13 @@ export class GatewayConfigPublisher {
   /** sha256 of what each bucket Secret holds, as last written or read. */
   private readonly written = new Map<string, string>();
 
-  constructor(
-    private readonly objects: KubernetesObjectApi,
-    private readonly namespace: string,
-  ) {}
+  private readonly objects: KubernetesObjectApi;
+  private readonly namespace: string;
+
+  constructor(objects: KubernetesObjectApi, namespace: string) {
+    this.objects = objects;
+    this.namespace = namespace;
+  }
 
   async publish(config: GatewayConfig): Promise<{ bucketsWritten: number; bytes: number }> {
     const encoded = encodeGatewayConfig(config);
