@@ -1,0 +1,67 @@
+/**
+ * Runs Pomona's components as child processes of `pomona up`, each with its
+ * own log file, and stops them all, in reverse order, on the way out.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+export interface ComponentSpec {
+  name: string;
+  /** Path of the component's main.ts, relative to the repository. */
+  main: string;
+  env: Record<string, string>;
+}
+
+export interface RunningComponent {
+  name: string;
+  logFile: string;
+  child: ChildProcess;
+}
+
+const repoRoot = join(import.meta.dirname, "..");
+
+export class Supervisor {
+  private readonly running: RunningComponent[] = [];
+  private readonly logDir: string;
+  private stopping = false;
+  private readonly onUnexpectedExit: (c: RunningComponent, code: number | null) => void;
+
+  constructor(logDir: string, onUnexpectedExit: (c: RunningComponent, code: number | null) => void) {
+    mkdirSync(logDir, { recursive: true });
+    this.logDir = logDir;
+    this.onUnexpectedExit = onUnexpectedExit;
+  }
+
+  start(spec: ComponentSpec): RunningComponent {
+    const logFile = join(this.logDir, `${spec.name}.log`);
+    const log = createWriteStream(logFile, { flags: "a" });
+    // process.execPath is the Node 24 that runs this CLI, so every component runs on the same runtime.
+    const child = spawn(process.execPath, [join(repoRoot, spec.main)], {
+      cwd: repoRoot,
+      env: { ...process.env, ...spec.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    const component = { name: spec.name, logFile, child };
+    child.once("exit", (code) => {
+      if (!this.stopping) this.onUnexpectedExit(component, code);
+    });
+    this.running.push(component);
+    return component;
+  }
+
+  /** SIGTERM each component, newest first, and wait for it; SIGKILL after the grace period. */
+  async stopAll(graceMs = 15_000): Promise<void> {
+    this.stopping = true;
+    for (const { child } of [...this.running].reverse()) {
+      if (child.exitCode !== null || child.signalCode !== null) continue;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    }
+  }
+}
