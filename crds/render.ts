@@ -69,7 +69,7 @@ export function renderCrd(d: ResourceDefinition<z.ZodType, z.ZodType>) {
           name: VERSION,
           served: true,
           storage: true,
-          subresources: { status: {} },
+          subresources: d.scale ? { status: {}, scale: d.scale } : { status: {} },
           additionalPrinterColumns: d.printerColumns,
           schema: { openAPIV3Schema: root },
         },

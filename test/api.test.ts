@@ -87,6 +87,13 @@ describe("the Pomona API", () => {
     expect(all).toContain("apikey.pomona.dev/demo-key");
   });
 
+  it("scales a model with kubectl scale", async () => {
+    await kubectlOk(["scale", "inferencemodel/qwen2.5-0.5b-instruct", "--replicas=3"]);
+    const replicas = await kubectlOk(["get", "im", "qwen2.5-0.5b-instruct", "-o", "jsonpath={.spec.replicas}"]);
+    expect(replicas).toBe("3");
+    await kubectlOk(["scale", "im/qwen2.5-0.5b-instruct", "--replicas=1"]);
+  });
+
   it("explains its fields in kubectl explain", async () => {
     const out = await kubectlOk(["explain", "inferencemodel.spec"]);
     expect(out).toContain("The desired state of an InferenceModel.");

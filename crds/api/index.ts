@@ -44,6 +44,8 @@ export interface ResourceDefinition<Spec extends z.ZodType, Status extends z.Zod
   spec: Spec;
   status: Status;
   printerColumns: PrinterColumn[];
+  /** Paths for the scale subresource, so `kubectl scale` works on kinds that have replicas. */
+  scale?: { specReplicasPath: string; statusReplicasPath: string };
   rootRules: CrossFieldRule<RootView<z.output<Spec>>>[];
 }
 
@@ -65,6 +67,7 @@ export const inferenceModelDefinition = define({
     "A model Pomona serves: where its GGUF file comes from, the names clients use for it, how many replicas run and where.",
   spec: inferenceModelSpec,
   status: inferenceModelStatus,
+  scale: { specReplicasPath: ".spec.replicas", statusReplicasPath: ".status.replicas" },
   printerColumns: [
     { name: "Ready", type: "integer", jsonPath: ".status.readyReplicas", description: "Replicas ready to serve." },
     { name: "Desired", type: "integer", jsonPath: ".spec.replicas", description: "Replicas wanted." },
