@@ -8,10 +8,11 @@ export interface KubectlResult {
   stderr: string;
 }
 
-export function kubectl(args: string[], input?: string): Promise<KubectlResult> {
+/** kubectl against the test control plane, or against the cluster of another kubeconfig. */
+export function kubectl(args: string[], input?: string, kubeconfig = inject("kubeconfig")): Promise<KubectlResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(inject("kubectlPath"), args, {
-      env: { ...process.env, KUBECONFIG: inject("kubeconfig") },
+      env: { ...process.env, KUBECONFIG: kubeconfig },
       stdio: ["pipe", "pipe", "pipe"],
     });
     let stdout = "";
@@ -29,8 +30,8 @@ export function kubectl(args: string[], input?: string): Promise<KubectlResult> 
 }
 
 /** kubectl that must succeed; its output otherwise fails the test with stderr. */
-export async function kubectlOk(args: string[], input?: string): Promise<string> {
-  const result = await kubectl(args, input);
+export async function kubectlOk(args: string[], input?: string, kubeconfig?: string): Promise<string> {
+  const result = await kubectl(args, input, kubeconfig);
   if (result.code !== 0) throw new Error(`kubectl ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
   return result.stdout;
 }
