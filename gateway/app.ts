@@ -1,0 +1,82 @@
+/**
+ * The gateway, assembled: read top to bottom, this is its table of contents.
+ * buildApp never listens; main.ts does, and tests may use inject() or a port.
+ */
+import { randomUUID } from "node:crypto";
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import type { ConfigHolder } from "./config-source/config-holder.ts";
+import { errorHandler } from "./error-handler.ts";
+import { RouteNotFoundError } from "./errors.ts";
+import type { Limiter } from "./limits/limiter.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import { observability, redactPaths } from "./observability.ts";
+import { requestDecorations } from "./request-context.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { openAiRoutes } from "./routes/openai.ts";
+import { EndpointLoad } from "./routing/endpoint-picker.ts";
+import { EndpointBreakers } from "./upstream/breakers.ts";
+import { Dispatcher } from "./upstream/dispatch.ts";
+import { NodeClient } from "./upstream/node-client.ts";
+
+export interface GatewayDeps {
+  holder: ConfigHolder;
+  limiter: Limiter;
+  metrics: GatewayMetrics;
+  nodeToken: string;
+  upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  bodyLimitBytes: number;
+  /** The clock of the limits; tests move it instead of sleeping through windows. */
+  now?: () => number;
+  logLevel?: string;
+}
+
+/** A client's x-request-id is kept only when it is a plain token, so it cannot inject anything into logs. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
+  const options: FastifyServerOptions = {
+    logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" } },
+    bodyLimit: deps.bodyLimitBytes,
+    disableRequestLogging: true,
+    requestIdLogLabel: "requestId",
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    return503OnClosing: true,
+  };
+  const app = Fastify(options);
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  for (const name of requestDecorations) app.decorateRequest(name, null);
+  app.setErrorHandler(errorHandler(deps.bodyLimitBytes));
+  app.setNotFoundHandler((request) => {
+    throw new RouteNotFoundError(request.method);
+  });
+
+  // Upstream: node calls, per-endpoint breakers and load, dispatch with retries and fallbacks.
+  const client = new NodeClient({ nodeToken: deps.nodeToken, firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs });
+  const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
+  const dispatcher = new Dispatcher({ client, breakers, load: new EndpointLoad(), metrics: deps.metrics });
+  deps.holder.onChange((table) => breakers.retain(table.config.models));
+  app.addHook("onClose", async () => {
+    breakers.shutdown();
+    client.close();
+  });
+
+  await app.register(observability, { metrics: deps.metrics });
+  await app.register(healthRoutes, { holder: deps.holder, metrics: deps.metrics });
+  await app.register(openAiRoutes, {
+    prefix: "/v1",
+    holder: deps.holder,
+    inference: {
+      limiter: deps.limiter,
+      dispatcher,
+      metrics: deps.metrics,
+      now: deps.now ?? Date.now,
+      totalTimeoutMs: deps.upstream.totalTimeoutMs,
+    },
+  });
+  return app;
+}

@@ -1,0 +1,213 @@
+/**
+ * Follows the gateway config the operator publishes in Secrets
+ * (crds/api/gateway-config-codec.ts): watches the core Secret, reads the key
+ * buckets it names (bucket bytes are cached by sha256, so unchanged buckets are
+ * not read again), assembles the config and offers it to the holder. A core
+ * whose buckets are not all written yet is read again shortly; an invalid
+ * config is refused, counted and logged, and the last good one stays.
+ */
+import { createHash } from "node:crypto";
+import { ApiException, CoreV1Api, type KubeConfig, Watch } from "@kubernetes/client-node";
+import type { FastifyBaseLogger } from "fastify";
+import {
+  bucketSecretName,
+  CONFIG_DATA_KEY,
+  ConfigNotReadyError,
+  coreSecretName,
+  decodeCorePart,
+  decodeGatewayConfig,
+} from "../../crds/api/index.ts";
+import type { GatewayMetrics } from "../metrics.ts";
+import type { ConfigHolder } from "./config-holder.ts";
+
+export interface SecretWatcherOptions {
+  kubeConfig: KubeConfig;
+  namespace: string;
+  holder: ConfigHolder;
+  log: FastifyBaseLogger;
+  metrics: GatewayMetrics;
+  /** Pause before reading again while buckets do not match the core yet. */
+  notReadyRetryMs?: number;
+  /** Read the core again this often even without a watch event, in case a watch missed one. */
+  resyncMs?: number;
+}
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+
+export class GatewayConfigWatcher {
+  private readonly core: CoreV1Api;
+  private readonly watch: Watch;
+  private readonly options: SecretWatcherOptions;
+  /** Bucket bytes by their sha256. */
+  private buckets = new Map<string, Buffer>();
+  private stopped = false;
+  private loading: Promise<void> | undefined;
+  private loadAgain = false;
+  private watchAbort: AbortController | undefined;
+  private timers = new Set<NodeJS.Timeout>();
+  private watchBackoffMs = 500;
+  /** The last core refused, so the same invalid bytes are not reported on every resync. */
+  private refusedCoreSha: string | undefined;
+
+  constructor(options: SecretWatcherOptions) {
+    this.options = options;
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.watch = new Watch(options.kubeConfig);
+  }
+
+  start(): void {
+    this.startWatch();
+    this.later(this.options.resyncMs ?? 30_000, () => this.resync());
+    void this.refresh();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.watchAbort?.abort();
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  /** Read the published config now; concurrent calls collapse into one more read. */
+  refresh(): Promise<void> {
+    if (this.loading) {
+      this.loadAgain = true;
+      return this.loading;
+    }
+    this.loading = (async () => {
+      do {
+        this.loadAgain = false;
+        await this.loadOnce();
+      } while (this.loadAgain && !this.stopped);
+    })().finally(() => {
+      this.loading = undefined;
+    });
+    return this.loading;
+  }
+
+  private resync(): void {
+    if (this.stopped) return;
+    void this.refresh();
+    this.later(this.options.resyncMs ?? 30_000, () => this.resync());
+  }
+
+  private later(ms: number, fn: () => void): void {
+    if (this.stopped) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    t.unref();
+    this.timers.add(t);
+  }
+
+  private startWatch(): void {
+    if (this.stopped) return;
+    const { namespace, log } = this.options;
+    const restart = (err: unknown) => {
+      if (this.stopped) return;
+      if (err) log.warn({ err: String(err) }, "gateway config watch ended; restarting");
+      this.later(this.watchBackoffMs, () => this.startWatch());
+      this.watchBackoffMs = Math.min(this.watchBackoffMs * 2, 10_000);
+      // A watch that ended may have missed a change.
+      void this.refresh();
+    };
+    this.watch
+      .watch(
+        `/api/v1/namespaces/${namespace}/secrets`,
+        { fieldSelector: `metadata.name=${coreSecretName}` },
+        (phase) => {
+          this.watchBackoffMs = 500;
+          if (phase === "ADDED" || phase === "MODIFIED") void this.refresh();
+        },
+        restart,
+      )
+      .then((abort) => {
+        this.watchAbort = abort;
+        if (this.stopped) abort.abort();
+      })
+      .catch(restart);
+  }
+
+  private async readSecretData(name: string): Promise<Buffer | undefined> {
+    try {
+      const secret = await this.core.readNamespacedSecret({ name, namespace: this.options.namespace });
+      const data = secret.data?.[CONFIG_DATA_KEY];
+      return data === undefined ? undefined : Buffer.from(data, "base64");
+    } catch (err) {
+      if (err instanceof ApiException && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async loadOnce(): Promise<void> {
+    const { holder, log, metrics } = this.options;
+    let coreBytes: Buffer | undefined;
+    try {
+      coreBytes = await this.readSecretData(coreSecretName);
+    } catch (err) {
+      log.warn({ err: String(err) }, "cannot read the gateway config; keeping the one in use");
+      return;
+    }
+    if (!coreBytes) return;
+    const coreSha = sha256(coreBytes);
+    if (coreSha === this.refusedCoreSha) return;
+    let core: ReturnType<typeof decodeCorePart>;
+    try {
+      core = decodeCorePart(coreBytes);
+    } catch (err) {
+      this.refuse(coreSha, err);
+      return;
+    }
+    if (core.version <= holder.version) return;
+
+    const wanted = new Set(core.buckets);
+    let bytes: (Buffer | undefined)[];
+    try {
+      bytes = await Promise.all(
+        core.buckets.map(async (expected, i) => {
+          const cached = this.buckets.get(expected);
+          if (cached) return cached;
+          const read = await this.readSecretData(bucketSecretName(i));
+          if (read) this.buckets.set(sha256(read), read);
+          return read;
+        }),
+      );
+    } catch (err) {
+      // The API server could not be read: not the config's fault, so try again later.
+      log.warn({ err: String(err) }, "cannot read the gateway config buckets; keeping the one in use");
+      this.later(1_000, () => void this.refresh());
+      return;
+    }
+    let config: ReturnType<typeof decodeGatewayConfig>;
+    try {
+      config = decodeGatewayConfig(core, bytes);
+    } catch (err) {
+      if (err instanceof ConfigNotReadyError) {
+        log.debug({ version: core.version }, "gateway config buckets not written yet; reading again shortly");
+        this.later(this.options.notReadyRetryMs ?? 250, () => void this.refresh());
+        return;
+      }
+      this.refuse(coreSha, err);
+      return;
+    }
+    // Keep only the buckets of the config in use.
+    for (const sha of this.buckets.keys()) if (!wanted.has(sha)) this.buckets.delete(sha);
+    if (holder.offer(config) === "applied") {
+      metrics.configVersion.set(config.version);
+      log.info(
+        { version: config.version, models: config.models.length, keys: config.keys.length },
+        "gateway config in use",
+      );
+    }
+  }
+
+  private refuse(coreSha: string, err: unknown): void {
+    this.refusedCoreSha = coreSha;
+    this.options.metrics.configRejected.inc();
+    this.options.log.error(
+      { err: err instanceof Error ? err.message.slice(0, 2000) : String(err), inUse: this.options.holder.version },
+      "refused an invalid gateway config; keeping the last good one",
+    );
+  }
+}

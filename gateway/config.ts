@@ -1,0 +1,70 @@
+/** The gateway's settings, parsed once at start from the environment (docs/components.md). */
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { defaultSystemNamespace } from "../crds/api/index.ts";
+
+const port = z.coerce.number().int().min(0).max(65_535);
+const positiveInt = z.coerce.number().int().positive();
+
+const environment = z.object({
+  POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
+  POMONA_GATEWAY_PORT: port.default(8080),
+  POMONA_GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
+  POMONA_NODE_TOKEN: z.string().min(1).optional(),
+  POMONA_NODE_TOKEN_FILE: z.string().min(1).optional(),
+  POMONA_REDIS_URL: z.url().optional(),
+  POMONA_LIMITS_ON_REDIS_FAILURE: z.enum(["allow", "deny"]).default("allow"),
+  POMONA_GATEWAY_BODY_LIMIT_BYTES: positiveInt.default(4 * 1024 * 1024),
+  POMONA_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: positiveInt.default(30_000),
+  POMONA_UPSTREAM_TOTAL_TIMEOUT_MS: positiveInt.default(600_000),
+  POMONA_BREAKER_RESET_MS: positiveInt.default(5_000),
+  POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export interface GatewaySettings {
+  namespace: string;
+  port: number;
+  host: string;
+  nodeToken: string;
+  redisUrl: string | undefined;
+  limitsOnRedisFailure: "allow" | "deny";
+  bodyLimitBytes: number;
+  upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  logLevel: string;
+}
+
+/** Parse the environment; a bad value throws an error naming the variable (never its value). */
+export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySettings {
+  const parsed = environment.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new Error(`invalid gateway configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  const nodeToken = e.POMONA_NODE_TOKEN ?? (e.POMONA_NODE_TOKEN_FILE ? readToken(e.POMONA_NODE_TOKEN_FILE) : undefined);
+  if (!nodeToken)
+    throw new Error("invalid gateway configuration: POMONA_NODE_TOKEN or POMONA_NODE_TOKEN_FILE is required");
+  return {
+    namespace: e.POMONA_NAMESPACE,
+    port: e.POMONA_GATEWAY_PORT,
+    host: e.POMONA_GATEWAY_HOST,
+    nodeToken,
+    redisUrl: e.POMONA_REDIS_URL,
+    limitsOnRedisFailure: e.POMONA_LIMITS_ON_REDIS_FAILURE,
+    bodyLimitBytes: e.POMONA_GATEWAY_BODY_LIMIT_BYTES,
+    upstream: {
+      firstByteTimeoutMs: e.POMONA_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
+      totalTimeoutMs: e.POMONA_UPSTREAM_TOTAL_TIMEOUT_MS,
+      breakerResetMs: e.POMONA_BREAKER_RESET_MS,
+    },
+    logLevel: e.POMONA_LOG_LEVEL,
+  };
+}
+
+function readToken(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    throw new Error("invalid gateway configuration: POMONA_NODE_TOKEN_FILE cannot be read");
+  }
+}

@@ -1,0 +1,26 @@
+/** Which limits apply to a request: the key's policy and the model's policy, each counted by its scope. */
+import type { GatewayKey, GatewayModel } from "../../crds/api/index.ts";
+import type { RouteTable } from "../config-source/route-table.ts";
+import type { LimitCheck } from "./limiter.ts";
+
+export function limitChecks(table: RouteTable, key: GatewayKey, model: GatewayModel): LimitCheck[] {
+  const checks = new Map<string, LimitCheck>();
+  const keyId = `key:${key.namespace}/${key.name}`;
+  const modelId = `model:${model.namespace}/${model.name}`;
+
+  const keyPolicy = table.policy(key.namespace, key.rateLimitPolicy);
+  if (keyPolicy) {
+    const subject =
+      keyPolicy.scope === "PerKey" ? keyId : keyPolicy.scope === "PerModel" ? modelId : `${keyId}|${modelId}`;
+    const counterKey = `${keyPolicy.namespace}/${keyPolicy.name}|${subject}`;
+    checks.set(counterKey, { policy: keyPolicy, counterKey });
+  }
+  // A policy named by a model counts per model, unless it asks for per key and model.
+  const modelPolicy = table.policy(model.namespace, model.rateLimitPolicy);
+  if (modelPolicy) {
+    const subject = modelPolicy.scope === "PerKeyAndModel" ? `${keyId}|${modelId}` : modelId;
+    const counterKey = `${modelPolicy.namespace}/${modelPolicy.name}|${subject}`;
+    checks.set(counterKey, { policy: modelPolicy, counterKey });
+  }
+  return [...checks.values()];
+}

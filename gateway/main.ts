@@ -1,0 +1,71 @@
+/** Starts a gateway: settings from the environment, the config watcher, the limiter, and the HTTP server. */
+import { KubeConfig } from "@kubernetes/client-node";
+import { buildApp } from "./app.ts";
+import { loadSettings } from "./config.ts";
+import { ConfigHolder } from "./config-source/config-holder.ts";
+import { GatewayConfigWatcher } from "./config-source/secret-watcher.ts";
+import type { Limiter } from "./limits/limiter.ts";
+import { MemoryLimiter } from "./limits/memory-limiter.ts";
+import { RedisLimiter } from "./limits/redis-limiter.ts";
+import { createMetrics } from "./metrics.ts";
+
+async function main(): Promise<void> {
+  let settings: ReturnType<typeof loadSettings>;
+  try {
+    settings = loadSettings();
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exit(2);
+  }
+  const metrics = createMetrics();
+  const holder = new ConfigHolder();
+  const limiter: Limiter = settings.redisUrl
+    ? new RedisLimiter({ url: settings.redisUrl, onFailure: settings.limitsOnRedisFailure, metrics })
+    : new MemoryLimiter();
+  const app = await buildApp({
+    holder,
+    limiter,
+    metrics,
+    nodeToken: settings.nodeToken,
+    upstream: settings.upstream,
+    bodyLimitBytes: settings.bodyLimitBytes,
+    logLevel: settings.logLevel,
+  });
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+  const watcher = new GatewayConfigWatcher({
+    kubeConfig,
+    namespace: settings.namespace,
+    holder,
+    log: app.log,
+    metrics,
+  });
+  watcher.start();
+
+  process.on("unhandledRejection", (err) => app.log.error({ err }, "unhandled rejection"));
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info({ signal }, "stopping");
+    watcher.stop();
+    await app.close();
+    await limiter.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+  process.once("SIGINT", () => void stop("SIGINT"));
+
+  const address = await app.listen({ port: settings.port, host: settings.host });
+  app.log.info(
+    {
+      address,
+      namespace: settings.namespace,
+      limits: settings.redisUrl ? "redis" : "memory",
+      onRedisFailure: settings.limitsOnRedisFailure,
+    },
+    "gateway listening",
+  );
+}
+
+await main();

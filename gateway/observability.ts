@@ -1,0 +1,54 @@
+/**
+ * Request ids, access logs and request metrics for every request, hijacked
+ * streams included: both are written when the response closes. Logs carry the
+ * key's name and owner, never the key or any header that might hold one.
+ */
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import type { GatewayMetrics } from "./metrics.ts";
+
+const UNMEASURED = new Set(["/metrics", "/healthz", "/readyz"]);
+
+export const observability = fp(async function observability(app: FastifyInstance, opts: { metrics: GatewayMetrics }) {
+  const { metrics } = opts;
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+    const started = performance.now();
+    reply.raw.once("close", () => {
+      const route = request.routeOptions.url ?? "unmatched";
+      if (UNMEASURED.has(route)) return;
+      const status = reply.raw.headersSent ? reply.raw.statusCode : 499;
+      const seconds = (performance.now() - started) / 1000;
+      const model = request.answeredModel ?? request.requestedModel ?? "";
+      const owner = request.caller?.key.owner ?? "";
+      metrics.requests.inc({ route, model, owner, status: String(status) });
+      if (model !== "") metrics.duration.observe({ route, model }, seconds);
+      request.log.info(
+        {
+          method: request.method,
+          route,
+          status,
+          ms: Math.round(seconds * 10_000) / 10,
+          model: request.requestedModel ?? undefined,
+          answeredBy: request.answeredModel ?? undefined,
+          owner: owner || undefined,
+          key: request.caller ? `${request.caller.key.namespace}/${request.caller.key.name}` : undefined,
+        },
+        "request",
+      );
+    });
+  });
+});
+
+/** pino options: authorization headers and anything named like a key or token are never written. */
+export const redactPaths = [
+  "req.headers.authorization",
+  "req.headers['x-api-key']",
+  "headers.authorization",
+  "authorization",
+  "*.authorization",
+  "apiKey",
+  "*.apiKey",
+  "token",
+  "*.token",
+];

@@ -1,0 +1,57 @@
+/**
+ * The OpenAI-compatible API under /v1. Every route authenticates in onRequest,
+ * before the body is read, so an anonymous caller cannot make the gateway
+ * parse a large body.
+ */
+import type { FastifyInstance } from "fastify";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import type { GatewayModel } from "../../crds/api/index.ts";
+import type { ConfigHolder } from "../config-source/config-holder.ts";
+import { keyMayUse } from "../config-source/route-table.ts";
+import { ModelNotAllowedError, ModelNotFoundError } from "../errors.ts";
+import { chatCompletionRequest, completionRequest, embeddingRequest, modelParams } from "../openai-schemas.ts";
+import { type InferenceDeps, inferenceHandler } from "../serve-inference.ts";
+import { authenticator } from "./authenticate.ts";
+
+export interface OpenAiRouteOptions {
+  holder: ConfigHolder;
+  inference: InferenceDeps;
+}
+
+const modelObject = (model: GatewayModel, createdMs: number) => ({
+  id: model.name,
+  object: "model" as const,
+  created: Math.floor(createdMs / 1000),
+  owned_by: model.namespace,
+});
+
+export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptions) {
+  const app = root.withTypeProvider<ZodTypeProvider>();
+  app.addHook("onRequest", authenticator(opts.holder, opts.inference.now));
+
+  app.get("/models", async (request) => {
+    const table = request.routeTable!;
+    const caller = request.caller!;
+    const created = Date.parse(table.config.generatedAt);
+    return {
+      object: "list",
+      data: table
+        .modelsOf(caller.key.namespace)
+        .filter((m) => keyMayUse(caller, m))
+        .map((m) => modelObject(m, created)),
+    };
+  });
+
+  app.get("/models/:model", { schema: { params: modelParams } }, async (request) => {
+    const table = request.routeTable!;
+    const caller = request.caller!;
+    const model = table.resolveModel(caller.key.namespace, request.params.model);
+    if (!model) throw new ModelNotFoundError(request.params.model);
+    if (!keyMayUse(caller, model)) throw new ModelNotAllowedError(request.params.model);
+    return modelObject(model, Date.parse(table.config.generatedAt));
+  });
+
+  app.post("/chat/completions", { schema: { body: chatCompletionRequest } }, inferenceHandler(opts.inference, "chat"));
+  app.post("/completions", { schema: { body: completionRequest } }, inferenceHandler(opts.inference, "completion"));
+  app.post("/embeddings", { schema: { body: embeddingRequest } }, inferenceHandler(opts.inference, "embedding"));
+}

@@ -1,0 +1,271 @@
+/**
+ * Serves one inference request, the gateway's hot path: resolve the model in
+ * the key's namespace, check the key may use it, admit it against the limits,
+ * dispatch it to a node, relay the answer (JSON or SSE), and on every exit
+ * path free the endpoint slot, settle the tokens and free the concurrency slot.
+ */
+import { randomUUID } from "node:crypto";
+import type { ServerResponse } from "node:http";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { GatewayModel } from "../crds/api/index.ts";
+import { keyMayUse } from "./config-source/route-table.ts";
+import {
+  InvalidRequestError,
+  LimitsUnavailableError,
+  ModelNotAllowedError,
+  ModelNotFoundError,
+  RateLimitedError,
+  UpstreamError,
+  UpstreamTimeoutError,
+} from "./errors.ts";
+import type { Limiter, Ticket } from "./limits/limiter.ts";
+import { limitChecks } from "./limits/plan.ts";
+import { LimitsUnavailable } from "./limits/redis-limiter.ts";
+import { estimatePromptTokens, reservation } from "./limits/token-estimate.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import {
+  type ChatCompletionRequest,
+  type CompletionRequest,
+  type EmbeddingRequest,
+  promptText,
+} from "./openai-schemas.ts";
+import { conversationAffinity } from "./routing/endpoint-picker.ts";
+import { SseRelay, tokensOf, type Usage } from "./sse-relay.ts";
+import type { Dispatched, Dispatcher } from "./upstream/dispatch.ts";
+import { ClientGoneError } from "./upstream/node-client.ts";
+
+export type InferenceKind = "chat" | "completion" | "embedding";
+type InferenceBody = ChatCompletionRequest | CompletionRequest | EmbeddingRequest;
+
+const PATHS: Record<InferenceKind, string> = {
+  chat: "/v1/chat/completions",
+  completion: "/v1/completions",
+  embedding: "/v1/embeddings",
+};
+
+/** Largest JSON answer read from a node (embeddings of 2048 inputs are big). */
+const ANSWER_LIMIT_BYTES = 256 * 1024 * 1024;
+
+export interface InferenceDeps {
+  limiter: Limiter;
+  dispatcher: Dispatcher;
+  metrics: GatewayMetrics;
+  now: () => number;
+  totalTimeoutMs: number;
+}
+
+export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
+  return async function serve(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const body = request.body as InferenceBody;
+    const table = request.routeTable!;
+    const caller = request.caller!;
+    // Resolve first, then check: an alias resolves to its model, so it cannot dodge the allowed list.
+    const model = table.resolveModel(caller.key.namespace, body.model);
+    if (!model) throw new ModelNotFoundError(body.model);
+    request.requestedModel = model.name;
+    if (!keyMayUse(caller, model)) throw new ModelNotAllowedError(body.model);
+    if (kind === "embedding" && !model.embeddings) {
+      throw new InvalidRequestError(`The model '${body.model}' does not serve embeddings.`, "model");
+    }
+    const maxTokens =
+      "messages" in body
+        ? (body.max_completion_tokens ?? body.max_tokens)
+        : "prompt" in body
+          ? body.max_tokens
+          : undefined;
+    if (maxTokens != null && maxTokens > model.contextSize) {
+      const param = "messages" in body && body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
+      throw new InvalidRequestError(
+        `${param} is ${maxTokens}, more than the model's context of ${model.contextSize} tokens.`,
+        param,
+      );
+    }
+    const text = promptText(body);
+    const tokens =
+      kind === "embedding" ? estimatePromptTokens(text) : reservation(text, maxTokens ?? undefined, model.contextSize);
+    const ticket = await admit(deps, request, model, tokens);
+
+    const stream = kind !== "embedding" && (body as ChatCompletionRequest).stream === true;
+    const includeUsage = stream && (body as ChatCompletionRequest).stream_options?.include_usage === true;
+    const abort = new AbortController();
+    let why: "client" | "timeout" | undefined;
+    const onClose = () => {
+      if (reply.raw.writableFinished) return;
+      why ??= "client";
+      abort.abort();
+    };
+    reply.raw.once("close", onClose);
+    const timer = setTimeout(() => {
+      why ??= "timeout";
+      abort.abort();
+    }, deps.totalTimeoutMs);
+    // Nothing reached a node yet: refund everything unless an answer says otherwise.
+    let actualTokens: number | undefined = 0;
+    let dispatched: Dispatched | undefined;
+    deps.metrics.inFlight.inc();
+    const started = performance.now();
+    try {
+      dispatched = await deps.dispatcher.dispatch({
+        table,
+        model,
+        path: PATHS[kind],
+        payload: (name) =>
+          JSON.stringify(
+            stream
+              ? { ...body, model: name, stream: true, stream_options: { include_usage: true } }
+              : { ...body, model: name },
+          ),
+        affinity: "messages" in body ? conversationAffinity(body.messages) : undefined,
+        signal: abort.signal,
+      });
+      request.answeredModel = dispatched.model.name;
+      // The node may be generating now: without a usage report, the reservation stands.
+      actualTokens = undefined;
+      if (stream) {
+        actualTokens = await relayStream(request, reply, dispatched, includeUsage, deps, started, () => why);
+        return reply;
+      }
+      deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
+      const answer = await readAnswer(dispatched);
+      const usage = answer.usage as Usage | undefined;
+      actualTokens = tokensOf(usage);
+      countTokens(deps.metrics, dispatched.model.name, caller.key.owner, usage);
+      answer.model = dispatched.model.name;
+      return reply.header("x-pomona-model", dispatched.model.name).send(answer);
+    } catch (err) {
+      if (why === "client") throw new ClientGoneError();
+      if (why === "timeout") throw new UpstreamTimeoutError(`The model '${model.name}' did not finish in time.`);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      reply.raw.off("close", onClose);
+      dispatched?.release();
+      deps.metrics.inFlight.dec();
+      void deps.limiter.finish(ticket, actualTokens);
+    }
+  };
+}
+
+async function admit(
+  deps: InferenceDeps,
+  request: FastifyRequest,
+  model: GatewayModel,
+  tokens: number,
+): Promise<Ticket> {
+  const checks = limitChecks(request.routeTable!, request.caller!.key, model);
+  const admission = { requestId: randomUUID(), checks, tokens, nowMs: deps.now() };
+  let result: Awaited<ReturnType<Limiter["admit"]>>;
+  try {
+    result =
+      checks.length === 0 ? { ok: true, ticket: { admission, unlimited: true } } : await deps.limiter.admit(admission);
+  } catch (err) {
+    if (err instanceof LimitsUnavailable) throw new LimitsUnavailableError();
+    throw err;
+  }
+  if (result.ok) return result.ticket;
+  const { rejection } = result;
+  deps.metrics.limitRejections.inc({ limit: rejection.limit, scope: rejection.check.policy.scope });
+  throw new RateLimitedError(
+    rejection.limit,
+    rejection.limitValue,
+    rejection.retryAfterMs,
+    rejection.check.policy.name,
+  );
+}
+
+async function readAnswer(dispatched: Dispatched): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of dispatched.response.body) {
+    size += (chunk as Buffer).length;
+    if (size > ANSWER_LIMIT_BYTES) throw new UpstreamError("The model server's answer is too large.");
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {
+    // Reported below.
+  }
+  throw new UpstreamError("The model server's answer is not a JSON object.");
+}
+
+function countTokens(metrics: GatewayMetrics, model: string, owner: string, usage: Usage | undefined): void {
+  if (!usage) return;
+  if (typeof usage.prompt_tokens === "number")
+    metrics.tokens.inc({ model, owner, direction: "prompt" }, usage.prompt_tokens);
+  if (typeof usage.completion_tokens === "number") {
+    metrics.tokens.inc({ model, owner, direction: "completion" }, usage.completion_tokens);
+  }
+}
+
+/** Wait until the client can take more, or is gone. */
+function drained(raw: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      raw.off("drain", done);
+      raw.off("close", done);
+      resolve();
+    };
+    raw.once("drain", done);
+    raw.once("close", done);
+  });
+}
+
+/** Relay the node's SSE to the client with backpressure; returns the tokens the node reported, if it did. */
+async function relayStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  dispatched: Dispatched,
+  includeUsage: boolean,
+  deps: InferenceDeps,
+  started: number,
+  why: () => "client" | "timeout" | undefined,
+): Promise<number | undefined> {
+  reply.hijack();
+  const raw = reply.raw;
+  const headers: Record<string, string | number | string[]> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) headers[name] = value;
+  raw.writeHead(200, {
+    ...headers,
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+    "x-pomona-model": dispatched.model.name,
+  });
+  const relay = new SseRelay(dispatched.model.name, includeUsage);
+  const upstream = dispatched.response.body;
+  upstream.setEncoding("utf8");
+  let first = true;
+  try {
+    for await (const chunk of upstream) {
+      if (first) {
+        first = false;
+        deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
+      }
+      const out = relay.push(chunk as string);
+      if (out !== "" && !raw.write(out)) await drained(raw);
+      if (raw.destroyed) break;
+    }
+    if (!relay.done && !raw.destroyed) throw new UpstreamError("The model server ended the stream early.");
+  } catch (err) {
+    if (why() === "client" || raw.destroyed) {
+      request.log.info("client went away; the node's generation was stopped");
+    } else {
+      const error =
+        why() === "timeout"
+          ? new UpstreamTimeoutError(`The model '${dispatched.model.name}' did not finish in time.`)
+          : err instanceof UpstreamError
+            ? err
+            : new UpstreamError("The model server's stream broke off.");
+      request.log.warn({ code: error.code }, "stream from the node failed after it started");
+      raw.write(`data: ${JSON.stringify(error.envelope())}\n\n`);
+    }
+  } finally {
+    // Stop the node if we stopped reading before its end (client gone, broken stream).
+    if (!upstream.readableEnded) upstream.destroy();
+    if (!raw.destroyed) raw.end();
+  }
+  countTokens(deps.metrics, dispatched.model.name, request.caller!.key.owner, relay.usage);
+  return tokensOf(relay.usage);
+}

@@ -1,0 +1,76 @@
+/**
+ * Rewrites the node's server-sent events for the client: every chunk names
+ * the model that answered, the usage chunk the gateway always asks for is
+ * kept for the limiter and dropped when the client did not ask for it, and
+ * `data: [DONE]` ends the stream. Events are split on blank lines, so chunks
+ * cut anywhere by TCP are handled.
+ */
+export interface Usage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  total_tokens?: number;
+}
+
+export class SseRelay {
+  private buffer = "";
+  private readonly modelName: string;
+  private readonly includeUsage: boolean;
+  usage: Usage | undefined;
+  done = false;
+  /** Chunks with generated content seen so far. */
+  events = 0;
+
+  constructor(modelName: string, includeUsage: boolean) {
+    this.modelName = modelName;
+    this.includeUsage = includeUsage;
+  }
+
+  /** Feed bytes from the node; returns what to write to the client (maybe ""). */
+  push(chunk: string): string {
+    this.buffer += chunk;
+    let out = "";
+    for (;;) {
+      const end = this.buffer.search(/\r?\n\r?\n/);
+      if (end < 0) break;
+      const event = this.buffer.slice(0, end);
+      const sep = this.buffer.slice(end).match(/^\r?\n\r?\n/)![0].length;
+      this.buffer = this.buffer.slice(end + sep);
+      out += this.rewrite(event);
+    }
+    return out;
+  }
+
+  private rewrite(event: string): string {
+    const data = event
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith("data:"))
+      .map((l) => l.slice(5).trimStart())
+      .join("\n");
+    if (data === "") return "";
+    if (data === "[DONE]") {
+      this.done = true;
+      return "data: [DONE]\n\n";
+    }
+    let chunk: { model?: string; usage?: Usage | null; choices?: unknown[] };
+    try {
+      chunk = JSON.parse(data);
+    } catch {
+      return "";
+    }
+    if (chunk.usage) this.usage = chunk.usage;
+    if (!this.includeUsage && chunk.usage !== undefined) {
+      if (!chunk.choices || chunk.choices.length === 0) return "";
+      delete chunk.usage;
+    }
+    this.events++;
+    chunk.model = this.modelName;
+    return `data: ${JSON.stringify(chunk)}\n\n`;
+  }
+}
+
+export const tokensOf = (usage: Usage | undefined): number | undefined => {
+  if (!usage) return undefined;
+  if (typeof usage.total_tokens === "number") return usage.total_tokens;
+  if (typeof usage.prompt_tokens === "number") return usage.prompt_tokens + (usage.completion_tokens ?? 0);
+  return undefined;
+};

@@ -1,0 +1,132 @@
+/**
+ * One call to a node-agent replica: POST the OpenAI body with the node token
+ * and resolve when the answer's status line arrives (the first byte). A 5xx
+ * or a 429 rejects, so the caller may try another replica; other 4xx reject
+ * with the node's message for the client. The signal aborts the call at any
+ * point, including while the body streams, which stops the node generating.
+ */
+import { Agent, type IncomingMessage, request } from "node:http";
+import { UpstreamRejectedError } from "../errors.ts";
+
+export interface UpstreamResponse {
+  status: number;
+  body: IncomingMessage;
+}
+
+/** The node failed or is busy: another replica may do better. */
+export class UpstreamFailure extends Error {
+  readonly code: "UPSTREAM_STATUS" | "UPSTREAM_BUSY" | "UPSTREAM_TIMEOUT" | "UPSTREAM_NETWORK";
+  constructor(code: UpstreamFailure["code"], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export class ClientGoneError extends Error {
+  readonly code = "CLIENT_GONE";
+  constructor() {
+    super("the client went away");
+  }
+}
+
+const ERROR_BODY_LIMIT = 64 * 1024;
+
+export class NodeClient {
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 1024, keepAliveMsecs: 10_000 });
+  private readonly token: string;
+  private readonly firstByteTimeoutMs: number;
+
+  constructor(options: { nodeToken: string; firstByteTimeoutMs: number }) {
+    this.token = options.nodeToken;
+    this.firstByteTimeoutMs = options.firstByteTimeoutMs;
+  }
+
+  post(url: string, payload: string, signal: AbortSignal): Promise<UpstreamResponse> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(new ClientGoneError());
+        return;
+      }
+      const req = request(url, {
+        method: "POST",
+        agent: this.agent,
+        signal,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(payload),
+          accept: "application/json, text/event-stream",
+        },
+      });
+      const timer = setTimeout(() => {
+        req.destroy(new UpstreamFailure("UPSTREAM_TIMEOUT", `no answer within ${this.firstByteTimeoutMs} ms`));
+      }, this.firstByteTimeoutMs);
+      req.once("response", (res) => {
+        clearTimeout(timer);
+        const status = res.statusCode ?? 502;
+        if (status < 400) {
+          resolve({ status, body: res });
+          return;
+        }
+        readSmall(res).then(
+          (text) => reject(failureFor(status, text)),
+          (err) => reject(new UpstreamFailure("UPSTREAM_NETWORK", "the node's error answer broke off", { cause: err })),
+        );
+      });
+      req.once("error", (err) => {
+        clearTimeout(timer);
+        // The client went away: not the node's failure, so the breaker does not count it.
+        if (signal.aborted && !(err instanceof UpstreamFailure)) {
+          reject(new ClientGoneError());
+          return;
+        }
+        reject(
+          err instanceof UpstreamFailure
+            ? err
+            : new UpstreamFailure(
+                "UPSTREAM_NETWORK",
+                `the node cannot be reached (${(err as NodeJS.ErrnoException).code ?? err.name})`,
+                { cause: err },
+              ),
+        );
+      });
+      req.end(payload);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+function failureFor(status: number, text: string): Error {
+  if (status >= 500) return new UpstreamFailure("UPSTREAM_STATUS", `the node answered ${status}`);
+  if (status === 429) return new UpstreamFailure("UPSTREAM_BUSY", "the node is busy");
+  // Auth failures between gateway and node are ours, not the client's.
+  if (status === 401 || status === 403)
+    return new UpstreamFailure("UPSTREAM_STATUS", `the node refused the gateway (${status})`);
+  let message = `the model server refused the request (${status})`;
+  let param: string | null = null;
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown } };
+    if (typeof parsed.error?.message === "string") message = parsed.error.message.slice(0, 1000);
+    if (typeof parsed.error?.param === "string") param = parsed.error.param;
+  } catch {
+    // Not JSON: keep the generic message.
+  }
+  return new UpstreamRejectedError(status === 404 ? 400 : status, message, param);
+}
+
+export async function readSmall(res: IncomingMessage, limit = ERROR_BODY_LIMIT): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      res.destroy();
+      break;
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
