@@ -3,7 +3,7 @@
  * buildApp never listens; main.ts does, and tests may use inject() or a port.
  */
 import { randomUUID } from "node:crypto";
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
@@ -38,8 +38,8 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   const options: FastifyServerOptions = {
     logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" } },
     bodyLimit: deps.bodyLimitBytes,
-    disableRequestLogging: true,
-    requestIdLogLabel: "requestId",
+    // Access logs are written by observability.ts when the response closes, hijacked streams included.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: "requestId" }),
     genReqId: (req) => {
       const given = req.headers["x-request-id"];
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();

@@ -1,0 +1,178 @@
+/**
+ * A stand-in for one node-agent replica endpoint, speaking the node-agent's
+ * contract (docs/components.md): OpenAI paths under /replicas/<ns>/<replica>,
+ * bearer node token, usage in streams when asked. It is a fake of our own
+ * component, used only where a fault is the point (a node that fails, hangs,
+ * streams slowly, dies mid-traffic) or where the gateway's own overhead and
+ * bookkeeping must be measured exactly; real inference is tested against the
+ * real node-agent.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+
+export type FakeNodeMode = "ok" | "fail" | "hang";
+
+export interface FakeNodeOptions {
+  name: string;
+  token: string;
+  /** Tokens a stream sends, one chunk each. */
+  streamTokens?: number;
+  /** Pause between streamed chunks. */
+  tokenDelayMs?: number;
+  /** Completion tokens reported in usage. */
+  completionTokens?: number;
+  /** Pause before answering a non-streaming request. */
+  answerDelayMs?: number;
+}
+
+export interface SeenRequest {
+  path: string;
+  body: Record<string, unknown>;
+  authorization: string | undefined;
+}
+
+export class FakeNode {
+  readonly options: FakeNodeOptions;
+  mode: FakeNodeMode = "ok";
+  readonly seen: SeenRequest[] = [];
+  /** Streams whose client (the gateway) went away before the end. */
+  streamsAborted = 0;
+  streamsFinished = 0;
+  /** Chunks written across all streams, to see that generation stopped. */
+  chunksWritten = 0;
+  active = 0;
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(options: FakeNodeOptions) {
+    this.options = options;
+  }
+
+  async start(port = 0): Promise<this> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.on("connection", (s) => {
+      this.sockets.add(s);
+      s.once("close", () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  endpoint(namespace: string, replica = this.options.name) {
+    return {
+      url: `http://127.0.0.1:${this.port}/replicas/${namespace}/${replica}`,
+      replica,
+      node: this.options.name,
+      weight: 1,
+    };
+  }
+
+  /** Die as a crashed node does: stop listening and cut every open connection. */
+  async kill(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const path = (req.url ?? "").replace(/^\/replicas\/[^/]+\/[^/]+/, "");
+    if (req.headers.authorization !== `Bearer ${this.options.token}`) {
+      res.writeHead(401, { "content-type": "application/json" }).end('{"error":{"message":"bad node token"}}');
+      return;
+    }
+    let body: Record<string, unknown> = {};
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    this.seen.push({ path, body, authorization: req.headers.authorization });
+    if (this.mode === "fail") {
+      res.writeHead(500, { "content-type": "application/json" }).end('{"error":{"message":"node failure"}}');
+      return;
+    }
+    if (this.mode === "hang") return; // never answers; the socket stays open
+    this.active++;
+    res.once("close", () => this.active--);
+    const usage = {
+      prompt_tokens: 5,
+      completion_tokens: this.options.completionTokens ?? 3,
+      total_tokens: 5 + (this.options.completionTokens ?? 3),
+    };
+    if (body.stream === true) {
+      await this.stream(res, body, usage);
+      return;
+    }
+    if (this.options.answerDelayMs) await new Promise((r) => setTimeout(r, this.options.answerDelayMs));
+    const created = Math.floor(Date.now() / 1000);
+    let answer: unknown;
+    if (path === "/v1/embeddings") {
+      const inputs = Array.isArray(body.input) ? body.input : [body.input];
+      answer = {
+        object: "list",
+        model: body.model,
+        data: inputs.map((_, index) => ({ object: "embedding", index, embedding: [0.1, 0.2, 0.3] })),
+        usage: { prompt_tokens: 4, total_tokens: 4 },
+      };
+    } else if (path === "/v1/completions") {
+      answer = {
+        id: "cmpl-1",
+        object: "text_completion",
+        created,
+        model: body.model,
+        choices: [{ index: 0, text: ` from ${this.options.name}`, finish_reason: "stop", logprobs: null }],
+        usage,
+      };
+    } else {
+      answer = {
+        id: "chatcmpl-1",
+        object: "chat.completion",
+        created,
+        model: body.model,
+        choices: [
+          { index: 0, message: { role: "assistant", content: `from ${this.options.name}` }, finish_reason: "stop" },
+        ],
+        usage,
+      };
+    }
+    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
+  }
+
+  private async stream(res: ServerResponse, body: Record<string, unknown>, usage: object): Promise<void> {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    const created = Math.floor(Date.now() / 1000);
+    const chunk = (delta: object, finish: string | null) =>
+      `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", created, model: body.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const count = this.options.streamTokens ?? 3;
+    for (let i = 0; i < count; i++) {
+      if (res.destroyed) {
+        this.streamsAborted++;
+        return;
+      }
+      res.write(chunk(i === 0 ? { role: "assistant", content: "tok0" } : { content: ` tok${i}` }, null));
+      this.chunksWritten++;
+      if (this.options.tokenDelayMs) await new Promise((r) => setTimeout(r, this.options.tokenDelayMs));
+    }
+    if (res.destroyed) {
+      this.streamsAborted++;
+      return;
+    }
+    res.write(chunk({}, "stop"));
+    const streamOptions = body.stream_options as { include_usage?: boolean } | undefined;
+    if (streamOptions?.include_usage) {
+      res.write(
+        `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", created, model: body.model, choices: [], usage })}\n\n`,
+      );
+    }
+    res.end("data: [DONE]\n\n");
+    this.streamsFinished++;
+  }
+}

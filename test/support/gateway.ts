@@ -1,0 +1,147 @@
+// A gateway for tests: the real app, fed by the real config watcher from configs published into a real API server.
+import { createHash, randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
+import type { FastifyInstance } from "fastify";
+import { inject } from "vitest";
+import type { GatewayConfig, GatewayKey, GatewayModel, GatewayPolicy } from "../../crds/api/index.ts";
+import { buildApp, type GatewayDeps } from "../../gateway/app.ts";
+import { ConfigHolder } from "../../gateway/config-source/config-holder.ts";
+import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher.ts";
+import type { Limiter } from "../../gateway/limits/limiter.ts";
+import { MemoryLimiter } from "../../gateway/limits/memory-limiter.ts";
+import { createMetrics, type GatewayMetrics } from "../../gateway/metrics.ts";
+import { GatewayConfigPublisher } from "../../operator/gateway-config/publish.ts";
+import { eventually } from "./processes.ts";
+
+export const NODE_TOKEN = "node-token-for-tests";
+
+export function kubeConfig(): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(inject("kubeconfig"));
+  return kc;
+}
+
+export async function createNamespace(name: string): Promise<void> {
+  const core = kubeConfig().makeApiClient(CoreV1Api);
+  try {
+    await core.createNamespace({ body: { metadata: { name } } });
+  } catch (err) {
+    if ((err as { code?: number }).code !== 409) throw err;
+  }
+}
+
+export interface TestKey {
+  /** The plaintext key, as a client holds it. */
+  secret: string;
+  key: GatewayKey;
+}
+
+export function makeKey(namespace: string, name: string, extra: Partial<GatewayKey> = {}): TestKey {
+  const secret = `sk-pomona-${randomBytes(18).toString("base64url")}`;
+  const hash = createHash("sha256").update(secret).digest("hex");
+  return { secret, key: { hash, namespace, name, owner: `team-${name}`, ...extra } };
+}
+
+export function model(namespace: string, name: string, extra: Partial<GatewayModel> = {}): GatewayModel {
+  return { namespace, name, aliases: [], endpoints: [], fallbacks: [], embeddings: true, contextSize: 4096, ...extra };
+}
+
+export function policy(
+  namespace: string,
+  name: string,
+  limits: Omit<GatewayPolicy, "namespace" | "name">,
+): GatewayPolicy {
+  return { namespace, name, ...limits };
+}
+
+/** Publishes configs the way the operator does, with increasing versions. */
+export class ConfigFeed {
+  readonly publisher: GatewayConfigPublisher;
+  version = 0;
+  constructor(namespace: string) {
+    this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), namespace);
+  }
+  async publish(parts: {
+    models: GatewayModel[];
+    keys: TestKey[];
+    policies?: GatewayPolicy[];
+  }): Promise<GatewayConfig> {
+    this.version++;
+    const config: GatewayConfig = {
+      version: this.version,
+      generatedAt: new Date().toISOString(),
+      models: parts.models,
+      keys: parts.keys.map((k) => k.key),
+      policies: parts.policies ?? [],
+    };
+    await this.publisher.publish(config);
+    return config;
+  }
+}
+
+export interface TestGateway {
+  app: FastifyInstance;
+  url: string;
+  holder: ConfigHolder;
+  metrics: GatewayMetrics;
+  watcher: GatewayConfigWatcher;
+  /** Waits until the gateway serves at least this config version. */
+  waitForVersion: (version: number) => Promise<void>;
+  close: () => Promise<void>;
+}
+
+export async function startGateway(
+  namespace: string,
+  options: {
+    limiter?: Limiter;
+    now?: () => number;
+    upstream?: Partial<GatewayDeps["upstream"]>;
+    bodyLimitBytes?: number;
+    metrics?: GatewayMetrics;
+  } = {},
+): Promise<TestGateway> {
+  const metrics = options.metrics ?? createMetrics();
+  const holder = new ConfigHolder();
+  const limiter = options.limiter ?? new MemoryLimiter();
+  const app = await buildApp({
+    holder,
+    limiter,
+    metrics,
+    nodeToken: NODE_TOKEN,
+    upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
+    bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
+    now: options.now,
+    logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
+  });
+  const watcher = new GatewayConfigWatcher({
+    kubeConfig: kubeConfig(),
+    namespace,
+    holder,
+    log: app.log,
+    metrics,
+    notReadyRetryMs: 100,
+    resyncMs: 2_000,
+  });
+  watcher.start();
+  await app.listen({ port: 0, host: "127.0.0.1" });
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  return {
+    app,
+    url,
+    holder,
+    metrics,
+    watcher,
+    waitForVersion: (version) =>
+      eventually(
+        `gateway config version ${version}`,
+        async () => (holder.version >= version ? true : undefined),
+        30_000,
+      ).then(() => undefined),
+    close: async () => {
+      watcher.stop();
+      await app.close();
+      await limiter.close();
+    },
+  };
+}
