@@ -8,6 +8,10 @@ import type { Limiter } from "./limits/limiter.ts";
 import { MemoryLimiter } from "./limits/memory-limiter.ts";
 import { RedisLimiter } from "./limits/redis-limiter.ts";
 import { createMetrics } from "./metrics.ts";
+import { closeGracefully } from "./shutdown.ts";
+
+/** Time streams in flight get to finish when the gateway is asked to stop. */
+const SHUTDOWN_GRACE_MS = 20_000;
 
 async function main(): Promise<void> {
   let settings: ReturnType<typeof loadSettings>;
@@ -49,7 +53,7 @@ async function main(): Promise<void> {
     stopping = true;
     app.log.info({ signal }, "stopping");
     watcher.stop();
-    await app.close();
+    await closeGracefully(app, SHUTDOWN_GRACE_MS);
     await limiter.close();
     process.exit(0);
   };

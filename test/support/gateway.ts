@@ -11,6 +11,7 @@ import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher
 import type { Limiter } from "../../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../../gateway/limits/memory-limiter.ts";
 import { createMetrics, type GatewayMetrics } from "../../gateway/metrics.ts";
+import { closeGracefully } from "../../gateway/shutdown.ts";
 import { GatewayConfigPublisher } from "../../operator/gateway-config/publish.ts";
 import { eventually } from "./processes.ts";
 
@@ -140,7 +141,7 @@ export async function startGateway(
       ).then(() => undefined),
     close: async () => {
       watcher.stop();
-      await app.close();
+      await closeGracefully(app, 500);
       await limiter.close();
     },
   };

@@ -1,0 +1,181 @@
+// How the gateway copes with nodes that fail: breakers, retries on another replica, fallbacks, timeouts,
+// and a client that leaves mid-stream. Failing, hanging and dying nodes are the fake node
+// (test/support/fake-node.ts): the faults are the point here.
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../controlplane/local-control-plane.ts";
+import { FakeNode } from "./support/fake-node.ts";
+import {
+  ConfigFeed,
+  createNamespace,
+  makeKey,
+  model,
+  NODE_TOKEN,
+  startGateway,
+  type TestGateway,
+} from "./support/gateway.ts";
+import { eventually } from "./support/processes.ts";
+
+const ns = "gw-resilience";
+const a = new FakeNode({ name: "mac-a", token: NODE_TOKEN, answerDelayMs: 5 });
+const b = new FakeNode({ name: "mac-b", token: NODE_TOKEN, answerDelayMs: 5 });
+const backup = new FakeNode({ name: "mac-backup", token: NODE_TOKEN });
+const failing = new FakeNode({ name: "mac-failing", token: NODE_TOKEN });
+const hanging = new FakeNode({ name: "mac-hanging", token: NODE_TOKEN });
+const slow = new FakeNode({ name: "mac-slow", token: NODE_TOKEN, streamTokens: 500, tokenDelayMs: 20 });
+const key = makeKey(ns, "k");
+let gateway: TestGateway;
+let deadUrl: string;
+
+const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
+const chat = (modelName: string) =>
+  client().chat.completions.create({ model: modelName, messages: [{ role: "user", content: "hi" }] });
+
+beforeAll(async () => {
+  await createNamespace(ns);
+  for (const n of [a, b, backup, failing, hanging, slow]) await n.start();
+  failing.mode = "fail";
+  hanging.mode = "hang";
+  deadUrl = `http://127.0.0.1:${await freePort()}/replicas/${ns}/gone`;
+  gateway = await startGateway(ns, { upstream: { firstByteTimeoutMs: 500, breakerResetMs: 1_000 } });
+  const feed = new ConfigFeed(ns);
+  await feed.publish({
+    models: [
+      model(ns, "tiny", { endpoints: [a.endpoint(ns, "tiny-a"), b.endpoint(ns, "tiny-b")] }),
+      model(ns, "primary", {
+        endpoints: [{ url: deadUrl, replica: "gone", node: "mac-gone", weight: 1 }, failing.endpoint(ns, "p-f")],
+        fallbacks: ["backup"],
+      }),
+      model(ns, "backup", { endpoints: [backup.endpoint(ns, "backup-a")] }),
+      model(ns, "unplaced"),
+      model(ns, "broken", { endpoints: [failing.endpoint(ns, "broken-a")] }),
+      model(ns, "stuck", { endpoints: [hanging.endpoint(ns, "stuck-a")] }),
+      model(ns, "slow", { endpoints: [slow.endpoint(ns, "slow-a")] }),
+      model(ns, "half-broken", { endpoints: [failing.endpoint(ns, "hb-f"), b.endpoint(ns, "hb-b")] }),
+    ],
+    keys: [key],
+  });
+  await gateway.waitForVersion(feed.version);
+});
+
+afterAll(async () => {
+  await gateway?.close();
+  for (const n of [a, b, backup, failing, hanging, slow]) await n.kill();
+});
+
+describe("nodes failing", () => {
+  it("moves traffic off a node killed mid-traffic without failing a request, and its breaker opens", async () => {
+    const total = 300;
+    let done = 0;
+    let killed = false;
+    const failures: unknown[] = [];
+    const answeredBy: string[] = [];
+    const worker = async () => {
+      while (done + failures.length < total) {
+        try {
+          const answer = await chat("tiny");
+          answeredBy.push(answer.choices[0]?.message.content ?? "");
+          done++;
+        } catch (err) {
+          failures.push(err);
+        }
+        if (done >= 60 && !killed) {
+          killed = true;
+          await a.kill();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    expect(failures).toEqual([]);
+    expect(done).toBeGreaterThanOrEqual(total);
+    expect(answeredBy.slice(0, 40)).toContain("from mac-a");
+    // Once the breaker opened, node a gets no more traffic: the last answers all come from b.
+    expect(answeredBy.slice(-50).every((who) => who === "from mac-b")).toBe(true);
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(
+      /pomona_gateway_breaker_state\{model="gw-resilience\/tiny",replica="tiny-a",node="mac-a"\} 2/,
+    );
+    expect(metrics).toMatch(/pomona_gateway_upstream_attempts_total\{model="tiny",outcome="failed"\} [1-9]/);
+  });
+
+  it("probes a node again after the breaker's reset time and sends it traffic when it is back", async () => {
+    await a.start(a.port);
+    const back = await eventually(
+      "node a serving again",
+      async () => {
+        const answers = await Promise.all(Array.from({ length: 6 }, () => chat("tiny")));
+        return answers.some((x) => x.choices[0]?.message.content === "from mac-a") ? true : undefined;
+      },
+      20_000,
+    );
+    expect(back).toBe(true);
+  });
+
+  it("retries a stream on another replica when the first fails before the first byte", async () => {
+    for (let i = 0; i < 6; i++) {
+      const stream = await client().chat.completions.create({
+        model: "half-broken",
+        messages: [{ role: "user", content: `question ${i}` }],
+        stream: true,
+      });
+      let text = "";
+      for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? "";
+      expect(text).toBe("tok0 tok1 tok2");
+    }
+  });
+
+  it("answers from the fallback model when no replica of the model can serve", async () => {
+    const { data, response } = await client()
+      .chat.completions.create({ model: "primary", messages: [{ role: "user", content: "hi" }] })
+      .withResponse();
+    expect(data.choices[0]?.message.content).toBe("from mac-backup");
+    expect(data.model).toBe("backup");
+    expect(response.headers.get("x-pomona-model")).toBe("backup");
+    expect(backup.seen.at(-1)?.body.model).toBe("backup");
+  });
+
+  it("answers 503 when nothing can serve, 502 when every replica fails, 504 when none answers in time", async () => {
+    const unplaced = await chat("unplaced").catch((e: unknown) => e);
+    expect(unplaced).toBeInstanceOf(OpenAI.APIError);
+    expect((unplaced as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
+    expect((unplaced as InstanceType<typeof OpenAI.APIError>).code).toBe("no_replica_available");
+    const broken = await chat("broken").catch((e: unknown) => e);
+    expect((broken as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+    const stuck = await chat("stuck").catch((e: unknown) => e);
+    expect((stuck as InstanceType<typeof OpenAI.APIError>).status).toBe(504);
+    // Error messages name models, never node addresses or tokens.
+    for (const e of [unplaced, broken, stuck]) {
+      expect((e as Error).message).not.toContain("127.0.0.1");
+      expect((e as Error).message).not.toContain(NODE_TOKEN);
+    }
+  });
+
+  it("stops the node's generation when the client leaves mid-stream", async () => {
+    const controller = new AbortController();
+    const stream = await client().chat.completions.create(
+      { model: "slow", messages: [{ role: "user", content: "tell me a long story" }], stream: true },
+      { signal: controller.signal },
+    );
+    let received = 0;
+    try {
+      for await (const _chunk of stream) {
+        received++;
+        if (received === 3) controller.abort();
+      }
+    } catch {
+      // The client's own abort.
+    }
+    await eventually(
+      "the node to see the stream aborted",
+      async () => (slow.streamsAborted === 1 ? true : undefined),
+      10_000,
+    );
+    const written = slow.chunksWritten;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(slow.chunksWritten).toBe(written);
+    expect(written).toBeLessThan(100);
+    expect(slow.streamsFinished).toBe(0);
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(/pomona_gateway_requests_in_flight 0/);
+  });
+});
