@@ -47,6 +47,8 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   };
   const app = Fastify(options);
+  // The API speaks JSON only; other bodies get a clear 415 instead of a confusing validation error.
+  app.removeContentTypeParser("text/plain");
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   for (const name of requestDecorations) app.decorateRequest(name, null);
