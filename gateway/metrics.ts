@@ -80,6 +80,11 @@ export function createMetrics() {
       help: "Published configs refused as invalid; the last good one stays in use.",
       registers,
     }),
+    configBucketReads: new Counter({
+      name: "pomona_gateway_config_bucket_reads_total",
+      help: "Key bucket Secrets read from the API server; unchanged buckets are served from the cache.",
+      registers,
+    }),
     inFlight: new Gauge({
       name: "pomona_gateway_requests_in_flight",
       help: "Inference requests being served.",

@@ -169,6 +169,7 @@ export class GatewayConfigWatcher {
           const cached = this.buckets.get(expected);
           if (cached) return cached;
           const read = await this.readSecretData(bucketSecretName(i));
+          metrics.configBucketReads.inc();
           if (read) this.buckets.set(sha256(read), read);
           return read;
         }),

@@ -58,10 +58,16 @@ export function policy(
 
 /** Publishes configs the way the operator does, with increasing versions. */
 export class ConfigFeed {
-  readonly publisher: GatewayConfigPublisher;
+  publisher: GatewayConfigPublisher;
   version = 0;
+  private readonly namespace: string;
   constructor(namespace: string) {
+    this.namespace = namespace;
     this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), namespace);
+  }
+  /** After a test wrote config Secrets itself: the publisher must not trust what it wrote before. */
+  forgetWritten(): void {
+    this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), this.namespace);
   }
   async publish(parts: {
     models: GatewayModel[];
