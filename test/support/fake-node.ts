@@ -41,6 +41,8 @@ export class FakeNode {
   /** Chunks written across all streams, to see that generation stopped. */
   chunksWritten = 0;
   active = 0;
+  /** Most requests it served at once. */
+  maxActive = 0;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   port = 0;
@@ -101,6 +103,7 @@ export class FakeNode {
     }
     if (this.mode === "hang") return; // never answers; the socket stays open
     this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
     res.once("close", () => this.active--);
     const usage = {
       prompt_tokens: 5,
