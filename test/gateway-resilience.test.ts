@@ -1,6 +1,7 @@
 // How the gateway copes with nodes that fail: breakers, retries on another replica, fallbacks, timeouts,
 // and a client that leaves mid-stream. Failing, hanging and dying nodes are the fake node
 // (test/support/fake-node.ts): the faults are the point here.
+import { request } from "node:http";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../controlplane/local-control-plane.ts";
@@ -23,6 +24,13 @@ const backup = new FakeNode({ name: "mac-backup", token: NODE_TOKEN });
 const failing = new FakeNode({ name: "mac-failing", token: NODE_TOKEN });
 const hanging = new FakeNode({ name: "mac-hanging", token: NODE_TOKEN });
 const slow = new FakeNode({ name: "mac-slow", token: NODE_TOKEN, streamTokens: 500, tokenDelayMs: 20 });
+const bulky = new FakeNode({
+  name: "mac-bulky",
+  token: NODE_TOKEN,
+  streamTokens: 2_000,
+  chunkChars: 16_384,
+  respectBackpressure: true,
+});
 const key = makeKey(ns, "k");
 let gateway: TestGateway;
 let deadUrl: string;
@@ -33,7 +41,7 @@ const chat = (modelName: string) =>
 
 beforeAll(async () => {
   await createNamespace(ns);
-  for (const n of [a, b, backup, failing, hanging, slow]) await n.start();
+  for (const n of [a, b, backup, failing, hanging, slow, bulky]) await n.start();
   failing.mode = "fail";
   hanging.mode = "hang";
   deadUrl = `http://127.0.0.1:${await freePort()}/replicas/${ns}/gone`;
@@ -51,6 +59,7 @@ beforeAll(async () => {
       model(ns, "broken", { endpoints: [failing.endpoint(ns, "broken-a")] }),
       model(ns, "stuck", { endpoints: [hanging.endpoint(ns, "stuck-a")] }),
       model(ns, "slow", { endpoints: [slow.endpoint(ns, "slow-a")] }),
+      model(ns, "bulky", { endpoints: [bulky.endpoint(ns, "bulky-a")] }),
       model(ns, "half-broken", { endpoints: [failing.endpoint(ns, "hb-f"), b.endpoint(ns, "hb-b")] }),
     ],
     keys: [key],
@@ -60,7 +69,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  for (const n of [a, b, backup, failing, hanging, slow]) await n.kill();
+  for (const n of [a, b, backup, failing, hanging, slow, bulky]) await n.kill();
 });
 
 describe("nodes failing", () => {
@@ -177,5 +186,39 @@ describe("nodes failing", () => {
     expect(slow.streamsFinished).toBe(0);
     const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_requests_in_flight 0/);
+  });
+
+  it("streams with backpressure: a client that stops reading stops the node, and gets everything when it reads", async () => {
+    // 2,000 chunks of 16 KiB: about 32 MiB, far more than the socket buffers between the three.
+    const body = JSON.stringify({ model: "bulky", messages: [{ role: "user", content: "hi" }], stream: true });
+    const { port } = new URL(gateway.url);
+    const res = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => {
+      const req = request(
+        {
+          host: "127.0.0.1",
+          port,
+          path: "/v1/chat/completions",
+          method: "POST",
+          headers: { authorization: `Bearer ${key.secret}`, "content-type": "application/json" },
+        },
+        resolve,
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+    expect(res.statusCode).toBe(200);
+    res.pause();
+    // The client reads nothing: the node must stall long before its end.
+    await new Promise((r) => setTimeout(r, 1_000));
+    const stalledAt = bulky.chunksWritten;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(bulky.chunksWritten).toBe(stalledAt);
+    expect(stalledAt).toBeLessThan(1_000);
+    let text = "";
+    res.setEncoding("utf8");
+    for await (const c of res) text += c;
+    expect(text.match(/^data: \{/gm)).toHaveLength(2_001); // 2,000 tokens and the finishing chunk
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+    expect(bulky.streamsFinished).toBe(1);
   });
 });

@@ -28,7 +28,7 @@ async function startGatewayProcess(): Promise<{ process: TestProcess; url: strin
     POMONA_GATEWAY_HOST: "127.0.0.1",
     POMONA_NODE_TOKEN: NODE_TOKEN,
     POMONA_REDIS_URL: redis.url,
-    POMONA_LOG_LEVEL: "warn",
+    POMONA_LOG_LEVEL: "info",
   });
   const url = `http://127.0.0.1:${port}`;
   await eventually(
@@ -102,5 +102,24 @@ describe("two gateways sharing Redis", () => {
     node.maxActive = 0;
     const again = await spread(keys.concurrent, 4);
     expect(count(again, 200)).toBe(4);
+  });
+
+  it("log every request without any key or token", async () => {
+    await spread(keys.requests, 2);
+    const bad = await fetch(`${gateways[0]!.url}/v1/models`, {
+      headers: { authorization: "Bearer sk-pomona-wrong-key" },
+    });
+    expect(bad.status).toBe(401);
+    for (const g of gateways) {
+      const output = g.process.output();
+      expect(output).toMatch(/"msg":"request"/);
+      expect(output).toContain('"owner":"team-requests"');
+      for (const k of Object.values(keys)) {
+        expect(output).not.toContain(k.secret);
+        expect(output).not.toContain(k.key.hash);
+      }
+      expect(output).not.toContain(NODE_TOKEN);
+      expect(output).not.toContain("sk-pomona-wrong-key");
+    }
   });
 });

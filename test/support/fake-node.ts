@@ -23,6 +23,10 @@ export interface FakeNodeOptions {
   completionTokens?: number;
   /** Pause before answering a non-streaming request. */
   answerDelayMs?: number;
+  /** Characters of content per streamed chunk. */
+  chunkChars?: number;
+  /** Wait for 'drain' when a write returns false, as the real node-agent's stream does. */
+  respectBackpressure?: boolean;
 }
 
 export interface SeenRequest {
@@ -160,8 +164,17 @@ export class FakeNode {
         this.streamsAborted++;
         return;
       }
-      res.write(chunk(i === 0 ? { role: "assistant", content: "tok0" } : { content: ` tok${i}` }, null));
+      const pad = this.options.chunkChars ? "x".repeat(this.options.chunkChars) : "";
+      const flowing = res.write(
+        chunk(i === 0 ? { role: "assistant", content: `tok0${pad}` } : { content: ` tok${i}${pad}` }, null),
+      );
       this.chunksWritten++;
+      if (!flowing && this.options.respectBackpressure) {
+        await new Promise<void>((resolve) => {
+          res.once("drain", resolve);
+          res.once("close", resolve);
+        });
+      }
       if (this.options.tokenDelayMs) await new Promise((r) => setTimeout(r, this.options.tokenDelayMs));
     }
     if (res.destroyed) {
