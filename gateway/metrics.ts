@@ -36,8 +36,8 @@ export function createMetrics() {
     }),
     breakerState: new Gauge({
       name: "pomona_gateway_breaker_state",
-      help: "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.",
-      labelNames: ["model", "replica", "node"] as const,
+      help: "Circuit breaker per endpoint: 0 closed, 1 open, 2 half-open.",
+      labelNames: ["model", "endpoint", "replica", "node"] as const,
       registers,
     }),
     upstreamAttempts: new Counter({

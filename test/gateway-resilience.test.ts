@@ -102,7 +102,7 @@ describe("nodes failing", () => {
     expect(answeredBy.slice(-50).every((who) => who === "from mac-b")).toBe(true);
     const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
     expect(metrics).toMatch(
-      /pomona_gateway_breaker_state\{model="gw-resilience\/tiny",replica="tiny-a",node="mac-a"\} 2/,
+      /pomona_gateway_breaker_state\{model="gw-resilience\/tiny",endpoint="[^"]+\/tiny-a",replica="tiny-a",node="mac-a"\} 1/,
     );
     expect(metrics).toMatch(/pomona_gateway_upstream_attempts_total\{model="tiny",outcome="failed"\} [1-9]/);
   });

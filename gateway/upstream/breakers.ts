@@ -13,7 +13,8 @@ import { UpstreamFailure, type UpstreamResponse } from "./node-client.ts";
 
 export const VOLUME_THRESHOLD = 3;
 
-const stateOf = (b: CircuitBreaker) => (b.opened ? 2 : b.halfOpen ? 1 : 0);
+/** 0 closed, 1 open, 2 half-open, as `pomona status` reads them. */
+const stateOf = (b: CircuitBreaker) => (b.opened ? 1 : b.halfOpen ? 2 : 0);
 
 type Attempt = () => Promise<UpstreamResponse>;
 
@@ -40,14 +41,23 @@ export class EndpointBreakers {
         rollingCountBuckets: 10,
         errorFilter: (err: unknown) => !(err instanceof UpstreamFailure) || err.code === "UPSTREAM_BUSY",
       });
-      const labels = { model: `${model.namespace}/${model.name}`, replica: endpoint.replica, node: endpoint.node };
+      const labels = this.labelsOf(model, endpoint);
       this.metrics.breakerState.set(labels, 0);
-      breaker.on("open", () => this.metrics.breakerState.set(labels, 2));
-      breaker.on("halfOpen", () => this.metrics.breakerState.set(labels, 1));
+      breaker.on("open", () => this.metrics.breakerState.set(labels, 1));
+      breaker.on("halfOpen", () => this.metrics.breakerState.set(labels, 2));
       breaker.on("close", () => this.metrics.breakerState.set(labels, 0));
       this.breakers.set(endpoint.url, breaker);
     }
     return breaker;
+  }
+
+  private labelsOf(model: GatewayModel, endpoint: GatewayEndpoint) {
+    return {
+      model: `${model.namespace}/${model.name}`,
+      endpoint: endpoint.url,
+      replica: endpoint.replica,
+      node: endpoint.node,
+    };
   }
 
   /** Whether a call to the endpoint would be refused right now. */
@@ -60,7 +70,7 @@ export class EndpointBreakers {
     return this.breakerOf(model, endpoint).fire(attempt);
   }
 
-  /** Forget breakers of endpoints no longer in the config. */
+  /** Follow a new config: a breaker (and a state in the metrics) for every endpoint in it, none for the others. */
   retain(models: readonly GatewayModel[]): void {
     const live = new Set(models.flatMap((m) => m.endpoints.map((e) => e.url)));
     for (const [url, breaker] of this.breakers) {
@@ -70,14 +80,7 @@ export class EndpointBreakers {
     }
     this.metrics.breakerState.reset();
     for (const m of models) {
-      for (const e of m.endpoints) {
-        const b = this.breakers.get(e.url);
-        if (b)
-          this.metrics.breakerState.set(
-            { model: `${m.namespace}/${m.name}`, replica: e.replica, node: e.node },
-            stateOf(b),
-          );
-      }
+      for (const e of m.endpoints) this.metrics.breakerState.set(this.labelsOf(m, e), stateOf(this.breakerOf(m, e)));
     }
   }
 
