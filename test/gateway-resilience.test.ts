@@ -31,6 +31,7 @@ const bulky = new FakeNode({
   chunkChars: 16_384,
   respectBackpressure: true,
 });
+const picky = new FakeNode({ name: "mac-picky", token: NODE_TOKEN });
 const key = makeKey(ns, "k");
 let gateway: TestGateway;
 let deadUrl: string;
@@ -41,7 +42,8 @@ const chat = (modelName: string) =>
 
 beforeAll(async () => {
   await createNamespace(ns);
-  for (const n of [a, b, backup, failing, hanging, slow, bulky]) await n.start();
+  for (const n of [a, b, backup, failing, hanging, slow, bulky, picky]) await n.start();
+  picky.mode = "reject";
   failing.mode = "fail";
   hanging.mode = "hang";
   deadUrl = `http://127.0.0.1:${await freePort()}/replicas/${ns}/gone`;
@@ -60,6 +62,7 @@ beforeAll(async () => {
       model(ns, "stuck", { endpoints: [hanging.endpoint(ns, "stuck-a")] }),
       model(ns, "slow", { endpoints: [slow.endpoint(ns, "slow-a")] }),
       model(ns, "bulky", { endpoints: [bulky.endpoint(ns, "bulky-a")] }),
+      model(ns, "picky", { endpoints: [picky.endpoint(ns, "picky-a")] }),
       model(ns, "half-broken", { endpoints: [failing.endpoint(ns, "hb-f"), b.endpoint(ns, "hb-b")] }),
     ],
     keys: [key],
@@ -69,7 +72,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  for (const n of [a, b, backup, failing, hanging, slow, bulky]) await n.kill();
+  for (const n of [a, b, backup, failing, hanging, slow, bulky, picky]) await n.kill();
 });
 
 describe("nodes failing", () => {
@@ -157,6 +160,18 @@ describe("nodes failing", () => {
       expect((e as Error).message).not.toContain("127.0.0.1");
       expect((e as Error).message).not.toContain(NODE_TOKEN);
     }
+  });
+
+  it("passes a node's refusal of the request on as the client's 400, without counting it against the node", async () => {
+    for (let i = 0; i < 6; i++) {
+      const err = await chat("picky").catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((err as Error).message).toContain("longer than the context");
+      expect((err as InstanceType<typeof OpenAI.APIError>).param).toBe("messages");
+    }
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(/pomona_gateway_breaker_state\{model="gw-resilience\/picky",[^}]*\} 0/);
+    expect(picky.seen).toHaveLength(6);
   });
 
   it("stops the node's generation when the client leaves mid-stream", async () => {

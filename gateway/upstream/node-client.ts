@@ -102,9 +102,11 @@ export class NodeClient {
 function failureFor(status: number, text: string): Error {
   if (status >= 500) return new UpstreamFailure("UPSTREAM_STATUS", `the node answered ${status}`);
   if (status === 429) return new UpstreamFailure("UPSTREAM_BUSY", "the node is busy");
-  // Auth failures between gateway and node are ours, not the client's.
-  if (status === 401 || status === 403)
-    return new UpstreamFailure("UPSTREAM_STATUS", `the node refused the gateway (${status})`);
+  // Only these say the request itself is wrong (e.g. a prompt longer than the context). Anything else
+  // (a token the node refuses, a replica the node no longer has after a stale config) is the node's side.
+  if (status !== 400 && status !== 413 && status !== 422) {
+    return new UpstreamFailure("UPSTREAM_STATUS", `the node answered ${status}`);
+  }
   let message = `the model server refused the request (${status})`;
   let param: string | null = null;
   try {
@@ -114,7 +116,7 @@ function failureFor(status: number, text: string): Error {
   } catch {
     // Not JSON: keep the generic message.
   }
-  return new UpstreamRejectedError(status === 404 ? 400 : status, message, param);
+  return new UpstreamRejectedError(status, message, param);
 }
 
 export async function readSmall(res: IncomingMessage, limit = ERROR_BODY_LIMIT): Promise<string> {

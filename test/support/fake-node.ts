@@ -10,7 +10,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
-export type FakeNodeMode = "ok" | "fail" | "hang";
+export type FakeNodeMode = "ok" | "fail" | "hang" | "reject";
 
 export interface FakeNodeOptions {
   name: string;
@@ -103,6 +103,12 @@ export class FakeNode {
     this.seen.push({ path, body, authorization: req.headers.authorization });
     if (this.mode === "fail") {
       res.writeHead(500, { "content-type": "application/json" }).end('{"error":{"message":"node failure"}}');
+      return;
+    }
+    if (this.mode === "reject") {
+      res
+        .writeHead(400, { "content-type": "application/json" })
+        .end('{"error":{"message":"the prompt is longer than the context","param":"messages"}}');
       return;
     }
     if (this.mode === "hang") return; // never answers; the socket stays open
