@@ -117,6 +117,7 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
           ),
         affinity: "messages" in body ? conversationAffinity(body.messages) : undefined,
         signal: abort.signal,
+        requestId: request.id,
       });
       request.answeredModel = dispatched.model.name;
       // The node may be generating now: without a usage report, the reservation stands.

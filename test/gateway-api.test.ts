@@ -194,6 +194,18 @@ describe("the OpenAI API through the official client", () => {
       headers: { authorization: `Bearer ${full.secret}`, "x-request-id": 'a b {"level":60}' },
     });
     expect(hostile.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    // The id goes on to the node, so one request can be followed through both logs.
+    const chat = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${full.secret}`,
+        "content-type": "application/json",
+        "x-request-id": "trace-456",
+      },
+      body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(chat.status).toBe(200);
+    expect(node.seen.at(-1)?.requestId).toBe("trace-456");
   });
 
   it("exports metrics by model, owner and status without any key", async () => {

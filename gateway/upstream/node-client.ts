@@ -41,7 +41,8 @@ export class NodeClient {
     this.firstByteTimeoutMs = options.firstByteTimeoutMs;
   }
 
-  post(url: string, payload: string, signal: AbortSignal): Promise<UpstreamResponse> {
+  /** `requestId` goes along as x-request-id, so a request can be followed into the node's logs. */
+  post(url: string, payload: string, signal: AbortSignal, requestId: string): Promise<UpstreamResponse> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
         reject(new ClientGoneError());
@@ -56,6 +57,7 @@ export class NodeClient {
           "content-type": "application/json",
           "content-length": Buffer.byteLength(payload),
           accept: "application/json, text/event-stream",
+          "x-request-id": requestId,
         },
       });
       const timer = setTimeout(() => {

@@ -33,6 +33,7 @@ export interface SeenRequest {
   path: string;
   body: Record<string, unknown>;
   authorization: string | undefined;
+  requestId: string | undefined;
 }
 
 export class FakeNode {
@@ -100,7 +101,12 @@ export class FakeNode {
       res.writeHead(400).end();
       return;
     }
-    this.seen.push({ path, body, authorization: req.headers.authorization });
+    this.seen.push({
+      path,
+      body,
+      authorization: req.headers.authorization,
+      requestId: req.headers["x-request-id"] as string | undefined,
+    });
     if (this.mode === "fail") {
       res.writeHead(500, { "content-type": "application/json" }).end('{"error":{"message":"node failure"}}');
       return;
