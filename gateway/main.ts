@@ -23,9 +23,13 @@ async function main(): Promise<void> {
   }
   const metrics = createMetrics();
   const holder = new ConfigHolder();
-  const limiter: Limiter = settings.redisUrl
-    ? new RedisLimiter({ url: settings.redisUrl, onFailure: settings.limitsOnRedisFailure, metrics })
-    : new MemoryLimiter();
+  let limiter: Limiter = new MemoryLimiter();
+  let redisConnected: Promise<boolean> | undefined;
+  if (settings.redisUrl) {
+    const shared = new RedisLimiter({ url: settings.redisUrl, onFailure: settings.limitsOnRedisFailure, metrics });
+    redisConnected = shared.connected(5_000);
+    limiter = shared;
+  }
   const app = await buildApp({
     holder,
     limiter,
@@ -60,6 +64,13 @@ async function main(): Promise<void> {
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
 
+  // Give Redis a moment before taking traffic, so the first requests are not decided by the failure mode.
+  if (redisConnected && !(await redisConnected)) {
+    app.log.warn(
+      { onRedisFailure: settings.limitsOnRedisFailure },
+      "Redis not reachable yet; limits follow the failure mode until it is",
+    );
+  }
   const address = await app.listen({ port: settings.port, host: settings.host });
   app.log.info(
     {

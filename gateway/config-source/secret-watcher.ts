@@ -46,6 +46,7 @@ export class GatewayConfigWatcher {
   private watchAbort: AbortController | undefined;
   private timers = new Set<NodeJS.Timeout>();
   private watchBackoffMs = 500;
+  private readBackoffMs = 1_000;
   /** The last core refused, so the same invalid bytes are not reported on every resync. */
   private refusedCoreSha: string | undefined;
 
@@ -147,8 +148,12 @@ export class GatewayConfigWatcher {
       coreBytes = await this.readSecretData(coreSecretName);
     } catch (err) {
       log.warn({ err: String(err) }, "cannot read the gateway config; keeping the one in use");
+      // The API server may be away for a while: keep trying, more slowly each time.
+      this.later(this.readBackoffMs, () => void this.refresh());
+      this.readBackoffMs = Math.min(this.readBackoffMs * 2, 30_000);
       return;
     }
+    this.readBackoffMs = 1_000;
     if (!coreBytes) return;
     const coreSha = sha256(coreBytes);
     if (coreSha === this.refusedCoreSha) return;

@@ -131,6 +131,22 @@ export class RedisLimiter implements Limiter {
     options.metrics.limiterFailureMode.set({ mode: options.onFailure }, 1);
   }
 
+  /** Resolves true once connected, false if not within the time given (admissions then use the failure mode). */
+  async connected(timeoutMs: number): Promise<boolean> {
+    if (this.redis.status === "ready") return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.redis.off("ready", onReady);
+        resolve(false);
+      }, timeoutMs);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.redis.once("ready", onReady);
+    });
+  }
+
   private keysOf(counterKey: string, nowMs: number) {
     const base = `${this.prefix}${counterKey}`;
     return {
