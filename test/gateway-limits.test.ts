@@ -1,7 +1,7 @@
 // Every limit type admits exactly its budget under concurrent requests and recovers after its window,
 // with the in-memory limiter and with the Redis one (a real redis-server). The limits' clock is
-// injected, so windows pass without sleeping. The fake node (test/support/fake-node.ts) answers after
-// a pause so every admission of a burst happens before any request settles its tokens.
+// injected, so windows pass without sleeping. The fake node (test/support/fake-node.ts) holds its
+// answers until a burst is fully admitted or refused, so no request settles its tokens mid-burst.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../controlplane/local-control-plane.ts";
 import type { Limiter } from "../gateway/limits/limiter.ts";
@@ -20,6 +20,7 @@ import {
   type TestGateway,
   type TestKey,
 } from "./support/gateway.ts";
+import { eventually } from "./support/processes.ts";
 import { startRedis, type TestRedis } from "./support/redis.ts";
 
 const ns = "gw-limits";
@@ -44,13 +45,35 @@ async function ask(gateway: TestGateway, key: TestKey, extra: Record<string, unk
   return { status: response.status, code: body.error?.code, headers: response.headers } satisfies Outcome;
 }
 
+/**
+ * Fire `count` requests at once. The node holds every answer until each request is either at the node
+ * or refused, so every admission of the burst happens before any request settles its tokens.
+ */
 async function burst(gateway: TestGateway, key: TestKey, count: number): Promise<Outcome[]> {
-  return Promise.all(Array.from({ length: count }, () => ask(gateway, key)));
+  const release = node.hold();
+  const arrivedBefore = node.arrived;
+  let refused = 0;
+  const pending = Array.from({ length: count }, () =>
+    ask(gateway, key).then((o) => {
+      if (o.status !== 200) refused++;
+      return o;
+    }),
+  );
+  try {
+    await eventually(
+      "every request of the burst admitted or refused",
+      async () => (node.arrived - arrivedBefore + refused === count ? true : undefined),
+      30_000,
+    );
+  } finally {
+    release();
+  }
+  return Promise.all(pending);
 }
 
 const admitted = (outcomes: Outcome[]) => outcomes.filter((o) => o.status === 200).length;
 
-const node = new FakeNode({ name: "mac-l", token: NODE_TOKEN, answerDelayMs: 300, completionTokens: 3 });
+const node = new FakeNode({ name: "mac-l", token: NODE_TOKEN, completionTokens: 3 });
 const keys = {
   rpm: makeKey(ns, "rpm", { rateLimitPolicy: "rpm" }),
   tpm: makeKey(ns, "tpm", { rateLimitPolicy: "tpm" }),
@@ -159,12 +182,19 @@ describe.each(limiters)("limits kept %s", (_name, makeLimiter) => {
     expect(admitted(first)).toBe(2);
     expect(first.filter((o) => o.code === "rate_limit_exceeded")).toHaveLength(4);
     // Two clients give up while their requests wait on the node; their slots must come back.
+    const release = node.hold();
+    const arrivedBefore = node.arrived;
     const aborts = [new AbortController(), new AbortController()];
     const gone = aborts.map((a) => ask(gateway, keys.conc, {}, a.signal).catch((e: unknown) => e));
-    await new Promise((r) => setTimeout(r, 100));
+    await eventually(
+      "both requests at the node",
+      async () => (node.arrived - arrivedBefore === 2 ? true : undefined),
+      30_000,
+    );
     for (const a of aborts) a.abort();
     await Promise.all(gone);
-    await new Promise((r) => setTimeout(r, 100));
+    await eventually("the node to see both leave", async () => (node.active === 0 ? true : undefined), 30_000);
+    release();
     expect(admitted(await burst(gateway, keys.conc, 6))).toBe(2);
   });
 

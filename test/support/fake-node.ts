@@ -46,8 +46,11 @@ export class FakeNode {
   /** Chunks written across all streams, to see that generation stopped. */
   chunksWritten = 0;
   active = 0;
+  /** Requests that reached the answering stage, ever. */
+  arrived = 0;
   /** Most requests it served at once. */
   maxActive = 0;
+  private gate: Promise<void> | undefined;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   port = 0;
@@ -65,6 +68,18 @@ export class FakeNode {
     await new Promise<void>((resolve) => this.server!.listen(port, "127.0.0.1", resolve));
     this.port = (this.server.address() as AddressInfo).port;
     return this;
+  }
+
+  /** Hold every answer until the returned function is called, so a test decides when requests finish. */
+  hold(): () => void {
+    let release = () => {};
+    this.gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    return () => {
+      this.gate = undefined;
+      release();
+    };
   }
 
   endpoint(namespace: string, replica = this.options.name) {
@@ -119,6 +134,7 @@ export class FakeNode {
     }
     if (this.mode === "hang") return; // never answers; the socket stays open
     this.active++;
+    this.arrived++;
     this.maxActive = Math.max(this.maxActive, this.active);
     res.once("close", () => this.active--);
     const usage = {
@@ -130,6 +146,7 @@ export class FakeNode {
       await this.stream(res, body, usage);
       return;
     }
+    if (this.gate) await this.gate;
     if (this.options.answerDelayMs) await new Promise((r) => setTimeout(r, this.options.answerDelayMs));
     const created = Math.floor(Date.now() / 1000);
     let answer: unknown;
