@@ -20,6 +20,7 @@ const other = "gw-api-other";
 const node = new FakeNode({ name: "mac-a", token: NODE_TOKEN, streamTokens: 4, completionTokens: 7 });
 const full = makeKey(ns, "full");
 const narrow = makeKey(ns, "narrow", { models: ["small"] }); // an alias of tiny
+const bigOnly = makeKey(ns, "big-only", { models: ["big"] });
 const expired = makeKey(ns, "expired", { expiresAt: "2020-01-01T00:00:00Z" });
 const limited = makeKey(ns, "limited", { rateLimitPolicy: "two-a-minute" });
 const foreign = makeKey(other, "foreign");
@@ -38,7 +39,7 @@ beforeAll(async () => {
       model(ns, "big", { endpoints: [node.endpoint(ns, "big-a")], embeddings: false, contextSize: 1024 }),
       model(other, "secret-model", { endpoints: [node.endpoint(other, "s-a")] }),
     ],
-    keys: [full, narrow, expired, limited, foreign],
+    keys: [full, narrow, bigOnly, expired, limited, foreign],
     policies: [policy(ns, "two-a-minute", { requestsPerMinute: 2, scope: "PerKey" })],
   });
   await gateway.waitForVersion(feed.version);
@@ -133,6 +134,11 @@ describe("the OpenAI API through the official client", () => {
       expect(err).toBeInstanceOf(OpenAI.PermissionDeniedError);
       expect((err as InstanceType<typeof OpenAI.APIError>).param).toBe("model");
     }
+    // An alias resolves to its model before the check, so it cannot dodge the allowed list.
+    const dodge = await client(bigOnly.secret)
+      .chat.completions.create({ model: "small", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect(dodge).toBeInstanceOf(OpenAI.PermissionDeniedError);
     // The allowed list names the alias; the real name reaches the same model, so it is allowed too.
     const ok = await client(narrow.secret).chat.completions.create({
       model: "tiny",
