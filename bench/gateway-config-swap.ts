@@ -6,6 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { decodeCorePart, decodeGatewayConfig, encodeGatewayConfig, type GatewayConfig } from "../crds/api/index.ts";
+import { ConfigDecoder } from "../gateway/config-source/config-decoder.ts";
 import { RouteTable } from "../gateway/config-source/route-table.ts";
 import { median } from "./_stats.ts";
 
@@ -77,6 +78,33 @@ for (let round = 0; round < 5; round++) {
   incremental.push(performance.now() - started);
 }
 
+/** The longest the event loop was blocked while `work` ran, sampled by a 1 ms timer. */
+async function longestStall(work: () => Promise<unknown>): Promise<number> {
+  let longest = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 1);
+  await work();
+  await new Promise((r) => setTimeout(r, 5));
+  clearInterval(timer);
+  return Math.max(longest, performance.now() - last);
+}
+
+const decoder = new ConfigDecoder();
+const core = decodeCorePart(second.core);
+const bytes = second.buckets.map((b) => b.bytes);
+await decoder.decode(core, bytes); // start the worker
+const inlineStalls: number[] = [];
+const workerStalls: number[] = [];
+for (let round = 0; round < 5; round++) {
+  inlineStalls.push(await longestStall(async () => new RouteTable(decodeGatewayConfig(core, bytes))));
+  workerStalls.push(await longestStall(async () => new RouteTable(await decoder.decode(core, bytes))));
+}
+await decoder.close();
+
 const hashes = Array.from({ length: 10_000 }, (_, i) => hashOf(i * 7));
 const lookups: number[] = [];
 for (let round = 0; round < 5; round++) {
@@ -92,4 +120,6 @@ console.log(`### Config swap: ${KEYS.toLocaleString("en")} keys, ${MODELS.toLoca
 | stored size (core + 64 buckets, gzip) | ${((first.core.length + first.buckets.reduce((n, b) => n + b.bytes.length, 0)) / 1024).toFixed(0)} KiB |
 | assemble and build lookups | ${median(full).toFixed(0)} ms |
 | next version, one key added (${changed} bucket read from the API server) | ${median(incremental).toFixed(0)} ms |
+| longest event-loop stall during a swap, decoding inline | ${median(inlineStalls).toFixed(0)} ms |
+| longest event-loop stall during a swap, decoding in the worker (as the gateway does) | ${median(workerStalls).toFixed(0)} ms |
 | key lookup by hash | ${median(lookups).toFixed(3)} µs |`);

@@ -15,9 +15,10 @@ import {
   ConfigNotReadyError,
   coreSecretName,
   decodeCorePart,
-  decodeGatewayConfig,
+  type GatewayConfig,
 } from "../../crds/api/index.ts";
 import type { GatewayMetrics } from "../metrics.ts";
+import { ConfigDecoder, InvalidConfigError } from "./config-decoder.ts";
 import type { ConfigHolder } from "./config-holder.ts";
 
 export interface SecretWatcherOptions {
@@ -37,6 +38,7 @@ const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest(
 export class GatewayConfigWatcher {
   private readonly core: CoreV1Api;
   private readonly watch: Watch;
+  private readonly decoder = new ConfigDecoder();
   private readonly options: SecretWatcherOptions;
   /** Bucket bytes by their sha256. */
   private buckets = new Map<string, Buffer>();
@@ -65,6 +67,7 @@ export class GatewayConfigWatcher {
   stop(): void {
     this.stopped = true;
     this.watchAbort?.abort();
+    void this.decoder.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
@@ -185,18 +188,26 @@ export class GatewayConfigWatcher {
       this.later(1_000, () => void this.refresh());
       return;
     }
-    let config: ReturnType<typeof decodeGatewayConfig>;
+    let config: GatewayConfig;
     try {
-      config = decodeGatewayConfig(core, bytes);
+      config = await this.decoder.decode(core, bytes);
     } catch (err) {
       if (err instanceof ConfigNotReadyError) {
         log.debug({ version: core.version }, "gateway config buckets not written yet; reading again shortly");
         this.later(this.options.notReadyRetryMs ?? 250, () => void this.refresh());
         return;
       }
-      this.refuse(coreSha, err);
+      if (err instanceof InvalidConfigError) {
+        this.refuse(coreSha, err);
+        return;
+      }
+      // The decoder itself failed (its worker died): not the config's fault.
+      log.warn({ err: String(err) }, "cannot decode the gateway config now; trying again");
+      this.later(1_000, () => void this.refresh());
       return;
     }
+    // A newer config may have been applied while this one was decoded.
+    if (config.version <= holder.version) return;
     // Keep only the buckets of the config in use.
     for (const sha of this.buckets.keys()) if (!wanted.has(sha)) this.buckets.delete(sha);
     if (holder.offer(config) === "applied") {
