@@ -15,7 +15,7 @@ const common = {
   model: modelField,
   max_tokens: maxTokens.nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
-  top_p: z.number().min(0).max(1).nullable().optional(),
+  top_p: z.number().gt(0).max(1).nullable().optional(),
   n: z.literal(1).nullable().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: streamOptions.optional(),
@@ -28,14 +28,11 @@ const common = {
 
 const textPart = z.strictObject({ type: z.literal("text"), text: z.string() });
 
+// What the node-agent serves (node-agent/openai-schemas.ts): text messages, no tools.
 export const chatMessage = z.strictObject({
-  role: z.enum(["system", "developer", "user", "assistant", "tool"]),
-  content: z
-    .union([z.string(), z.array(textPart).max(256)])
-    .nullable()
-    .optional(),
+  role: z.enum(["system", "developer", "user", "assistant"]),
+  content: z.union([z.string(), z.array(textPart).max(256)]),
   name: z.string().max(256).optional(),
-  tool_call_id: z.string().max(256).optional(),
 });
 
 export const chatCompletionRequest = z.strictObject({
@@ -68,7 +65,7 @@ export type EmbeddingRequest = z.infer<typeof embeddingRequest>;
 export function promptText(body: ChatCompletionRequest | CompletionRequest | EmbeddingRequest): string {
   if ("messages" in body) {
     return body.messages
-      .map((m) => (typeof m.content === "string" ? m.content : (m.content ?? []).map((p) => p.text).join("")))
+      .map((m) => (typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("")))
       .join("\n");
   }
   if ("prompt" in body) return typeof body.prompt === "string" ? body.prompt : body.prompt.join("\n");
