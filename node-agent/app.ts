@@ -1,0 +1,81 @@
+/**
+ * The node-agent's HTTP server, assembled in one place: open health and metrics routes, the node-token
+ * check on everything else, the per-replica OpenAI routes, and one error shape.
+ */
+import { timingSafeEqual } from "node:crypto";
+import Fastify, { type FastifyInstance } from "fastify";
+import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import { AgentError, draining, toAgentError, unauthorized } from "./errors.ts";
+import type { NodeAgentMetrics } from "./metrics.ts";
+import { inferenceRoutes, type ReplicaDirectory } from "./routes/inference.ts";
+
+export interface AppDeps {
+  manager: ReplicaDirectory;
+  metrics: NodeAgentMetrics;
+  nodeToken: string;
+  logLevel: string;
+  /** True once the agent drains: new inference work gets 503 while running streams finish. */
+  isDraining: () => boolean;
+  /** True once the node is registered and the replica watch runs. */
+  isReady: () => boolean;
+}
+
+const openPaths = new Set(["/healthz", "/readyz", "/metrics"]);
+
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    logger: {
+      level: deps.logLevel,
+      name: "node-agent",
+      redact: { paths: ["req.headers.authorization", "token", "nodeToken"], censor: "[redacted]" },
+    },
+    bodyLimit: 4 * 1024 * 1024,
+    // Streams end on the client's or the generation's schedule, never on a server timer.
+    requestTimeout: 0,
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  const expected = Buffer.from(`Bearer ${deps.nodeToken}`);
+  app.addHook("onRequest", async (request) => {
+    const path = request.url.split("?")[0] ?? "";
+    if (openPaths.has(path)) return;
+    const given = Buffer.from(request.headers.authorization ?? "");
+    // Compare in constant time so the token cannot be guessed byte by byte from response timing.
+    const ok = given.length === expected.length && timingSafeEqual(given, expected);
+    if (!ok) throw unauthorized();
+    if (deps.isDraining()) throw draining();
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const known = toAgentError(err);
+    if (known) {
+      if (known.status >= 500) request.log.warn({ code: known.code }, known.message);
+      if (known.status === 503) reply.header("retry-after", "1");
+      reply.code(known.status).send(known.envelope());
+      return;
+    }
+    request.log.error({ err }, "unexpected error");
+    reply
+      .code(500)
+      .send(new AgentError(500, "server_error", "internal_error", "The node failed the request.").envelope());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply
+      .code(404)
+      .send(
+        new AgentError(404, "not_found_error", "not_found", `No route ${request.method} ${request.url}.`).envelope(),
+      );
+  });
+
+  app.get("/healthz", async () => ({ ok: true }));
+  app.get("/readyz", async (_request, reply) => {
+    const ready = deps.isReady() && !deps.isDraining();
+    reply.code(ready ? 200 : 503).send({ ready });
+  });
+  app.get("/metrics", async (_request, reply) => {
+    reply.header("content-type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+  app.register(inferenceRoutes, { manager: deps.manager, metrics: deps.metrics });
+  return app;
+}

@@ -1,0 +1,203 @@
+/**
+ * The node's cache of GGUF files. A path source is used in place; an https source is downloaded into the
+ * cache resumably (HTTP Range onto a .part file), checked against its sha256, and kept under an LRU byte
+ * limit; an hf: source is resolved by node-llama-cpp's own downloader.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { resolveModelFile } from "node-llama-cpp";
+import type { ModelSource } from "../crds/api/index.ts";
+import { ReplicaFailure } from "./replica-failure.ts";
+
+export interface DownloadProgress {
+  bytesDone: number;
+  bytesTotal?: number;
+}
+
+export interface FetchOptions {
+  onProgress?: (progress: DownloadProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface CachedModel {
+  path: string;
+  /** Known when the file was checked or downloaded here; a path source without sha256 is not hashed. */
+  sha256?: string;
+}
+
+export class ModelCache {
+  readonly dir: string;
+  private maxBytes: number | undefined;
+  /** Files in use by loaded replicas are never evicted. */
+  private readonly pinned = new Map<string, number>();
+
+  constructor(dir: string, maxBytes: number | undefined) {
+    this.dir = dir;
+    this.maxBytes = maxBytes;
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    if (this.maxBytes === undefined) {
+      const { statfs } = await import("node:fs/promises");
+      const fs = await statfs(this.dir);
+      this.maxBytes = Math.floor((fs.bavail * fs.bsize) / 2);
+    }
+  }
+
+  pin(path: string): void {
+    this.pinned.set(path, (this.pinned.get(path) ?? 0) + 1);
+  }
+
+  unpin(path: string): void {
+    const n = (this.pinned.get(path) ?? 0) - 1;
+    if (n <= 0) this.pinned.delete(path);
+    else this.pinned.set(path, n);
+  }
+
+  async fetch(source: ModelSource, options: FetchOptions = {}): Promise<CachedModel> {
+    if (source.path) return this.useLocal(source.path, source.sha256);
+    if (source.url) return this.download(source.url, source.sha256, options);
+    if (source.hf) return this.resolveHf(source.hf, options);
+    throw new ReplicaFailure("InvalidSource", "the replica's source names no hf, url or path");
+  }
+
+  /** sha256 digests of complete files in the cache (their names), for the node annotation. */
+  async digests(): Promise<string[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => /^[a-f0-9]{64}\.gguf$/.test(n)).map((n) => n.slice(0, 64));
+  }
+
+  private async useLocal(path: string, sha256: string | undefined): Promise<CachedModel> {
+    const info = await stat(path).catch(() => undefined);
+    if (!info?.isFile()) throw new ReplicaFailure("FileNotFound", `the model file ${path} does not exist on this node`);
+    if (sha256) {
+      const actual = await hashFile(path);
+      if (actual !== sha256)
+        throw new ReplicaFailure(
+          "ChecksumMismatch",
+          `the file ${path} has sha256 ${actual}, not the expected ${sha256}`,
+        );
+    }
+    return { path, sha256 };
+  }
+
+  private async download(url: string, sha256: string | undefined, options: FetchOptions): Promise<CachedModel> {
+    const key = sha256 ?? createHash("sha256").update(url).digest("hex");
+    const final = join(this.dir, sha256 ? `${sha256}.gguf` : `url-${key}.gguf`);
+    if (await exists(final)) {
+      await touch(final);
+      return { path: final, sha256 };
+    }
+    const part = `${final}.part`;
+    const done = (await stat(part).catch(() => undefined))?.size ?? 0;
+    const response = await fetch(url, {
+      headers: done > 0 ? { range: `bytes=${done}-` } : {},
+      signal: options.signal,
+    }).catch((err: unknown) => {
+      throw new ReplicaFailure("DownloadFailed", `cannot download ${redactUrl(url)}: ${(err as Error).message}`);
+    });
+    if (response.status === 404) throw new ReplicaFailure("FileNotFound", `${redactUrl(url)} answered 404 Not Found`);
+    if (!response.ok || !response.body)
+      throw new ReplicaFailure("DownloadFailed", `${redactUrl(url)} answered ${response.status}`);
+    // A server that ignores Range sends the whole file again: start over rather than append it twice.
+    const resumed = response.status === 206 && done > 0;
+    const length = Number(response.headers.get("content-length") ?? Number.NaN);
+    const bytesTotal = Number.isFinite(length) ? length + (resumed ? done : 0) : undefined;
+    await this.makeRoom(bytesTotal ?? 0);
+    let bytesDone = resumed ? done : 0;
+    let lastReport = 0;
+    const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream<Uint8Array>);
+    body.on("data", (chunk: Buffer) => {
+      bytesDone += chunk.length;
+      const now = Date.now();
+      // Status writes are for people watching; one every two seconds is plenty and spares the API server.
+      if (now - lastReport >= 2000) {
+        lastReport = now;
+        options.onProgress?.({ bytesDone, bytesTotal });
+      }
+    });
+    await pipeline(body, createWriteStream(part, { flags: resumed ? "a" : "w" }), { signal: options.signal });
+    options.onProgress?.({ bytesDone, bytesTotal });
+    if (sha256) {
+      const actual = await hashFile(part);
+      if (actual !== sha256) {
+        await rm(part, { force: true });
+        throw new ReplicaFailure(
+          "ChecksumMismatch",
+          `the file from ${redactUrl(url)} has sha256 ${actual}, not the expected ${sha256}`,
+        );
+      }
+    }
+    await rename(part, final);
+    return { path: final, sha256 };
+  }
+
+  private async resolveHf(reference: string, options: FetchOptions): Promise<CachedModel> {
+    try {
+      const path = await resolveModelFile(reference, {
+        directory: this.dir,
+        cli: false,
+        signal: options.signal,
+        onProgress: ({ downloadedSize, totalSize }) =>
+          options.onProgress?.({ bytesDone: downloadedSize, bytesTotal: totalSize }),
+      });
+      return { path };
+    } catch (err) {
+      throw new ReplicaFailure("DownloadFailed", `cannot fetch ${reference}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Evict least recently used, unpinned files until `incoming` more bytes fit under the limit. */
+  private async makeRoom(incoming: number): Promise<void> {
+    const limit = this.maxBytes ?? Number.POSITIVE_INFINITY;
+    if (incoming > limit)
+      throw new ReplicaFailure("CacheTooSmall", `the file needs ${incoming} bytes but the cache holds ${limit}`);
+    const names = await readdir(this.dir);
+    const files = await Promise.all(
+      names
+        .filter((n) => n.endsWith(".gguf"))
+        .map(async (n) => {
+          const path = join(this.dir, n);
+          const s = await stat(path);
+          return { path, size: s.size, used: s.mtimeMs };
+        }),
+    );
+    let used = files.reduce((sum, f) => sum + f.size, 0);
+    for (const f of files.sort((a, b) => a.used - b.used)) {
+      if (used + incoming <= limit) break;
+      if (this.pinned.has(f.path)) continue;
+      await rm(f.path, { force: true });
+      used -= f.size;
+    }
+  }
+}
+
+export async function hashFile(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(path), hash);
+  return hash.digest("hex");
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined)) !== undefined;
+}
+
+async function touch(path: string): Promise<void> {
+  const now = new Date();
+  await utimes(path, now, now).catch(() => {});
+}
+
+/** URLs may carry signed tokens in their query; messages and status show only the origin and path. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return "the model URL";
+  }
+}

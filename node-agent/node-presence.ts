@@ -1,0 +1,210 @@
+/**
+ * The node-agent's Node, as a kubelet keeps it: in virtual mode it registers the Node (labels, taint,
+ * model-memory capacity, Ready condition) and renews its Lease in kube-node-lease; in attached mode a
+ * kubelet owns the Node and the agent only adds Pomona's labels and the model-memory capacity.
+ */
+import {
+  ApiException,
+  CoordinationV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Node,
+} from "@kubernetes/client-node";
+import type { FastifyBaseLogger as Logger } from "fastify";
+import { annotations, inferenceNodeTaint, labels, modelMemoryResource } from "../crds/api/index.ts";
+import type { Hardware } from "./hardware.ts";
+
+const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+const leaseNamespace = "kube-node-lease";
+const leaseDurationSeconds = 40;
+
+export interface NodePresenceOptions {
+  kubeConfig: KubeConfig;
+  nodeName: string;
+  mode: "virtual" | "attached";
+  hardware: Hardware;
+  modelMemoryBytes: number;
+  renewSeconds: number;
+  log: Logger;
+}
+
+export class NodePresence {
+  private readonly core: CoreV1Api;
+  private readonly coordination: CoordinationV1Api;
+  private readonly options: NodePresenceOptions;
+  private timer: NodeJS.Timeout | undefined;
+  private cachedDigests = "";
+  private ready = true;
+
+  constructor(options: NodePresenceOptions) {
+    this.options = options;
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.coordination = options.kubeConfig.makeApiClient(CoordinationV1Api);
+  }
+
+  private labels(): Record<string, string> {
+    const h = this.options.hardware;
+    return {
+      [labels.accelerator]: h.accelerator,
+      [labels.chip]: h.chip,
+      [labels.unifiedMemory]: String(h.memoryBytes),
+      [labels.inferenceNode]: "true",
+      [labels.nodeMode]: this.options.mode,
+    };
+  }
+
+  /** Register or adopt the Node, then keep its status and Lease fresh until stop(). */
+  async start(): Promise<void> {
+    await this.ensureNode();
+    await this.heartbeat();
+    this.timer = setInterval(() => {
+      this.heartbeat().catch((err) => this.options.log.warn({ err: errorText(err) }, "node heartbeat failed"));
+    }, this.options.renewSeconds * 1000);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The sha256 digests of cached model files, for the scheduler to prefer this node. */
+  async setCachedModels(digests: string[]): Promise<void> {
+    const value = [...digests].sort().join(",");
+    if (value === this.cachedDigests) return;
+    this.cachedDigests = value;
+    await this.core.patchNode(
+      { name: this.options.nodeName, body: { metadata: { annotations: { [annotations.cachedModels]: value } } } },
+      mergePatch,
+    );
+  }
+
+  /** A draining agent reports NotReady so no new replicas come here. */
+  async setReady(ready: boolean): Promise<void> {
+    this.ready = ready;
+    if (this.options.mode === "virtual") await this.patchStatus();
+  }
+
+  private async ensureNode(): Promise<void> {
+    const { nodeName, mode } = this.options;
+    let existing: V1Node | undefined;
+    try {
+      existing = await this.core.readNode({ name: nodeName });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 404)) throw err;
+    }
+    if (!existing) {
+      if (mode === "attached") throw new Error(`node ${nodeName} does not exist; attached mode needs a kubelet's Node`);
+      await this.core.createNode({
+        body: {
+          metadata: { name: nodeName, labels: { ...this.labels(), "kubernetes.io/hostname": nodeName } },
+          spec: { taints: [{ ...inferenceNodeTaint }] },
+        },
+      });
+      this.options.log.info({ node: nodeName }, "registered virtual node");
+      return;
+    }
+    const taints = existing.spec?.taints ?? [];
+    const hasTaint = taints.some((t) => t.key === inferenceNodeTaint.key && t.effect === inferenceNodeTaint.effect);
+    const spec = mode === "virtual" && !hasTaint ? { taints: [...taints, { ...inferenceNodeTaint }] } : undefined;
+    await this.core.patchNode({ name: nodeName, body: { metadata: { labels: this.labels() }, spec } }, mergePatch);
+    this.options.log.info({ node: nodeName, mode }, "adopted node");
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.options.mode === "virtual") {
+      await this.patchStatus();
+      await this.renewLease();
+    } else {
+      await this.patchCapacity();
+    }
+  }
+
+  private async patchCapacity(): Promise<void> {
+    const memory = String(this.options.modelMemoryBytes);
+    await this.core.patchNodeStatus(
+      {
+        name: this.options.nodeName,
+        body: {
+          status: { capacity: { [modelMemoryResource]: memory }, allocatable: { [modelMemoryResource]: memory } },
+        },
+      },
+      mergePatch,
+    );
+  }
+
+  private async patchStatus(): Promise<void> {
+    const now = new Date().toISOString();
+    const h = this.options.hardware;
+    const memory = String(this.options.modelMemoryBytes);
+    const resources = { [modelMemoryResource]: memory, memory: String(h.memoryBytes), pods: "0" };
+    await this.core.patchNodeStatus(
+      {
+        name: this.options.nodeName,
+        body: {
+          status: {
+            capacity: resources,
+            allocatable: resources,
+            conditions: [
+              {
+                type: "Ready",
+                status: this.ready ? "True" : "False",
+                reason: this.ready ? "NodeAgentReady" : "NodeAgentDraining",
+                message: this.ready ? "the Pomona node-agent is serving" : "the Pomona node-agent is shutting down",
+                lastHeartbeatTime: now,
+                lastTransitionTime: now,
+              },
+            ],
+            nodeInfo: {
+              architecture: process.arch,
+              operatingSystem: process.platform,
+              kubeletVersion: "pomona-node-agent",
+              bootID: "",
+              containerRuntimeVersion: "",
+              kernelVersion: "",
+              kubeProxyVersion: "",
+              machineID: "",
+              osImage: process.platform,
+              systemUUID: "",
+            },
+          },
+        },
+      },
+      mergePatch,
+    );
+  }
+
+  private async renewLease(): Promise<void> {
+    const name = this.options.nodeName;
+    const renewTime = new Date();
+    const spec = { holderIdentity: name, leaseDurationSeconds, renewTime };
+    try {
+      await this.coordination.replaceNamespacedLease({
+        name,
+        namespace: leaseNamespace,
+        body: await this.leaseWith(spec),
+      });
+    } catch (err) {
+      if (!(err instanceof ApiException && err.code === 404)) throw err;
+      await this.coordination.createNamespacedLease({
+        namespace: leaseNamespace,
+        body: { metadata: { name, namespace: leaseNamespace }, spec },
+      });
+    }
+  }
+
+  private async leaseWith(spec: { holderIdentity: string; leaseDurationSeconds: number; renewTime: Date }) {
+    const lease = await this.coordination.readNamespacedLease({
+      name: this.options.nodeName,
+      namespace: leaseNamespace,
+    });
+    lease.spec = { ...lease.spec, ...spec };
+    return lease;
+  }
+}
+
+export function errorText(err: unknown): string {
+  if (err instanceof ApiException) return `API server answered ${err.code}`;
+  return err instanceof Error ? err.message : String(err);
+}

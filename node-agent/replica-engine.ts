@@ -1,0 +1,222 @@
+/**
+ * One loaded replica: its llama.cpp model, one context whose sequences are the replica's parallel slots,
+ * and a lazily made embedding context. Everything node-llama-cpp does for a replica goes through here.
+ */
+import {
+  GgufInsights,
+  type Llama,
+  LlamaCompletion,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaEmbeddingContext,
+  type LlamaModel,
+  type LlamaText,
+  readGgufFileInfo,
+} from "node-llama-cpp";
+import type { EngineSettings } from "../crds/api/index.ts";
+import { ReplicaFailure } from "./replica-failure.ts";
+import { SequencePool } from "./sequence-pool.ts";
+
+export interface GenerationParams {
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  stop?: string[];
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+}
+
+export type FinishReason = "stop" | "length";
+
+export interface GenerationResult {
+  text: string;
+  promptTokens: number;
+  completionTokens: number;
+  finishReason: FinishReason;
+  aborted: boolean;
+  /** Milliseconds from the call to the first generated token, when there was one. */
+  firstTokenMs: number | undefined;
+  /** Milliseconds from the call to the end of generation. */
+  totalMs: number;
+}
+
+export class PromptTooLongError extends Error {
+  readonly code = "context_length_exceeded";
+}
+
+/** Memory a replica needs, estimated from the GGUF header before anything is loaded. */
+export async function estimateReplica(
+  llama: Llama,
+  path: string,
+  engine: EngineSettings,
+): Promise<{ architecture: string; memoryBytes: number; trainContextSize: number | undefined }> {
+  let info: Awaited<ReturnType<typeof readGgufFileInfo>>;
+  try {
+    info = await readGgufFileInfo(path);
+  } catch (err) {
+    throw new ReplicaFailure("CorruptFile", `the model file is not a readable GGUF file: ${(err as Error).message}`);
+  }
+  const architecture = String(info.metadata?.general?.architecture ?? "");
+  if (!architecture) throw new ReplicaFailure("CorruptFile", "the GGUF header names no architecture");
+  const insights = await GgufInsights.from(info, llama);
+  const gpuLayers = llama.gpu === false ? 0 : (engine.gpuLayers ?? insights.totalLayers);
+  const model = await insights.estimateModelResourceRequirementsV2({ gpuLayers });
+  const context = await insights.estimateContextResourceRequirementsV2({
+    contextSize: perSequenceContext(engine),
+    sequences: engine.parallelSequences,
+    modelGpuLayers: gpuLayers,
+    batchSize: engine.batchSize,
+  });
+  const memoryBytes = model.cpuRam + model.gpuVram + context.cpuRam + context.gpuVram;
+  return { architecture, memoryBytes, trainContextSize: insights.trainContextSize };
+}
+
+/** The contract's contextSize is shared by all sequences; node-llama-cpp's is per sequence. */
+export function perSequenceContext(engine: EngineSettings): number {
+  return Math.floor(engine.contextSize / engine.parallelSequences);
+}
+
+export class ReplicaEngine {
+  readonly model: LlamaModel;
+  readonly context: LlamaContext;
+  readonly pool: SequencePool<LlamaContextSequence>;
+  private readonly threads: number;
+  private embedding: Promise<LlamaEmbeddingContext> | undefined;
+  private embedQueue: Promise<unknown> = Promise.resolve();
+
+  private constructor(model: LlamaModel, context: LlamaContext, queueLimit: number, threads: number) {
+    this.model = model;
+    this.context = context;
+    this.threads = threads;
+    const sequences = Array.from({ length: context.totalSequences }, () => context.getSequence());
+    this.pool = new SequencePool(sequences, queueLimit);
+  }
+
+  static async load(
+    llama: Llama,
+    path: string,
+    engine: EngineSettings,
+    options: { threads: number; queueLimit: number },
+  ): Promise<ReplicaEngine> {
+    let model: LlamaModel | undefined;
+    try {
+      model = await llama.loadModel({
+        modelPath: path,
+        gpuLayers: llama.gpu === false ? 0 : (engine.gpuLayers ?? "auto"),
+      });
+      const context = await model.createContext({
+        sequences: engine.parallelSequences,
+        contextSize: perSequenceContext(engine),
+        batchSize: engine.batchSize,
+        threads: engine.threads ?? options.threads,
+      });
+      return new ReplicaEngine(model, context, options.queueLimit, engine.threads ?? options.threads);
+    } catch (err) {
+      await model?.dispose().catch(() => {});
+      throw new ReplicaFailure("LoadFailed", `llama.cpp could not load the model: ${(err as Error).message}`);
+    }
+  }
+
+  get contextPerSequence(): number {
+    return this.context.contextSize;
+  }
+
+  countTokens(text: string): number {
+    return this.model.tokenize(text).length;
+  }
+
+  /** Generate from a prompt on a free sequence; the sequence goes back to the pool on every path. */
+  async complete(
+    prompt: string | LlamaText,
+    params: GenerationParams,
+    options: { signal?: AbortSignal; onText?: (text: string) => void } = {},
+  ): Promise<GenerationResult> {
+    const tokens = typeof prompt === "string" ? this.model.tokenize(prompt) : prompt.tokenize(this.model.tokenizer);
+    const promptTokens = tokens.length + (this.model.tokens.bos !== undefined ? 1 : 0);
+    const room = this.context.contextSize - promptTokens;
+    if (room < 1)
+      throw new PromptTooLongError(
+        `the prompt has ${promptTokens} tokens but a sequence of this model holds ${this.context.contextSize}`,
+      );
+    const maxTokens = Math.min(params.maxTokens ?? room, room);
+    // Time to first token counts the wait for a free sequence: that is what the caller feels.
+    const started = performance.now();
+    const sequence = await this.pool.acquire(options.signal);
+    let firstTokenMs: number | undefined;
+    let completionTokens = 0;
+    const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+    try {
+      await sequence.clearHistory();
+      const penalize = params.presencePenalty || params.frequencyPenalty;
+      const { response, metadata } = await completion.generateCompletionWithMeta(prompt, {
+        maxTokens,
+        temperature: params.temperature,
+        topP: params.topP,
+        seed: params.seed,
+        customStopTriggers: params.stop?.length ? params.stop : undefined,
+        repeatPenalty: penalize
+          ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }
+          : false,
+        signal: options.signal,
+        stopOnAbortSignal: true,
+        onToken: (tokens) => {
+          if (firstTokenMs === undefined) firstTokenMs = performance.now() - started;
+          completionTokens += tokens.length;
+        },
+        onTextChunk: options.onText,
+      });
+      return {
+        text: response,
+        promptTokens,
+        completionTokens,
+        finishReason: metadata.stopReason === "maxTokens" ? "length" : "stop",
+        aborted: metadata.stopReason === "abort",
+        firstTokenMs,
+        totalMs: performance.now() - started,
+      };
+    } finally {
+      completion.dispose({ disposeSequence: false });
+      this.pool.release(sequence);
+    }
+  }
+
+  /** Embeddings one input at a time: the embedding context has a single sequence. */
+  async embed(inputs: string[]): Promise<{ vectors: number[][]; tokens: number }> {
+    this.embedding ??= this.model.createEmbeddingContext({
+      contextSize: Math.min(this.context.contextSize, this.model.trainContextSize),
+      threads: this.threads,
+    });
+    const context = await this.embedding;
+    const run = this.embedQueue.then(async () => {
+      const vectors: number[][] = [];
+      let tokens = 0;
+      for (const input of inputs) {
+        const tokenized = this.model.tokenize(input);
+        if (tokenized.length > context.model.trainContextSize)
+          throw new PromptTooLongError(`an input has ${tokenized.length} tokens, more than the model's context`);
+        tokens += tokenized.length;
+        vectors.push([...(await context.getEmbeddingFor(tokenized)).vector]);
+      }
+      return { vectors, tokens };
+    });
+    this.embedQueue = run.catch(() => {});
+    return run;
+  }
+
+  /** Generate a short text once to warm the caches, and measure single-sequence tokens per second. */
+  async warmUp(): Promise<number> {
+    await this.complete("Once upon a time", { maxTokens: 8, temperature: 0 });
+    const started = performance.now();
+    const result = await this.complete("Once upon a time", { maxTokens: 48, temperature: 0 });
+    const seconds = (performance.now() - started) / 1000;
+    return result.completionTokens > 0 ? Math.round((result.completionTokens / seconds) * 10) / 10 : 0;
+  }
+
+  async dispose(): Promise<void> {
+    this.pool.close();
+    if (this.embedding) await (await this.embedding.catch(() => undefined))?.dispose();
+    await this.context.dispose();
+    await this.model.dispose();
+  }
+}
