@@ -1,0 +1,77 @@
+import { inferenceNodeTaint, nodeTokenSecret, labels as wellKnownLabels } from "../../crds/api/well-known.ts";
+import type { PomonaSettings } from "../settings.ts";
+import {
+  componentLabels,
+  containerSecurityContext,
+  fieldEnv,
+  httpProbes,
+  type KubeObject,
+  nodeTokenMountPath,
+  podSecurityContext,
+  selectorLabels,
+} from "./object.ts";
+import { image } from "./operator.ts";
+import { serviceAccountName } from "./rbac.ts";
+
+const cacheMountPath = "/var/cache/pomona/models";
+
+/** The agent on Linux inference nodes, beside their kubelet; Macs run it natively (docs/macos-node-agent.md). */
+export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
+  const { nodeAgent } = settings;
+  if (!nodeAgent.enabled) return [];
+  const labels = componentLabels("node-agent");
+  const env = [
+    fieldEnv("POMONA_NODE_NAME", "spec.nodeName"),
+    { name: "POMONA_NODE_MODE", value: "attached" },
+    // The gateway reaches each agent at its Pod's address, as written in replica endpoints.
+    fieldEnv("POMONA_AGENT_ADDRESS", "status.podIP"),
+    { name: "POMONA_AGENT_PORT", value: String(nodeAgent.port) },
+    { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
+    { name: "POMONA_CACHE_DIR", value: cacheMountPath },
+    ...(nodeAgent.modelMemory ? [{ name: "POMONA_MODEL_MEMORY", value: nodeAgent.modelMemory }] : []),
+    // node-llama-cpp writes beside HOME; the root filesystem is read-only.
+    { name: "HOME", value: "/tmp" },
+  ];
+  return [
+    {
+      apiVersion: "apps/v1",
+      kind: "DaemonSet",
+      metadata: { name: "pomona-node-agent", namespace: settings.namespace, labels },
+      spec: {
+        selector: { matchLabels: selectorLabels("node-agent") },
+        template: {
+          metadata: { labels },
+          spec: {
+            serviceAccountName: serviceAccountName("node-agent"),
+            nodeSelector: { [wellKnownLabels.inferenceNode]: "true", "kubernetes.io/os": "linux" },
+            tolerations: [{ ...inferenceNodeTaint, operator: "Equal" }],
+            securityContext: podSecurityContext,
+            containers: [
+              {
+                name: "node-agent",
+                image: image(settings),
+                imagePullPolicy: settings.image.pullPolicy,
+                command: ["node", "node-agent/main.ts"],
+                env,
+                ports: [{ name: "http", containerPort: nodeAgent.port }],
+                ...httpProbes("http"),
+                volumeMounts: [
+                  { name: "node-token", mountPath: nodeTokenMountPath, readOnly: true },
+                  { name: "model-cache", mountPath: cacheMountPath },
+                  { name: "tmp", mountPath: "/tmp" },
+                ],
+                resources: nodeAgent.resources,
+                securityContext: containerSecurityContext,
+              },
+            ],
+            volumes: [
+              { name: "node-token", secret: { secretName: nodeTokenSecret } },
+              { name: "model-cache", hostPath: { path: nodeAgent.cacheHostPath, type: "DirectoryOrCreate" } },
+              { name: "tmp", emptyDir: {} },
+            ],
+          },
+        },
+      },
+    },
+  ];
+}

@@ -1,0 +1,55 @@
+import type { PomonaSettings } from "../settings.ts";
+import {
+  componentLabels,
+  containerSecurityContext,
+  fieldEnv,
+  httpProbes,
+  type KubeObject,
+  podSecurityContext,
+  selectorLabels,
+} from "./object.ts";
+import { serviceAccountName } from "./rbac.ts";
+
+export const image = (settings: PomonaSettings) => `${settings.image.repository}:${settings.image.tag}`;
+
+/** Two replicas by default: one holds the leader Lease and reconciles, the other takes over. */
+export function operatorObjects(settings: PomonaSettings): KubeObject[] {
+  const labels = componentLabels("operator");
+  return [
+    {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "pomona-operator", namespace: settings.namespace, labels },
+      spec: {
+        replicas: settings.operator.replicas,
+        selector: { matchLabels: selectorLabels("operator") },
+        template: {
+          metadata: { labels },
+          spec: {
+            serviceAccountName: serviceAccountName("operator"),
+            securityContext: podSecurityContext,
+            containers: [
+              {
+                name: "operator",
+                image: image(settings),
+                imagePullPolicy: settings.image.pullPolicy,
+                command: ["node", "operator/main.ts"],
+                env: [
+                  fieldEnv("POMONA_NAMESPACE", "metadata.namespace"),
+                  // The Pod name is the identity in the leader Lease, so `kubectl get lease` names the leader.
+                  fieldEnv("POMONA_OPERATOR_ID", "metadata.name"),
+                  { name: "POMONA_OPERATOR_PORT", value: "8081" },
+                  { name: "POMONA_NODE_LOST_AFTER_SECONDS", value: String(settings.operator.nodeLostAfterSeconds) },
+                ],
+                ports: [{ name: "http", containerPort: 8081 }],
+                ...httpProbes("http"),
+                resources: settings.operator.resources,
+                securityContext: containerSecurityContext,
+              },
+            ],
+          },
+        },
+      },
+    },
+  ];
+}

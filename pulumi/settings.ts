@@ -1,0 +1,90 @@
+/**
+ * Every setting of a Pomona stack with its default, in one place. Pulumi config supplies any part of it
+ * (`pulumi config set --path pomona:gateway.replicas 3`); zod fills the rest and refuses bad values at
+ * the edge. charts/pomona/values.yaml holds the same defaults; the parity test renders both.
+ */
+import { z } from "zod";
+
+const resources = z.object({
+  requests: z.record(z.string(), z.string()).optional(),
+  limits: z.record(z.string(), z.string()).optional(),
+});
+
+export const settingsSchema = z.object({
+  namespace: z.string().min(1).default("pomona-system"),
+  image: z
+    .object({
+      repository: z.string().min(1).default("ghcr.io/pomona-dev/pomona"),
+      tag: z.string().min(1).default("0.1.0"),
+      pullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
+    })
+    .prefault({}),
+  operator: z
+    .object({
+      replicas: z.int().min(1).default(2),
+      nodeLostAfterSeconds: z.int().min(1).default(40),
+      resources: resources.default({ requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "512Mi" } }),
+    })
+    .prefault({}),
+  gateway: z
+    .object({
+      replicas: z.int().min(1).default(2),
+      logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      limitsOnRedisFailure: z.enum(["allow", "deny"]).default("allow"),
+      resources: resources.default({ requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } }),
+      service: z
+        .object({
+          type: z.enum(["ClusterIP", "NodePort", "LoadBalancer"]).default("ClusterIP"),
+          port: z.int().min(1).max(65535).default(8080),
+          nodePort: z.int().min(30000).max(32767).optional(),
+        })
+        .prefault({}),
+      podDisruptionBudget: z.object({ minAvailable: z.int().min(0).default(1) }).prefault({}),
+      autoscaling: z
+        .object({
+          enabled: z.boolean().default(false),
+          minReplicas: z.int().min(1).default(2),
+          maxReplicas: z.int().min(1).default(10),
+          targetCPUUtilizationPercentage: z.int().min(1).max(100).default(70),
+        })
+        .prefault({}),
+      ingress: z
+        .object({
+          enabled: z.boolean().default(false),
+          className: z.string().default(""),
+          host: z.string().min(1).default("pomona.example.com"),
+          tlsSecretName: z.string().default(""),
+          annotations: z.record(z.string(), z.string()).default({}),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  nodeAgent: z
+    .object({
+      enabled: z.boolean().default(true),
+      port: z.int().min(1).max(65535).default(8090),
+      cacheHostPath: z.string().startsWith("/").default("/var/lib/pomona/models"),
+      modelMemory: z.string().default(""),
+      resources: resources.default({ requests: { cpu: "1", memory: "1Gi" }, limits: { memory: "8Gi" } }),
+    })
+    .prefault({}),
+  redis: z
+    .object({
+      enabled: z.boolean().default(false),
+      image: z.string().min(1).default("redis:7.4-alpine"),
+      resources: resources.default({ requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } }),
+    })
+    .prefault({}),
+  serviceMonitor: z.object({ enabled: z.boolean().default(false), interval: z.string().default("30s") }).prefault({}),
+  adminKey: z.object({ enabled: z.boolean().default(true), owner: z.string().min(1).default("admin") }).prefault({}),
+});
+
+export type PomonaSettings = z.output<typeof settingsSchema>;
+export type PomonaSettingsInput = z.input<typeof settingsSchema>;
+
+/** The top-level keys, each one Pulumi config key of the `pomona` namespace. */
+export const settingKeys = Object.keys(settingsSchema.shape) as (keyof PomonaSettings)[];
+
+export function parseSettings(input: PomonaSettingsInput = {}): PomonaSettings {
+  return settingsSchema.parse(input);
+}
