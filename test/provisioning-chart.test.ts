@@ -1,0 +1,94 @@
+// The Helm chart against the real API server: its CRDs match crds/, every object it renders passes the
+// server's validation, and `helm install` then `helm upgrade` work and keep the node token.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
+import { chartCrdDir, crdFiles } from "../charts/copy-crds.ts";
+import { nodeTokenSecret } from "../crds/api/well-known.ts";
+import { chartDir, everyOption, helm, renderChart } from "./provisioning-support.ts";
+import { installCrds } from "./support/crds.ts";
+import { kubectl, kubectlOk } from "./support/kubectl.ts";
+
+const namespace = "pomona-chart";
+const yamlOf = (objects: unknown[]) => objects.map((o) => JSON.stringify(o)).join("\n---\n");
+
+describe("the Pomona Helm chart", () => {
+  beforeAll(async () => {
+    await installCrds();
+    await kubectlOk(["create", "namespace", namespace]);
+  });
+
+  afterAll(async () => {
+    await kubectl(["delete", "namespace", namespace, "--wait=false"]);
+  });
+
+  test("its crds/ folder holds byte-for-byte copies of crds/*.yaml (run `npm run generate` after changing the API)", () => {
+    const source = crdFiles();
+    expect(source.size).toBe(4);
+    expect(crdFiles(chartCrdDir)).toEqual(source);
+  });
+
+  test("helm lint passes and values.schema.json refuses a misspelt value", () => {
+    expect(helm(["lint", chartDir, "--strict", "--namespace", namespace])).toContain("0 chart(s) failed");
+    expect(() => renderChart({}, ["--set", "gateway.replica=3"])).toThrow(/additional properties 'replica'/);
+    expect(() => renderChart({}, ["--set", "gateway.limitsOnRedisFailure=maybe"])).toThrow(/limitsOnRedisFailure/);
+  });
+
+  test("every object rendered with every option is accepted by the API server's dry run", async () => {
+    const objects = renderChart({ ...everyOption, namespace });
+    const kinds = new Set(objects.map((o) => o.kind));
+    for (const kind of ["HorizontalPodAutoscaler", "Ingress", "DaemonSet", "ValidatingAdmissionPolicy", "ApiKey"]) {
+      expect(kinds).toContain(kind);
+    }
+    const out = await kubectlOk(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], yamlOf(objects));
+    expect(out.trim().split("\n")).toHaveLength(objects.length);
+  });
+
+  test("the dry run refuses a misspelt field, so it would catch a typo in a template", async () => {
+    const objects = renderChart({ namespace });
+    const deployment = objects.find((o) => o.kind === "Deployment" && o.metadata.name === "pomona-gateway")!;
+    const spec = deployment.spec as { template: { spec: { containers: Record<string, unknown>[] } } };
+    spec.template.spec.containers[0]!.imagePullPolicyy = "Always";
+    const result = await kubectl(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], yamlOf([deployment]));
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('unknown field "spec.template.spec.containers[0].imagePullPolicyy"');
+  });
+
+  test("helm install, then upgrade, keeps the random node token and NOTES tell how to reach the gateway", async () => {
+    const kubeconfig = inject("kubeconfig");
+    const dir = mkdtempSync(join(tmpdir(), "pomona-helm-"));
+    const env = ["--kubeconfig", kubeconfig, "--namespace", namespace];
+    try {
+      const installed = helm(["install", "pomona", chartDir, ...env, "--set", "gateway.service.type=NodePort"]);
+      expect(installed).toContain("STATUS: deployed");
+      expect(installed).toMatch(/http:\/\/<any node address>:.*\/v1/);
+      expect(installed).toContain(`kubectl -n ${namespace} get secret pomona-admin -o jsonpath='{.data.key}'`);
+
+      const readToken = () =>
+        kubectlOk(["-n", namespace, "get", "secret", nodeTokenSecret, "-o", "jsonpath={.data.token}"]);
+      const token = Buffer.from(await readToken(), "base64").toString();
+      expect(token).toMatch(/^[A-Za-z0-9]{48}$/);
+      // The token is a credential: helm's own output must not carry it.
+      expect(installed).not.toContain(token);
+
+      writeFileSync(join(dir, "values.json"), JSON.stringify({ redis: { enabled: true } }));
+      helm(["upgrade", "pomona", chartDir, ...env, "-f", join(dir, "values.json")]);
+      expect(Buffer.from(await readToken(), "base64").toString()).toBe(token);
+      const gatewayEnv = await kubectlOk([
+        "-n",
+        namespace,
+        "get",
+        "deploy/pomona-gateway",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name=='POMONA_REDIS_URL')].value}",
+      ]);
+      expect(gatewayEnv).toBe(`redis://pomona-redis.${namespace}.svc:6379`);
+      // The CRDs come from the chart's crds/ folder; helm leaves them in place, as it does for every chart.
+      await kubectlOk(["get", "crd", "modelreplicas.pomona.dev"]);
+    } finally {
+      helm(["uninstall", "pomona", ...env]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
