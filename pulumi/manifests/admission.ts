@@ -42,7 +42,8 @@ export function nodeAgentAdmissionObjects(settings: PomonaSettings): KubeObject[
         variables: [
           {
             name: "ownNode",
-            expression: `'${nodeNameExtra}' in request.userInfo.extra ? request.userInfo.extra['${nodeNameExtra}'][0] : ''`,
+            // A user without any extra has no extra field at all, hence has() first.
+            expression: `has(request.userInfo.extra) && '${nodeNameExtra}' in request.userInfo.extra ? request.userInfo.extra['${nodeNameExtra}'][0] : ''`,
           },
           { name: "target", expression: "object != null ? object : oldObject" },
           {
