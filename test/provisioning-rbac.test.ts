@@ -251,6 +251,87 @@ describe("the node-agent admission policy", () => {
     }
   });
 
+  test("a real token of an agent Pod names its node: the Pod on node-a may write node-a's replica, not node-b's", async () => {
+    const pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: "agent-on-node-a", namespace: ns },
+      spec: {
+        serviceAccountName: "pomona-node-agent",
+        nodeName: "node-a",
+        containers: [{ name: "agent", image: "pomona" }],
+      },
+    };
+    await kubectlOk(["apply", "-f", "-"], JSON.stringify(pod));
+    const token = (
+      await kubectlOk([
+        "-n",
+        ns,
+        "create",
+        "token",
+        "pomona-node-agent",
+        "--bound-object-kind=Pod",
+        `--bound-object-name=${pod.metadata.name}`,
+      ])
+    ).trim();
+    const asPod = (name: string) =>
+      kubectl([
+        "-n",
+        team,
+        "patch",
+        `modelreplica/${name}`,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"Ready"}}',
+        `--token=${token}`,
+      ]);
+    const own = await asPod("on-a");
+    expect(own.stderr).toBe("");
+    expect(own.code).toBe(0);
+    const other = await asPod("on-b");
+    expect(other.code).not.toBe(0);
+    expect(other.stderr).toContain("the node-agent of node node-a may not write objects of node node-b");
+  });
+
+  test("a token bound to a Node (how a Mac's agent authenticates) names that node too", async () => {
+    await kubectlOk(
+      ["apply", "-f", "-"],
+      JSON.stringify({ apiVersion: "v1", kind: "Node", metadata: { name: "node-b" } }),
+    );
+    try {
+      const token = (
+        await kubectlOk([
+          "-n",
+          ns,
+          "create",
+          "token",
+          "pomona-node-agent",
+          "--bound-object-kind=Node",
+          "--bound-object-name=node-b",
+        ])
+      ).trim();
+      const patch = (name: string) =>
+        kubectl([
+          "-n",
+          team,
+          "patch",
+          `modelreplica/${name}`,
+          "--subresource=status",
+          "--type=merge",
+          "-p",
+          '{"status":{"phase":"Ready"}}',
+          `--token=${token}`,
+        ]);
+      expect((await patch("on-b")).code).toBe(0);
+      const other = await patch("on-a");
+      expect(other.code).not.toBe(0);
+      expect(other.stderr).toContain("the node-agent of node node-b may not write objects of node node-a");
+    } finally {
+      await kubectl(["delete", "node", "node-b", "--ignore-not-found"]);
+    }
+  });
+
   test("the policy binds only the node-agent: the operator still writes replicas of any node", async () => {
     const result = await kubectl([
       "-n",
