@@ -1,0 +1,170 @@
+// The Pulumi program under Pulumi's mocks: the objects it registers, its outputs, the secrecy of the node
+// token, the same objects and specs as the Helm chart for the same settings, and the server's dry run.
+// biome-ignore-all lint/suspicious/noExplicitAny: the checks read deep into manifests that are plain data.
+import { beforeAll, describe, expect, test } from "vitest";
+import { nodeTokenSecret } from "../crds/api/well-known.ts";
+import type { KubeObject } from "../pulumi/manifests/index.ts";
+import { type PomonaSettingsInput, parseSettings } from "../pulumi/settings.ts";
+import { everyOption, identities, renderChart, runPulumiProgram } from "./provisioning-support.ts";
+import { installCrds } from "./support/crds.ts";
+import { kubectl, kubectlOk } from "./support/kubectl.ts";
+
+/** Pulumi's serialized form of a secret value. */
+const secretSignature = "4dabf18193072939515e22adb298388d";
+
+function revealSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(revealSecrets);
+  if (value === null || typeof value !== "object") return value;
+  const record = value as Record<string, unknown>;
+  if (secretSignature in record) return revealSecrets(record.value);
+  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k, revealSecrets(v)]));
+}
+
+const find = (objects: KubeObject[], kind: string, name: string) => {
+  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+  if (!found) throw new Error(`no ${kind} ${name}`);
+  return found as KubeObject & { spec: Record<string, any> };
+};
+
+const containerOf = (o: KubeObject) => (o as any).spec.template.spec.containers[0];
+const envOf = (o: KubeObject) =>
+  Object.fromEntries(containerOf(o).env.map((e: any) => [e.name, e.value ?? e.valueFrom.fieldRef.fieldPath]));
+
+/** A spec with the Pod template's labels left out: the tools label differently (helm.sh/chart, managed-by). */
+function comparableSpec(o: KubeObject): unknown {
+  const copy = structuredClone(o) as any;
+  if (copy.spec?.template?.metadata) delete copy.spec.template.metadata;
+  return { spec: copy.spec, rules: copy.rules, roleRef: copy.roleRef, subjects: copy.subjects, type: copy.type };
+}
+
+describe("the Pulumi program", () => {
+  test("registers the stack's objects with the documented contract for each component", async () => {
+    const { objects, outputs } = await runPulumiProgram();
+    expect(outputs).toEqual({
+      namespace: "pomona-system",
+      gatewayUrl: "http://pomona-gateway.pomona-system.svc:8080/v1",
+      adminKeyCommand: "kubectl -n pomona-system get secret pomona-admin -o jsonpath='{.data.key}' | base64 -d",
+    });
+    const operator = find(objects, "Deployment", "pomona-operator");
+    expect(operator.spec.replicas).toBe(2);
+    expect(containerOf(operator).command).toEqual(["node", "operator/main.ts"]);
+    expect(envOf(operator)).toMatchObject({
+      POMONA_NAMESPACE: "metadata.namespace",
+      POMONA_OPERATOR_ID: "metadata.name",
+    });
+
+    const agent = find(objects, "DaemonSet", "pomona-node-agent");
+    expect(agent.spec.template.spec.nodeSelector).toEqual({
+      "pomona.dev/inference-node": "true",
+      "kubernetes.io/os": "linux",
+    });
+    expect(envOf(agent)).toMatchObject({
+      POMONA_NODE_MODE: "attached",
+      POMONA_NODE_NAME: "spec.nodeName",
+      POMONA_NODE_TOKEN_FILE: "/var/run/pomona/node-token/token",
+    });
+
+    const gateway = find(objects, "Deployment", "pomona-gateway");
+    expect(envOf(gateway)).not.toHaveProperty("POMONA_REDIS_URL");
+    expect(gateway.spec.template.spec.volumes).toEqual([
+      { name: "node-token", secret: { secretName: nodeTokenSecret } },
+    ]);
+    expect(find(objects, "PodDisruptionBudget", "pomona-gateway").spec.minAvailable).toBe(1);
+    expect(objects.filter((o) => o.kind === "CustomResourceDefinition")).toHaveLength(4);
+    expect(objects.some((o) => ["HorizontalPodAutoscaler", "Ingress", "ServiceMonitor"].includes(o.kind))).toBe(false);
+  });
+
+  test("the node token is random, a Pulumi secret, and in no output", async () => {
+    const tokenOf = async () => {
+      const run = await runPulumiProgram();
+      const secret = find(run.objects, "Secret", nodeTokenSecret) as any;
+      // Pulumi wraps the whole stringData as a secret, so state and previews show it encrypted or hidden.
+      expect(secret.stringData).toHaveProperty(secretSignature);
+      const token = (revealSecrets(secret) as any).stringData.token as string;
+      expect(JSON.stringify(run.outputs)).not.toContain(token);
+      return token;
+    };
+    const first = await tokenOf();
+    expect(first).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(await tokenOf()).not.toBe(first);
+  });
+
+  test("options add Redis (and point the gateway at it), an HPA that owns the replica count, an Ingress and a ServiceMonitor", async () => {
+    const { objects, outputs } = await runPulumiProgram({ ...everyOption, serviceMonitor: { enabled: true } });
+    const gateway = find(objects, "Deployment", "pomona-gateway");
+    expect(envOf(gateway).POMONA_REDIS_URL).toBe("redis://pomona-redis.pomona-system.svc:6379");
+    find(objects, "Service", "pomona-redis");
+    expect(gateway.spec).not.toHaveProperty("replicas");
+    expect(find(objects, "HorizontalPodAutoscaler", "pomona-gateway").spec.maxReplicas).toBe(10);
+    expect(find(objects, "Ingress", "pomona-gateway").spec.tls).toEqual([
+      { hosts: ["pomona.example.com"], secretName: "pomona-tls" },
+    ]);
+    find(objects, "ServiceMonitor", "pomona-gateway");
+    expect(outputs.gatewayUrl).toBe("https://pomona.example.com/v1");
+  });
+
+  test("settings are checked at the edge: a bad value stops the program before any resource", () => {
+    expect(() => parseSettings({ gateway: { replicas: 0 } })).toThrow(/replicas/);
+    expect(() => parseSettings({ nodeAgent: { cacheHostPath: "relative/path" } } as PomonaSettingsInput)).toThrow();
+    expect(parseSettings({ gateway: { replicas: 5 } }).gateway.autoscaling.maxReplicas).toBe(10);
+  });
+});
+
+describe("Pulumi and Helm produce the same stack", () => {
+  const cases: [string, PomonaSettingsInput][] = [
+    ["defaults", {}],
+    ["every option", { ...everyOption, serviceMonitor: { enabled: true } }],
+    [
+      "no node-agent, another namespace",
+      { namespace: "llm", nodeAgent: { enabled: false }, adminKey: { enabled: false } },
+    ],
+  ];
+
+  for (const [label, settings] of cases) {
+    test(`same objects (kind/namespace/name) and the same specs and rules: ${label}`, async () => {
+      const { objects } = await runPulumiProgram(settings);
+      const chart = renderChart(settings);
+      // The chart leaves the namespace to `helm install --create-namespace`; Pulumi owns it.
+      const pulumiObjects = objects.filter((o) => o.kind !== "Namespace");
+      expect(identities(pulumiObjects)).toEqual(identities(chart));
+      for (const object of pulumiObjects) {
+        if (object.kind === "Secret" || object.kind === "CustomResourceDefinition") continue;
+        const twin = chart.find(
+          (o) =>
+            o.kind === object.kind &&
+            o.metadata.name === object.metadata.name &&
+            o.metadata.namespace === object.metadata.namespace,
+        )!;
+        expect(comparableSpec(object), `${object.kind} ${object.metadata.name}`).toEqual(comparableSpec(twin));
+      }
+      const crdSpecs = (list: KubeObject[]) =>
+        Object.fromEntries(
+          list.filter((o) => o.kind === "CustomResourceDefinition").map((o) => [o.metadata.name, o.spec]),
+        );
+      expect(crdSpecs(pulumiObjects)).toEqual(crdSpecs(chart));
+    });
+  }
+});
+
+describe("the Pulumi program's objects on the API server", () => {
+  const namespace = "pomona-pulumi";
+  beforeAll(async () => {
+    await installCrds();
+  });
+
+  test("every object it registers passes the server's dry run", async () => {
+    const { objects } = await runPulumiProgram({ ...everyOption, namespace });
+    const [ns, ...rest] = objects.map((o) => revealSecrets(o) as KubeObject);
+    expect(ns?.kind).toBe("Namespace");
+    await kubectlOk(["apply", "-f", "-"], JSON.stringify(ns));
+    try {
+      const out = await kubectlOk(
+        ["apply", "--dry-run=server", "--validate=strict", "-f", "-"],
+        rest.map((o) => JSON.stringify(o)).join("\n---\n"),
+      );
+      expect(out.trim().split("\n")).toHaveLength(rest.length);
+    } finally {
+      await kubectl(["delete", "namespace", namespace, "--wait=false"]);
+    }
+  });
+});
