@@ -177,8 +177,7 @@ export class NodePresence {
 
   private async renewLease(): Promise<void> {
     const name = this.options.nodeName;
-    const renewTime = new Date();
-    const spec = { holderIdentity: name, leaseDurationSeconds, renewTime };
+    const spec = { holderIdentity: name, leaseDurationSeconds, renewTime: microTime(new Date()) };
     try {
       await this.coordination.replaceNamespacedLease({
         name,
@@ -205,6 +204,27 @@ export class NodePresence {
 }
 
 export function errorText(err: unknown): string {
-  if (err instanceof ApiException) return `API server answered ${err.code}`;
+  if (err instanceof ApiException) {
+    // The API server's own message names the field it refused; our requests carry no secrets for it to echo.
+    const body = err.body as { message?: string } | string | undefined;
+    const message = typeof body === "string" ? safeMessage(body) : body?.message;
+    return `API server answered ${err.code}${message ? `: ${message}` : ""}`;
+  }
   return err instanceof Error ? err.message : String(err);
+}
+
+function safeMessage(body: string): string | undefined {
+  try {
+    return (JSON.parse(body) as { message?: string }).message;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A Lease's times are MicroTime: the API server wants six fractional digits, and the client sends a Date
+ * as toISOString's three. A string passes through its serializer untouched.
+ */
+function microTime(date: Date): Date {
+  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z") as unknown as Date;
 }
