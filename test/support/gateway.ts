@@ -101,6 +101,7 @@ export interface TestGateway {
 export async function startGateway(
   namespace: string,
   options: {
+    nodeToken?: string;
     limiter?: Limiter;
     now?: () => number;
     upstream?: Partial<GatewayDeps["upstream"]>;
@@ -115,7 +116,7 @@ export async function startGateway(
     holder,
     limiter,
     metrics,
-    nodeToken: NODE_TOKEN,
+    nodeToken: options.nodeToken ?? NODE_TOKEN,
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
     now: options.now,

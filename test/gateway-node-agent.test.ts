@@ -1,0 +1,185 @@
+// Real inference through the gateway: the real node-agent (node-agent/main.ts, virtual mode) loads the
+// tiny stories model from a ModelReplica in the real API server, and the official openai client talks
+// to the gateway in front of it.
+import { CustomObjectsApi } from "@kubernetes/client-node";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
+import { installCrds } from "./support/crds.ts";
+import {
+  ConfigFeed,
+  createNamespace,
+  kubeConfig,
+  makeKey,
+  model,
+  startGateway,
+  type TestGateway,
+} from "./support/gateway.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { eventually } from "./support/processes.ts";
+
+const ns = "gw-agent";
+const replicaName = "stories-gw";
+const key = makeKey(ns, "k");
+let agent: TestAgent;
+let gateway: TestGateway;
+
+const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
+
+async function agentMetric(pattern: RegExp): Promise<number> {
+  const text = await (await fetch(`${agent.url}/metrics`)).text();
+  return [...text.matchAll(pattern)].reduce((n, m) => n + Number(m[1]), 0);
+}
+const agentTokens = () => agentMetric(/^pomona_node_generated_tokens_total\{[^}]*\}\s+(\d+)/gm);
+const agentAborted = () => agentMetric(/^pomona_node_requests_total\{[^}]*outcome="aborted"[^}]*\}\s+(\d+)/gm);
+
+beforeAll(async () => {
+  await installCrds();
+  await createNamespace(ns);
+  agent = await startAgent("gw-agent-node");
+  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
+  const replica: ModelReplica = {
+    apiVersion: API_VERSION,
+    kind: "ModelReplica",
+    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
+    spec: {
+      model: "stories",
+      nodeName: agent.nodeName,
+      source: { path: tinyModel },
+      engine: { contextSize: 512, parallelSequences: 2, embeddings: true },
+      memoryBytes: 0,
+      templateHash: "gateway-test",
+    },
+  };
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace: ns,
+    plural: "modelreplicas",
+    body: replica,
+  });
+  let last: ModelReplica | undefined;
+  const endpoint = await eventually(
+    "the replica Ready",
+    async () => {
+      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
+      last = (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: "modelreplicas",
+        name: replicaName,
+      })) as ModelReplica;
+      if (last.status?.phase === "Failed") throw new Error(`replica failed: ${last.status.message}`);
+      return last.status?.phase === "Ready" ? last.status.endpoint : undefined;
+    },
+    180_000,
+  ).catch((err: Error) => {
+    throw new Error(
+      `${err.message}; status ${JSON.stringify(last?.status)}; agent output:\n${agent.process.output().slice(-3000)}`,
+    );
+  });
+  gateway = await startGateway(ns, {
+    nodeToken: NODE_AGENT_TOKEN,
+    upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
+  });
+  const feed = new ConfigFeed(ns);
+  await feed.publish({
+    models: [
+      model(ns, "stories", {
+        aliases: ["tiny-stories"],
+        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1 }],
+        contextSize: 512,
+      }),
+    ],
+    keys: [key],
+  });
+  await gateway.waitForVersion(feed.version);
+}, 300_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await agent?.process.stop();
+});
+
+describe("real inference through the gateway", () => {
+  it("answers a chat completion with real usage", async () => {
+    const { data, response } = await client()
+      .chat.completions.create({
+        model: "tiny-stories",
+        messages: [{ role: "user", content: "Once upon a time" }],
+        max_tokens: 16,
+      })
+      .withResponse();
+    expect(data.choices[0]?.message.content?.length).toBeGreaterThan(0);
+    expect(data.model).toBe("stories");
+    expect(response.headers.get("x-pomona-model")).toBe("stories");
+    expect(data.usage?.completion_tokens).toBeGreaterThan(0);
+    expect(data.usage?.completion_tokens).toBeLessThanOrEqual(16);
+  });
+
+  it("streams tokens, with usage only when asked", async () => {
+    for (const includeUsage of [false, true]) {
+      const stream = await client().chat.completions.create({
+        model: "stories",
+        messages: [{ role: "user", content: "Tell me about a cat" }],
+        max_tokens: 16,
+        stream: true,
+        ...(includeUsage ? { stream_options: { include_usage: true } } : {}),
+      });
+      let text = "";
+      let usage: OpenAI.CompletionUsage | undefined | null;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? "";
+        usage = chunk.usage ?? usage;
+        expect(chunk.model).toBe("stories");
+      }
+      expect(text.length).toBeGreaterThan(0);
+      if (includeUsage) expect(usage?.completion_tokens).toBeGreaterThan(0);
+      else expect(usage ?? undefined).toBeUndefined();
+    }
+  });
+
+  it("answers a text completion and an embedding", async () => {
+    const completion = await client().completions.create({ model: "stories", prompt: "The dog", max_tokens: 8 });
+    expect(completion.choices[0]?.text.length).toBeGreaterThan(0);
+    const embedding = await client().embeddings.create({ model: "stories", input: "a little girl named Lily" });
+    expect(embedding.data[0]?.embedding.length).toBeGreaterThan(0);
+  });
+
+  it("stops the node's generation when the client leaves mid-stream", async () => {
+    const controller = new AbortController();
+    const stream = await client().chat.completions.create(
+      {
+        model: "stories",
+        messages: [{ role: "user", content: "Tell a very long story" }],
+        max_tokens: 400,
+        stream: true,
+      },
+      { signal: controller.signal },
+    );
+    let chunks = 0;
+    try {
+      for await (const _chunk of stream) if (++chunks === 3) controller.abort();
+    } catch {
+      // The client's own abort.
+    }
+    // The agent counts the request as aborted: the gateway closed its connection and the node stopped.
+    await eventually(
+      "the agent to count an aborted request",
+      async () => ((await agentAborted()) >= 1 ? true : undefined),
+      20_000,
+    );
+    const soon = await agentTokens();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await agentTokens()).toBe(soon);
+  });
+
+  it("charges the node's real usage to the key's owner", async () => {
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    const completion = Number(
+      /pomona_gateway_tokens_total\{model="stories",owner="team-k",direction="completion"\} (\d+)/.exec(text)?.[1],
+    );
+    expect(completion).toBeGreaterThan(0);
+  });
+});
