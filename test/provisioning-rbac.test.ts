@@ -142,6 +142,22 @@ describe("component RBAC from the chart", () => {
     await expectAll("gateway", checks, true);
   });
 
+  test("the gateway's own watch (one Secret by field selector) is allowed, a watch of all Secrets is not", async () => {
+    const watch = (query: string) =>
+      kubectl([
+        "get",
+        "--raw",
+        `/api/v1/namespaces/${ns}/secrets?watch=true&timeoutSeconds=1${query}`,
+        user("gateway"),
+      ]);
+    const named = await watch("&fieldSelector=metadata.name%3Dpomona-gateway-config");
+    expect(named.stderr).toBe("");
+    expect(named.code).toBe(0);
+    const all = await watch("");
+    expect(all.code).not.toBe(0);
+    expect(all.stderr).toContain("Forbidden");
+  });
+
   test("the gateway cannot read other Secrets, list Secrets, read other namespaces or write anything", async () => {
     await expectAll(
       "gateway",
