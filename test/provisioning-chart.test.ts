@@ -1,13 +1,13 @@
 // The Helm chart against the real API server: its CRDs match crds/, every object it renders passes the
 // server's validation, and `helm install` then `helm upgrade` work and keep the node token.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import { chartCrdDir, crdFiles } from "../charts/copy-crds.ts";
 import { nodeTokenSecret } from "../crds/api/well-known.ts";
 import { chartDir, everyOption, helm, renderChart } from "./provisioning-support.ts";
-import { installCrds } from "./support/crds.ts";
+import { installCrds, repoRoot } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 
 const namespace = "pomona-chart";
@@ -53,6 +53,27 @@ describe("the Pomona Helm chart", () => {
     const result = await kubectl(["apply", "--dry-run=server", "--validate=strict", "-f", "-"], yamlOf([deployment]));
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain('unknown field "spec.template.spec.containers[0].imagePullPolicyy"');
+  });
+
+  test("every variable the chart sets for a component is one docs/components.md documents for it", () => {
+    const contract = readFileSync(join(repoRoot, "docs/components.md"), "utf8");
+    const tableOf = (heading: string) => {
+      const start = contract.indexOf(`## ${heading} (`);
+      expect(start, `docs/components.md has a section for ${heading}`).toBeGreaterThan(-1);
+      return contract.slice(start, contract.indexOf("\n## ", start + 1));
+    };
+    const workloads = renderChart({ ...everyOption, namespace }).filter(
+      (o) => (o.kind === "Deployment" || o.kind === "DaemonSet") && o.metadata.name !== "pomona-redis",
+    );
+    expect(workloads).toHaveLength(3);
+    for (const workload of workloads) {
+      const component = workload.metadata.name.replace(/^pomona-/, "");
+      const spec = workload.spec as { template: { spec: { containers: { env: { name: string }[] }[] } } };
+      const names = spec.template.spec.containers[0]!.env.map((e) => e.name).filter((n) => n.startsWith("POMONA_"));
+      expect(names.length).toBeGreaterThan(2);
+      const table = tableOf(component);
+      for (const name of names) expect(table, `${name} for the ${component}`).toContain(`\`${name}\``);
+    }
   });
 
   test("helm install, then upgrade, keeps the random node token and NOTES tell how to reach the gateway", async () => {
