@@ -93,7 +93,8 @@ export class ReplicaWatch {
             else if (type === "DELETED") this.events.remove(object);
           },
           (err: unknown) => {
-            if (gone) reject(new GoneError());
+            // 410 comes either as an ERROR event in the stream or as the status of the watch request itself.
+            if (gone || (err as { statusCode?: number } | null)?.statusCode === 410) reject(new GoneError());
             else if (err && !(err instanceof Error && err.name === "AbortError")) reject(err);
             else resolve();
           },
