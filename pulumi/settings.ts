@@ -19,6 +19,8 @@ export const settingsSchema = z.object({
       pullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
     })
     .prefault({}),
+  /** Secrets holding credentials for a private registry, e.g. [{ name: "registry" }]. */
+  imagePullSecrets: z.array(z.object({ name: z.string().min(1) })).default([]),
   operator: z
     .object({
       replicas: z.int().min(1).default(2),

@@ -1,11 +1,14 @@
 // The Pulumi program under Pulumi's mocks: the objects it registers, its outputs, the secrecy of the node
 // token, the same objects and specs as the Helm chart for the same settings, and the server's dry run.
 // biome-ignore-all lint/suspicious/noExplicitAny: the checks read deep into manifests that are plain data.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { beforeAll, describe, expect, test } from "vitest";
+import { parse } from "yaml";
 import { nodeTokenSecret } from "../crds/api/well-known.ts";
 import type { KubeObject } from "../pulumi/manifests/index.ts";
 import { type PomonaSettingsInput, parseSettings } from "../pulumi/settings.ts";
-import { everyOption, identities, renderChart, runPulumiProgram } from "./provisioning-support.ts";
+import { chartDir, everyOption, identities, renderChart, runPulumiProgram, valuesOf } from "./provisioning-support.ts";
 import { installCrds } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 
@@ -119,6 +122,19 @@ describe("Pulumi and Helm produce the same stack", () => {
       { namespace: "llm", nodeAgent: { enabled: false }, adminKey: { enabled: false } },
     ],
   ];
+
+  test("values.yaml holds the defaults of pulumi/settings.ts", () => {
+    const values = parse(readFileSync(join(chartDir, "values.yaml"), "utf8")) as any;
+    const defaults = valuesOf(parseSettings()) as any;
+    // The chart's image tag defaults to its appVersion, and an unset NodePort is null.
+    const chartVersion = (parse(readFileSync(join(chartDir, "Chart.yaml"), "utf8")) as { appVersion: string })
+      .appVersion;
+    expect(values.image.tag).toBe("");
+    values.image.tag = chartVersion;
+    expect(values.gateway.service.nodePort).toBeNull();
+    delete values.gateway.service.nodePort;
+    expect(values).toEqual(defaults);
+  });
 
   for (const [label, settings] of cases) {
     test(`same objects (kind/namespace/name) and the same specs and rules: ${label}`, async () => {

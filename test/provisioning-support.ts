@@ -93,6 +93,7 @@ export function identities(objects: KubeObject[]): string[] {
 
 /** Every option on: what the wide tests render. ServiceMonitor needs the Prometheus Operator's CRD. */
 export const everyOption: PomonaSettingsInput = {
+  imagePullSecrets: [{ name: "registry" }],
   redis: { enabled: true },
   gateway: {
     autoscaling: { enabled: true },

@@ -7,7 +7,7 @@ import {
   httpProbes,
   type KubeObject,
   nodeTokenMountPath,
-  podSecurityContext,
+  podBasics,
   selectorLabels,
 } from "./object.ts";
 import { image } from "./operator.ts";
@@ -42,7 +42,7 @@ function deployment(settings: PomonaSettings): KubeObject {
         metadata: { labels },
         spec: {
           serviceAccountName: serviceAccountName("gateway"),
-          securityContext: podSecurityContext,
+          ...podBasics(settings),
           containers: [
             {
               name: "gateway",

@@ -7,7 +7,7 @@ import {
   httpProbes,
   type KubeObject,
   nodeTokenMountPath,
-  podSecurityContext,
+  podBasics,
   selectorLabels,
 } from "./object.ts";
 import { image } from "./operator.ts";
@@ -45,7 +45,7 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
             serviceAccountName: serviceAccountName("node-agent"),
             nodeSelector: { [wellKnownLabels.inferenceNode]: "true", "kubernetes.io/os": "linux" },
             tolerations: [{ ...inferenceNodeTaint, operator: "Equal" }],
-            securityContext: podSecurityContext,
+            ...podBasics(settings),
             containers: [
               {
                 name: "node-agent",

@@ -42,3 +42,11 @@ export function httpProbes(port: string) {
     readinessProbe: { httpGet: { path: "/readyz", port } },
   };
 }
+
+/** The Pod spec fields every Pomona workload shares. */
+export function podBasics(settings: { imagePullSecrets: { name: string }[] }) {
+  return {
+    ...(settings.imagePullSecrets.length > 0 ? { imagePullSecrets: settings.imagePullSecrets } : {}),
+    securityContext: podSecurityContext,
+  };
+}

@@ -5,7 +5,7 @@ import {
   fieldEnv,
   httpProbes,
   type KubeObject,
-  podSecurityContext,
+  podBasics,
   selectorLabels,
 } from "./object.ts";
 import { serviceAccountName } from "./rbac.ts";
@@ -27,7 +27,7 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
           metadata: { labels },
           spec: {
             serviceAccountName: serviceAccountName("operator"),
-            securityContext: podSecurityContext,
+            ...podBasics(settings),
             containers: [
               {
                 name: "operator",
