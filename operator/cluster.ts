@@ -1,0 +1,65 @@
+/** The shared caches and writers every controller of this operator uses. */
+import type { KubeConfig, V1Lease, V1Node, V1Secret } from "@kubernetes/client-node";
+import {
+  API_VERSION,
+  type ApiKey,
+  type InferenceModel,
+  labels,
+  type ModelReplica,
+  type RateLimitPolicy,
+} from "../crds/api/index.ts";
+import { Applier } from "./runtime/apply.ts";
+import { EventRecorder } from "./runtime/events.ts";
+import { Informer } from "./runtime/informer.ts";
+import type { Logger } from "./runtime/log.ts";
+import type { OperatorMetrics } from "./runtime/metrics.ts";
+
+/** Label on key Secrets the operator mints, so it watches only those. */
+export const mintedKeyLabel = "pomona.dev/api-key";
+
+export function createCluster(kubeConfig: KubeConfig, log: Logger, metrics: OperatorMetrics) {
+  const crd = <T extends ModelReplica | InferenceModel | ApiKey | RateLimitPolicy>(kind: string, plural: string) =>
+    // biome-ignore lint/suspicious/noExplicitAny: the client's KubernetesObject and our Resource differ only in optionality.
+    new Informer<any>(
+      kubeConfig,
+      { path: `/apis/${API_VERSION}/${plural}`, apiVersion: API_VERSION, kind },
+      log,
+    ) as Informer<T & { metadata: NonNullable<T["metadata"]> }>;
+  return {
+    kubeConfig,
+    log,
+    metrics,
+    applier: new Applier(kubeConfig),
+    events: new EventRecorder(kubeConfig, log),
+    models: crd<InferenceModel>("InferenceModel", "inferencemodels"),
+    replicas: crd<ModelReplica>("ModelReplica", "modelreplicas"),
+    keys: crd<ApiKey>("ApiKey", "apikeys"),
+    policies: crd<RateLimitPolicy>("RateLimitPolicy", "ratelimitpolicies"),
+    nodes: new Informer<V1Node>(kubeConfig, { path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }, log),
+    nodeLeases: new Informer<V1Lease>(
+      kubeConfig,
+      {
+        path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+        namespace: "kube-node-lease",
+      },
+      log,
+    ),
+    keySecrets: new Informer<V1Secret>(
+      kubeConfig,
+      {
+        path: "/api/v1/secrets",
+        apiVersion: "v1",
+        kind: "Secret",
+        labelSelector: `${mintedKeyLabel}=true`,
+      },
+      log,
+    ),
+  };
+}
+
+export type Cluster = ReturnType<typeof createCluster>;
+
+export const replicasOfModel = (cluster: Cluster, namespace: string, model: string): ModelReplica[] =>
+  cluster.replicas.list(namespace).filter((r) => r.metadata.labels?.[labels.model] === model);

@@ -1,0 +1,33 @@
+/** The operator's configuration, parsed once from the environment (docs/components.md). */
+import { hostname } from "node:os";
+import { z } from "zod";
+import { defaultSystemNamespace } from "../crds/api/index.ts";
+
+const schema = z.object({
+  POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
+  POMONA_OPERATOR_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
+  POMONA_OPERATOR_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
+  POMONA_NODE_LOST_AFTER_SECONDS: z.coerce.number().int().min(0).default(40),
+});
+
+export interface OperatorConfig {
+  namespace: string;
+  identity: string;
+  port: number;
+  nodeLostAfterSeconds: number;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`invalid ${String(issue?.path[0])}: ${issue?.message}`);
+  }
+  const c = parsed.data;
+  return {
+    namespace: c.POMONA_NAMESPACE,
+    identity: c.POMONA_OPERATOR_ID,
+    port: c.POMONA_OPERATOR_PORT,
+    nodeLostAfterSeconds: c.POMONA_NODE_LOST_AFTER_SECONDS,
+  };
+}

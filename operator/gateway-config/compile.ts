@@ -1,0 +1,116 @@
+/**
+ * The gateway config as a pure function of the API objects: models with their
+ * names and the endpoints of their Ready replicas, usable keys by hash, the
+ * policies. Linear in the number of objects, so 100,000 keys stay cheap.
+ */
+import type {
+  ApiKey,
+  GatewayConfig,
+  GatewayKey,
+  GatewayModel,
+  GatewayPolicy,
+  InferenceModel,
+  ModelReplica,
+  RateLimitPolicy,
+} from "../../crds/api/index.ts";
+import { labels } from "../../crds/api/index.ts";
+
+export interface GatewayConfigInputs {
+  models: readonly InferenceModel[];
+  replicas: readonly ModelReplica[];
+  keys: readonly ApiKey[];
+  policies: readonly RateLimitPolicy[];
+  now: Date;
+}
+
+export type CompiledConfig = Omit<GatewayConfig, "version" | "generatedAt">;
+
+export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfig {
+  const policyNames = new Set(inputs.policies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
+  const endpointsByModel = new Map<string, GatewayModel["endpoints"]>();
+  for (const r of inputs.replicas) {
+    if (r.status?.phase !== "Ready" || !r.status.endpoint || r.metadata.deletionTimestamp) continue;
+    const model = `${r.metadata.namespace}/${r.metadata.labels?.[labels.model] ?? r.spec.model}`;
+    const list = endpointsByModel.get(model) ?? [];
+    const tps = r.status.tokensPerSecond;
+    list.push({
+      url: r.status.endpoint,
+      replica: r.metadata.name ?? "",
+      node: r.spec.nodeName,
+      weight: tps && tps > 0 ? tps : 1,
+    });
+    endpointsByModel.set(model, list);
+  }
+  const byName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }) =>
+    a.namespace === b.namespace ? (a.name < b.name ? -1 : a.name > b.name ? 1 : 0) : a.namespace < b.namespace ? -1 : 1;
+
+  const models: GatewayModel[] = inputs.models
+    .filter((m) => !m.metadata.deletionTimestamp)
+    .map((m) => {
+      const namespace = m.metadata.namespace ?? "";
+      const name = m.metadata.name ?? "";
+      const policy = m.spec.rateLimitPolicy;
+      return {
+        namespace,
+        name,
+        aliases: m.spec.aliases ?? [],
+        endpoints: (endpointsByModel.get(`${namespace}/${name}`) ?? []).sort((a, b) =>
+          a.replica < b.replica ? -1 : 1,
+        ),
+        fallbacks: m.spec.fallbacks ?? [],
+        ...(policy && policyNames.has(`${namespace}/${policy}`) ? { rateLimitPolicy: policy } : {}),
+        embeddings: m.spec.engine.embeddings,
+        contextSize: m.spec.engine.contextSize,
+      };
+    })
+    .sort(byName);
+
+  const now = inputs.now.getTime();
+  const keys: GatewayKey[] = [];
+  for (const k of inputs.keys) {
+    const hash = k.status?.hash;
+    if (!hash || k.spec.disabled || k.metadata.deletionTimestamp) continue;
+    if (k.spec.expiresAt && new Date(k.spec.expiresAt).getTime() <= now) continue;
+    const namespace = k.metadata.namespace ?? "";
+    const policy = k.spec.rateLimitPolicy;
+    // A key whose policy is missing is left out: refusing it is safer than serving it unlimited.
+    if (policy && !policyNames.has(`${namespace}/${policy}`)) continue;
+    keys.push({
+      hash,
+      namespace,
+      name: k.metadata.name ?? "",
+      owner: k.spec.owner,
+      ...(k.spec.models ? { models: k.spec.models } : {}),
+      ...(policy ? { rateLimitPolicy: policy } : {}),
+      ...(k.spec.expiresAt ? { expiresAt: k.spec.expiresAt } : {}),
+    });
+  }
+  keys.sort((a, b) => (a.hash < b.hash ? -1 : 1));
+
+  const policies: GatewayPolicy[] = inputs.policies
+    .map((p) => ({
+      namespace: p.metadata.namespace ?? "",
+      name: p.metadata.name ?? "",
+      ...pick(p.spec),
+      scope: p.spec.scope,
+    }))
+    .sort(byName);
+  return { models, keys, policies };
+}
+
+function pick(spec: RateLimitPolicy["spec"]) {
+  const out: Partial<
+    Record<"requestsPerMinute" | "tokensPerMinute" | "tokensPerDay" | "concurrentRequests" | "burst", number>
+  > = {};
+  for (const field of [
+    "requestsPerMinute",
+    "tokensPerMinute",
+    "tokensPerDay",
+    "concurrentRequests",
+    "burst",
+  ] as const) {
+    const v = spec[field];
+    if (v !== undefined) out[field] = v;
+  }
+  return out;
+}

@@ -1,0 +1,99 @@
+/**
+ * A controller: keys from its informers go into one work queue; workers call
+ * the reconcile function with one key at a time. `for` watches the primary
+ * kind, `owns` maps owned objects to their controller owner, `watches` maps
+ * any object to keys with a function. Predicates are pure functions that say
+ * whether a change is worth a reconcile.
+ */
+import type { KubernetesObject } from "@kubernetes/client-node";
+import { TerminalError } from "./errors.ts";
+import { type Informer, keyOf } from "./informer.ts";
+import type { Logger } from "./log.ts";
+import type { OperatorMetrics } from "./metrics.ts";
+import { WorkQueue } from "./workqueue.ts";
+
+export interface Result {
+  requeueAfterMs?: number;
+}
+
+export type Reconcile = (key: string) => Promise<Result | undefined>;
+export type Predicate<T> = (obj: T) => boolean;
+
+export class Controller {
+  readonly name: string;
+  readonly queue = new WorkQueue();
+  private readonly reconcile: Reconcile;
+  private readonly log: Logger;
+  private readonly metrics: OperatorMetrics;
+  private running = false;
+
+  constructor(name: string, reconcile: Reconcile, log: Logger, metrics: OperatorMetrics) {
+    this.name = name;
+    this.reconcile = reconcile;
+    this.log = log.child({ controller: name });
+    this.metrics = metrics;
+  }
+
+  for<T extends KubernetesObject>(informer: Informer<T>, predicate: Predicate<T> = () => true): this {
+    informer.onChange((o) => {
+      if (predicate(o)) this.queue.add(keyOf(o));
+    });
+    return this;
+  }
+
+  /** Objects whose controller owner is of `ownerKind` wake that owner. */
+  owns<T extends KubernetesObject>(informer: Informer<T>, ownerKind: string): this {
+    informer.onChange((o) => {
+      const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === ownerKind);
+      if (owner) this.queue.add(`${o.metadata?.namespace}/${owner.name}`);
+    });
+    return this;
+  }
+
+  watches<T extends KubernetesObject>(informer: Informer<T>, map: (obj: T) => string[]): this {
+    informer.onChange((o) => {
+      for (const key of map(o)) this.queue.add(key);
+    });
+    return this;
+  }
+
+  start(workers = 2): void {
+    this.running = true;
+    for (let i = 0; i < workers; i++) void this.work();
+  }
+
+  stop(): void {
+    this.running = false;
+    this.queue.shutdown();
+  }
+
+  private async work(): Promise<void> {
+    while (this.running) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      this.metrics.queueLatency.observe({ controller: this.name }, this.queue.waited(key) / 1000);
+      this.metrics.queueDepth.set({ controller: this.name }, this.queue.depth);
+      const started = performance.now();
+      try {
+        const result = await this.reconcile(key);
+        this.queue.forget(key);
+        if (result?.requeueAfterMs !== undefined) this.queue.addAfter(key, result.requeueAfterMs);
+        this.metrics.reconciles.inc({ controller: this.name, result: "success" });
+      } catch (err) {
+        const terminal = err instanceof TerminalError;
+        this.metrics.reconciles.inc({ controller: this.name, result: terminal ? "terminal" : "error" });
+        this.metrics.errors.inc({ controller: this.name });
+        if (terminal) {
+          this.queue.forget(key);
+          this.log.warn("reconcile refused", { key, error: (err as Error).message });
+        } else {
+          const retryInMs = this.queue.addRateLimited(key);
+          this.log.warn("reconcile failed", { key, error: (err as Error).message, retryInMs });
+        }
+      } finally {
+        this.metrics.reconcileSeconds.observe({ controller: this.name }, (performance.now() - started) / 1000);
+        this.queue.done(key);
+      }
+    }
+  }
+}

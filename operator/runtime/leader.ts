@@ -1,0 +1,130 @@
+/**
+ * Leader election on a coordination.k8s.io Lease: acquire when it is free or
+ * expired, renew every `renewMs`, and report loss the moment a renewal fails
+ * or another holder is seen, so the process stops acting at once.
+ */
+import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from "@kubernetes/client-node";
+import type { Logger } from "./log.ts";
+
+export interface LeaderOptions {
+  namespace: string;
+  name: string;
+  identity: string;
+  leaseDurationSeconds: number;
+  renewMs: number;
+  onStartedLeading: () => void;
+  onStoppedLeading: () => void;
+}
+
+export class LeaderElector {
+  private readonly api: CoordinationV1Api;
+  private readonly options: LeaderOptions;
+  private readonly log: Logger;
+  private leading = false;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(kubeConfig: KubeConfig, options: LeaderOptions, log: Logger) {
+    this.api = kubeConfig.makeApiClient(CoordinationV1Api);
+    this.options = options;
+    this.log = log;
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  start(): void {
+    void this.tick();
+  }
+
+  /** Give the lease up so a standby takes over without waiting for expiry. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (!this.leading) return;
+    this.leading = false;
+    try {
+      const lease = await this.api.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace });
+      if (lease.spec?.holderIdentity === this.options.identity) {
+        lease.spec = {
+          leaseDurationSeconds: 1,
+          renewTime: new V1MicroTime(0),
+          leaseTransitions: lease.spec.leaseTransitions,
+        };
+        await this.api.replaceNamespacedLease({
+          name: this.options.name,
+          namespace: this.options.namespace,
+          body: lease,
+        });
+      }
+    } catch {
+      // The lease expires on its own.
+    }
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    let holding = false;
+    try {
+      holding = await this.tryAcquireOrRenew();
+    } catch (err) {
+      this.log.warn("leader lease update failed", { error: (err as Error).message });
+      holding = false;
+    }
+    if (holding && !this.leading) {
+      this.leading = true;
+      this.log.info("became leader", { identity: this.options.identity });
+      this.options.onStartedLeading();
+    } else if (!holding && this.leading) {
+      this.leading = false;
+      this.log.warn("lost leadership", { identity: this.options.identity });
+      this.options.onStoppedLeading();
+    }
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.options.renewMs);
+  }
+
+  private async tryAcquireOrRenew(): Promise<boolean> {
+    const { namespace, name, identity, leaseDurationSeconds } = this.options;
+    // Lease times are MicroTime: the API server refuses milliseconds.
+    const now = new V1MicroTime();
+    let lease: V1Lease | undefined;
+    try {
+      lease = await this.api.readNamespacedLease({ name, namespace });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+    }
+    if (!lease) {
+      await this.api.createNamespacedLease({
+        namespace,
+        body: {
+          metadata: { name, namespace },
+          spec: {
+            holderIdentity: identity,
+            leaseDurationSeconds,
+            acquireTime: now,
+            renewTime: now,
+            leaseTransitions: 0,
+          },
+        },
+      });
+      return true;
+    }
+    const spec = lease.spec ?? {};
+    const renewed = spec.renewTime ? new Date(spec.renewTime).getTime() : 0;
+    const expired = renewed + (spec.leaseDurationSeconds ?? leaseDurationSeconds) * 1000 < now.getTime();
+    const mine = spec.holderIdentity === identity;
+    if (!mine && spec.holderIdentity && !expired) return false;
+    lease.spec = {
+      ...spec,
+      ...(spec.acquireTime ? { acquireTime: new V1MicroTime(spec.acquireTime) } : {}),
+      holderIdentity: identity,
+      leaseDurationSeconds,
+      renewTime: now,
+      ...(mine ? {} : { acquireTime: now, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 }),
+    };
+    // replace carries resourceVersion, so two contenders cannot both win the same expired lease.
+    await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+    return true;
+  }
+}
