@@ -24,6 +24,13 @@ export class AgentError extends Error {
   }
 }
 
+/** The caller closed the connection; answered with nginx's 499 for the log, which nobody reads. */
+export class ClientGoneError extends AgentError {
+  constructor() {
+    super(499, "invalid_request_error", "client_closed", "The client closed the connection.");
+  }
+}
+
 export const unauthorized = () =>
   new AgentError(401, "authentication_error", "invalid_node_token", "A valid node token is required.");
 export const replicaNotFound = (namespace: string, name: string) =>

@@ -349,29 +349,55 @@ describe("the node token and request validation", () => {
 });
 
 describe("a client that leaves mid-stream", () => {
-  it("aborts the generation and frees the replica's only sequence for the next request", async () => {
+  it("aborts the generation and a queued request, and frees the replica's only sequence for the next", async () => {
     // One sequence with a long context: a stream runs for seconds, so the abort lands mid-generation.
     await createReplica("story-single", { path: tinyModel }, { contextSize: 2048, parallelSequences: 1 });
     await waitForPhase("story-single", "Ready");
     const c = client("story-single");
-    const controller = new AbortController();
-    const stream = await c.completions.create(
-      { model: "stories", prompt: "Once upon a time", max_tokens: 2000, stream: true },
-      { signal: controller.signal },
+    const long = (signal: AbortSignal) =>
+      c.completions.create(
+        { model: "stories", prompt: "Once upon a time", max_tokens: 2000, stream: true },
+        { signal },
+      );
+    const metric = async (name: string, extra = "") => metricValue(await metricsText(), name, "story-single", extra);
+
+    // While one stream holds the only sequence, a second caller queues, then gives up while still waiting.
+    const holder = new AbortController();
+    await long(holder.signal);
+    const giveUp = new AbortController();
+    const queued = c.completions
+      .create({ model: "stories", prompt: "Once", max_tokens: 5 }, { signal: giveUp.signal })
+      .catch((e: unknown) => e);
+    await eventually("a queued request", async () =>
+      (await metric("pomona_node_queue_depth")) === 1 ? true : undefined,
     );
+    giveUp.abort();
+    expect(await queued).toBeInstanceOf(Error);
+    await eventually("an empty queue", async () =>
+      (await metric("pomona_node_queue_depth")) === 0 ? true : undefined,
+    );
+    holder.abort();
+    // Both earlier requests are counted (the holder as aborted, or ok had it already finished).
+    await eventually("both earlier requests counted", async () => {
+      const done = (await metric("pomona_node_requests_total", 'outcome="aborted"')) || 0;
+      const ok = (await metric("pomona_node_requests_total", 'outcome="ok"')) || 0;
+      return done + ok === 2 && (await metric("pomona_node_running_requests")) === 0 ? true : undefined;
+    });
+
+    // A stream whose reader leaves after a few chunks stops generating long before its 2000 tokens.
+    const abortedBefore = await metric("pomona_node_requests_total", 'outcome="aborted"');
+    const tokensBefore = await metric("pomona_node_generated_tokens_total");
+    const controller = new AbortController();
     let chunks = 0;
     // The openai client ends the iteration quietly when its own signal aborts it.
-    for await (const _ of stream) {
+    for await (const _ of await long(controller.signal)) {
       if (++chunks === 5) controller.abort();
     }
-    expect(chunks).toBeLessThan(50);
     await eventually("the aborted request counted", async () => {
-      const text = await metricsText();
-      const aborted = metricValue(text, "pomona_node_requests_total", "story-single", 'outcome="aborted"');
-      return aborted === 1 && metricValue(text, "pomona_node_running_requests", "story-single") === 0
-        ? true
-        : undefined;
+      const aborted = await metric("pomona_node_requests_total", 'outcome="aborted"');
+      return aborted === abortedBefore + 1 && (await metric("pomona_node_running_requests")) === 0 ? true : undefined;
     });
+    expect((await metric("pomona_node_generated_tokens_total")) - tokensBefore).toBeLessThan(1500);
     const next = await c.completions.create({ model: "stories", prompt: "Once", max_tokens: 5 });
     expect(next.usage?.completion_tokens).toBe(5);
   });

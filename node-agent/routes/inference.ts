@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { LlamaText } from "node-llama-cpp";
 import { chatPrompt } from "../chat-prompt.ts";
-import { AgentError, invalid, replicaNotFound, toAgentError } from "../errors.ts";
+import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
 import {
   type ChatCompletionRequest,
@@ -144,6 +144,11 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics }
       total_tokens: result.promptTokens + result.completionTokens,
     });
     const failed = (err: unknown): never => {
+      // A caller that left while queued is no error of ours; there is no one left to answer.
+      if (clientGone.signal.aborted) {
+        metrics.requests.inc({ ...labels, endpoint, outcome: "aborted" });
+        throw new ClientGoneError();
+      }
       const known = toAgentError(err, promptParam);
       metrics.requests.inc({ ...labels, endpoint, outcome: known && known.status < 500 ? "rejected" : "error" });
       throw known ?? err;
