@@ -19,7 +19,3 @@ export function copyCrdsIntoChart(): string[] {
   for (const [name, text] of wanted) writeFileSync(join(chartCrdDir, name), text);
   return [...wanted.keys()];
 }
-
-if (import.meta.main) {
-  for (const name of copyCrdsIntoChart()) console.log(`wrote charts/pomona/crds/${name}`);
-}

@@ -1,7 +1,8 @@
 /**
  * Every setting of a Pomona stack with its default, in one place. Pulumi config supplies any part of it
  * (`pulumi config set --path pomona:gateway.replicas 3`); zod fills the rest and refuses bad values at
- * the edge. charts/pomona/values.yaml holds the same defaults; the parity test renders both.
+ * the edge. charts/pomona/values.schema.json is generated from this schema (`npm run generate`);
+ * charts/pomona/values.yaml holds the same defaults, which a test checks; the parity test renders both.
  */
 import { z } from "zod";
 
@@ -15,7 +16,8 @@ export const settingsSchema = z.object({
   image: z
     .object({
       repository: z.string().min(1).default("ghcr.io/pomona-dev/pomona"),
-      tag: z.string().min(1).default("0.1.0"),
+      // Empty means the release of this checkout: package.json's version (the chart's appVersion).
+      tag: z.string().default(""),
       pullPolicy: z.enum(["Always", "IfNotPresent", "Never"]).default("IfNotPresent"),
     })
     .prefault({}),

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import { chartCrdDir, crdFiles } from "../charts/copy-crds.ts";
+import { valuesSchema, valuesSchemaPath } from "../charts/values-schema.ts";
 import { nodeTokenSecret } from "../crds/api/well-known.ts";
 import { chartDir, everyOption, helm, renderChart } from "./provisioning-support.ts";
 import { installCrds, repoRoot } from "./support/crds.ts";
@@ -27,6 +28,10 @@ describe("the Pomona Helm chart", () => {
     const source = crdFiles();
     expect(source.size).toBe(4);
     expect(crdFiles(chartCrdDir)).toEqual(source);
+  });
+
+  test("its values.schema.json is the one generated from pulumi/settings.ts (run `npm run generate`)", () => {
+    expect(JSON.parse(readFileSync(valuesSchemaPath, "utf8"))).toEqual(valuesSchema());
   });
 
   test("helm lint passes and values.schema.json refuses a misspelt value", () => {

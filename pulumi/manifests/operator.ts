@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { PomonaSettings } from "../settings.ts";
 import {
   componentLabels,
@@ -10,7 +12,13 @@ import {
 } from "./object.ts";
 import { serviceAccountName } from "./rbac.ts";
 
-export const image = (settings: PomonaSettings) => `${settings.image.repository}:${settings.image.tag}`;
+/** The release of this checkout, the image tag when none is set (the chart uses its appVersion, the same). */
+export const releaseVersion = (
+  JSON.parse(readFileSync(join(import.meta.dirname, "..", "..", "package.json"), "utf8")) as { version: string }
+).version;
+
+export const image = (settings: PomonaSettings) =>
+  `${settings.image.repository}:${settings.image.tag || releaseVersion}`;
 
 /** Two replicas by default: one holds the leader Lease and reconciles, the other takes over. */
 export function operatorObjects(settings: PomonaSettings): KubeObject[] {
