@@ -37,6 +37,8 @@ export class NodePresence {
   private timer: NodeJS.Timeout | undefined;
   private cachedDigests = "";
   private ready = true;
+  /** When Ready last changed, which is what the condition's lastTransitionTime means (not the last heartbeat). */
+  private readySince = new Date().toISOString();
 
   constructor(options: NodePresenceOptions) {
     this.options = options;
@@ -82,6 +84,7 @@ export class NodePresence {
 
   /** A draining agent reports NotReady so no new replicas come here. */
   async setReady(ready: boolean): Promise<void> {
+    if (ready !== this.ready) this.readySince = new Date().toISOString();
     this.ready = ready;
     if (this.options.mode === "virtual") await this.patchStatus();
   }
@@ -153,7 +156,7 @@ export class NodePresence {
                 reason: this.ready ? "NodeAgentReady" : "NodeAgentDraining",
                 message: this.ready ? "the Pomona node-agent is serving" : "the Pomona node-agent is shutting down",
                 lastHeartbeatTime: now,
-                lastTransitionTime: now,
+                lastTransitionTime: this.readySince,
               },
             ],
             nodeInfo: {
