@@ -3,6 +3,7 @@
 // biome-ignore-all lint/suspicious/noExplicitAny: the checks read deep into manifests that are plain data.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, test } from "vitest";
 import { parse } from "yaml";
 import { nodeTokenSecret } from "../crds/api/well-known.ts";
@@ -110,6 +111,42 @@ describe("the Pulumi program", () => {
     expect(() => parseSettings({ gateway: { replicas: 0 } })).toThrow(/replicas/);
     expect(() => parseSettings({ nodeAgent: { cacheHostPath: "relative/path" } } as PomonaSettingsInput)).toThrow();
     expect(parseSettings({ gateway: { replicas: 5 } }).gateway.autoscaling.maxReplicas).toBe(10);
+  });
+});
+
+describe("the Pulumi program's entry point", () => {
+  test("reads the pomona:* config keys, as `pulumi config set --path` writes them, into the stack", async () => {
+    const objects: KubeObject[] = [];
+    await pulumi.runtime.setMocks(
+      {
+        newResource(args) {
+          if (args.type.startsWith("kubernetes:")) objects.push(args.inputs as KubeObject);
+          return { id: `${args.name}-id`, state: args.inputs };
+        },
+        call: (args) => args.inputs,
+      },
+      "pomona",
+      "config",
+      false,
+    );
+    pulumi.runtime.setConfig("pomona:namespace", "llm");
+    pulumi.runtime.setConfig("pomona:gateway", JSON.stringify({ replicas: 3, service: { type: "LoadBalancer" } }));
+    pulumi.runtime.setConfig("pomona:redis", JSON.stringify({ enabled: true }));
+    pulumi.runtime.setConfig("pomona:installCrds", "false");
+    const program = await import("../pulumi/index.ts");
+    const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
+    expect(await settled(program.namespace)).toBe("llm");
+    expect(await settled(program.gatewayUrl)).toBe("http://pomona-gateway.llm.svc:8080/v1");
+    // The entry point exports only outputs; wait until the mocks have seen the stack's last object.
+    for (let i = 0; i < 100 && !objects.some((o) => o.kind === "ApiKey"); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const gateway = find(objects, "Deployment", "pomona-gateway");
+    expect(gateway.metadata.namespace).toBe("llm");
+    expect(gateway.spec.replicas).toBe(3);
+    expect(find(objects, "Service", "pomona-gateway").spec.type).toBe("LoadBalancer");
+    expect(envOf(gateway).POMONA_REDIS_URL).toBe("redis://pomona-redis.llm.svc:6379");
+    expect(objects.some((o) => o.kind === "CustomResourceDefinition")).toBe(false);
   });
 });
 
