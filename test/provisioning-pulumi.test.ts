@@ -137,10 +137,21 @@ describe("the Pulumi program's entry point", () => {
     const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
     expect(await settled(program.namespace)).toBe("llm");
     expect(await settled(program.gatewayUrl)).toBe("http://pomona-gateway.llm.svc:8080/v1");
-    // The entry point exports only outputs; wait until the mocks have seen the stack's last object.
-    for (let i = 0; i < 100 && !objects.some((o) => o.kind === "ApiKey"); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    // The same objects as the chart for these settings, but the CRDs (installCrds=false) and plus the namespace.
+    const settings = {
+      namespace: "llm",
+      gateway: { replicas: 3, service: { type: "LoadBalancer" as const } },
+      redis: { enabled: true },
+    };
+    const expected = identities([
+      ...renderChart(settings).filter((o) => o.kind !== "CustomResourceDefinition"),
+      { apiVersion: "v1", kind: "Namespace", metadata: { name: "llm" } },
+    ]);
+    // The entry point exports only outputs; registrations land one by one.
+    for (let i = 0; i < 200 && objects.length < expected.length; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
     }
+    expect(identities(objects)).toEqual(expected);
     const gateway = find(objects, "Deployment", "pomona-gateway");
     expect(gateway.metadata.namespace).toBe("llm");
     expect(gateway.spec.replicas).toBe(3);
