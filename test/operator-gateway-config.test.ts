@@ -1,0 +1,151 @@
+// compileGatewayConfig as a plain function, and the debounce that turns a burst of changes into one publication.
+import { createHash } from "node:crypto";
+import { describe, expect, it, vi } from "vitest";
+import {
+  type ApiKey,
+  gatewayConfig,
+  type InferenceModel,
+  type ModelReplica,
+  type RateLimitPolicy,
+} from "../crds/api/index.ts";
+import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
+import { debounce } from "../operator/gateway-config/loop.ts";
+
+const ns = "team";
+const hash = (s: string) => createHash("sha256").update(s).digest("hex");
+const model = (name: string, extra: Partial<InferenceModel["spec"]> = {}): InferenceModel => ({
+  apiVersion: "pomona.dev/v1alpha1",
+  kind: "InferenceModel",
+  metadata: { name, namespace: ns },
+  spec: {
+    source: { hf: "hf:a/b:Q4" },
+    engine: { contextSize: 4096, parallelSequences: 4, embeddings: true },
+    replicas: 2,
+    placement: { strategy: "Spread" },
+    rollout: { maxSurge: 1, maxUnavailable: 0 },
+    ...extra,
+  },
+});
+const replica = (name: string, model: string, status: ModelReplica["status"]): ModelReplica => ({
+  apiVersion: "pomona.dev/v1alpha1",
+  kind: "ModelReplica",
+  metadata: { name, namespace: ns, labels: { "pomona.dev/model": model } },
+  spec: {
+    model,
+    nodeName: "mac-1",
+    source: { hf: "hf:a/b:Q4" },
+    engine: { contextSize: 4096, parallelSequences: 4, embeddings: true },
+    memoryBytes: 1,
+    templateHash: "x",
+  },
+  status,
+});
+const key = (name: string, spec: Partial<ApiKey["spec"]> = {}, withHash = true): ApiKey => ({
+  apiVersion: "pomona.dev/v1alpha1",
+  kind: "ApiKey",
+  metadata: { name, namespace: ns },
+  spec: { owner: "o", disabled: false, ...spec },
+  ...(withHash ? { status: { hash: hash(name) } } : {}),
+});
+const policy: RateLimitPolicy = {
+  apiVersion: "pomona.dev/v1alpha1",
+  kind: "RateLimitPolicy",
+  metadata: { name: "standard", namespace: ns },
+  spec: { requestsPerMinute: 60, scope: "PerKey" },
+};
+
+describe("compileGatewayConfig", () => {
+  it("routes only to Ready replicas with an endpoint, weighted by measured tokens/s", () => {
+    const compiled = compileGatewayConfig({
+      models: [
+        model("chat", { aliases: ["small"], fallbacks: ["other"], rateLimitPolicy: "standard" }),
+        model("idle", { rateLimitPolicy: "missing" }),
+      ],
+      replicas: [
+        replica("chat-aaaaa", "chat", {
+          phase: "Ready",
+          endpoint: "http://n1/replicas/team/chat-aaaaa",
+          tokensPerSecond: 42,
+        }),
+        replica("chat-bbbbb", "chat", { phase: "Ready", endpoint: "http://n2/replicas/team/chat-bbbbb" }),
+        replica("chat-ccccc", "chat", { phase: "Loading" }),
+      ],
+      keys: [],
+      policies: [policy],
+      now: new Date(),
+    });
+    const chat = compiled.models.find((m) => m.name === "chat");
+    expect(chat?.endpoints.map((e) => [e.replica, e.weight])).toEqual([
+      ["chat-aaaaa", 42],
+      ["chat-bbbbb", 1],
+    ]);
+    expect(chat).toMatchObject({ aliases: ["small"], fallbacks: ["other"], rateLimitPolicy: "standard" });
+    const idle = compiled.models.find((m) => m.name === "idle");
+    expect(idle?.endpoints).toEqual([]);
+    expect(idle?.rateLimitPolicy).toBeUndefined();
+  });
+
+  it("lists usable keys by hash and leaves out disabled, expired, unminted and policy-less ones", () => {
+    const compiled = compileGatewayConfig({
+      models: [],
+      replicas: [],
+      keys: [
+        key("good", { models: ["chat"], rateLimitPolicy: "standard", expiresAt: "2099-01-01T00:00:00Z" }),
+        key("off", { disabled: true }),
+        key("old", { expiresAt: "2020-01-01T00:00:00Z" }),
+        key("pending", {}, false),
+        key("orphan", { rateLimitPolicy: "missing" }),
+      ],
+      policies: [policy],
+      now: new Date(),
+    });
+    expect(compiled.keys).toEqual([
+      {
+        hash: hash("good"),
+        namespace: ns,
+        name: "good",
+        owner: "o",
+        models: ["chat"],
+        rateLimitPolicy: "standard",
+        expiresAt: "2099-01-01T00:00:00Z",
+      },
+    ]);
+    expect(compiled.policies).toEqual([{ namespace: ns, name: "standard", requestsPerMinute: 60, scope: "PerKey" }]);
+  });
+
+  it("compiles 100,000 keys into a config the schema accepts", () => {
+    const keys = Array.from({ length: 100_000 }, (_, i) => key(`k-${i}`));
+    const compiled = compileGatewayConfig({ models: [], replicas: [], keys, policies: [], now: new Date() });
+    const config = gatewayConfig.parse({ version: 1, generatedAt: new Date().toISOString(), ...compiled });
+    expect(config.keys).toHaveLength(100_000);
+    expect(new Set(config.keys.map((k) => k.hash)).size).toBe(100_000);
+  });
+});
+
+describe("debounce", () => {
+  // Fake timers: the clock is the subject here, and a loaded machine must not change the answer.
+  it("turns a burst into one call, no later than the maximum delay after its start", () => {
+    vi.useFakeTimers();
+    try {
+      let calls = 0;
+      const fire = debounce(() => calls++, 50, 150);
+      for (let t = 0; t < 100; t += 10) {
+        fire();
+        vi.advanceTimersByTime(10);
+      }
+      expect(calls).toBe(0);
+      vi.advanceTimersByTime(50);
+      expect(calls).toBe(1);
+      // A burst that never pauses still fires once the maximum delay has passed.
+      for (let t = 0; t < 200; t += 10) {
+        fire();
+        vi.advanceTimersByTime(10);
+      }
+      expect(calls).toBe(2);
+      vi.advanceTimersByTime(1000);
+      expect(calls).toBe(3);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
