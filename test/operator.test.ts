@@ -232,6 +232,57 @@ describe("operator", () => {
     if (node) node.renewing = true;
   });
 
+  it("rolls out a changed spec without dropping below the ready count", async () => {
+    const [old] = await listReplicas(ns, "stories");
+    if (!old) throw new Error("stories has no replica");
+    await markReady(old);
+    await kubectlOk([
+      "patch",
+      "inferencemodel",
+      "stories",
+      "-n",
+      ns,
+      "--type=merge",
+      "-p",
+      '{"spec":{"engine":{"contextSize":1024}}}',
+    ]);
+    // maxSurge 1, maxUnavailable 0: a new replica comes first, the ready old one stays.
+    const surged = await eventually("a surge replica next to the old one", async () => {
+      const r = await listReplicas(ns, "stories");
+      return r.length === 2 ? r : undefined;
+    });
+    const fresh = surged.find((r) => r.metadata.name !== old.metadata.name);
+    expect(fresh?.spec.engine.contextSize).toBe(1024);
+    expect(fresh?.spec.templateHash).not.toBe(old.spec.templateHash);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await listReplicas(ns, "stories")).map((r) => r.metadata.name)).toContain(old.metadata.name);
+    if (fresh) await markReady(fresh);
+    const done = await eventually("the old replica to go once the new one is Ready", async () => {
+      const r = await listReplicas(ns, "stories");
+      return r.length === 1 && r[0]?.metadata.name === fresh?.metadata.name ? r : undefined;
+    });
+    expect(done[0]?.spec.engine.contextSize).toBe(1024);
+    const m = await eventually("updatedReplicas 1", async () => {
+      const got = await model("stories");
+      return got.status?.updatedReplicas === 1 && got.status.readyReplicas === 1 ? got : undefined;
+    });
+    expect(condition(m, "Ready")?.status).toBe("True");
+  });
+
+  it("continues the gateway config version after a restart", async () => {
+    const before = await readGatewayConfig(system);
+    expect(before).toBeDefined();
+    await operator.process.stop();
+    operator = await startOperator(system);
+    await kubectlOk(["scale", "inferencemodel", "stories", "-n", ns, "--replicas=2"]);
+    const after = await eventually("a newer config from the restarted operator", async () => {
+      const c = await readGatewayConfig(system);
+      return c && c.version > (before?.version ?? 0) ? c : undefined;
+    });
+    expect(after.version).toBeGreaterThan(before?.version ?? 0);
+    await kubectlOk(["scale", "inferencemodel", "stories", "-n", ns, "--replicas=1"]);
+  });
+
   it("deleting a model removes its replicas and its route", async () => {
     await kubectlOk(["delete", "inferencemodel", "qwen2.5-0.5b-instruct", "-n", ns]);
     await eventually("garbage collection of the replicas", async () =>
