@@ -29,7 +29,13 @@ export function createPolicyReconciler(cluster: Cluster) {
     );
     const status = { observedGeneration: generation, keys, models, conditions };
     if (JSON.stringify(status) !== JSON.stringify(policy.status ?? {})) {
-      if (!parsed.success) cluster.events.record(policy, "Warning", "Invalid", conditions.at(-1)?.message ?? "invalid");
+      if (!parsed.success)
+        cluster.events.record(
+          policy,
+          "Warning",
+          "Invalid",
+          conditions.find((c) => c.type === "Ready")?.message ?? "invalid",
+        );
       await cluster.applier.applyStatus(
         { apiVersion: API_VERSION, kind: "RateLimitPolicy", metadata: { name, namespace }, status },
         "ratelimitpolicies",
