@@ -94,6 +94,16 @@ describe("operator", () => {
     });
     expect(config?.policies.map((p) => p.name).sort()).toEqual(["quickstart", "standard"]);
 
+    // The policy both example objects name reports them; the model reports the policy found.
+    const standard = await eventually("standard to count its users", async () => {
+      const p = await getJson<{
+        status?: { keys?: number; models?: number; conditions?: { type: string; status: string }[] };
+      }>(["get", "ratelimitpolicy", "standard", "-n", ns]);
+      return p.status?.keys === 1 && p.status.models === 1 ? p : undefined;
+    });
+    expect(standard.status?.conditions?.find((c) => c.type === "Ready")?.status).toBe("True");
+    expect(condition(await model("qwen2.5-0.5b-instruct"), "PolicyResolved")?.status).toBe("True");
+
     const ready = await eventually("the model to report Ready", async () => {
       const m = await model("stories");
       return condition(m, "Ready")?.status === "True" ? m : undefined;
@@ -209,6 +219,9 @@ describe("operator", () => {
     });
     expect(events[0]?.message).toMatch(/lack memory/);
     expect(await listReplicas(ns, "huge")).toHaveLength(0);
+    const metrics = await (await fetch(`http://127.0.0.1:${operator.port}/metrics`)).text();
+    expect(Number(/pomona_operator_scheduling_failures_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
+
     await kubectlOk(["delete", "inferencemodel", "huge", "-n", ns]);
   });
 
