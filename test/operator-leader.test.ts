@@ -93,5 +93,21 @@ describe("operator leader election", () => {
       (await listReplicas(ns, "pair")).length === 3 ? true : undefined,
     );
     console.log(`leader handover took ${handover} ms`);
+    // A leader that finds the Lease held by someone else stops acting at once: it exits.
+    const renewTime = new Date().toISOString().replace("Z", "000Z");
+    await kubectlOk([
+      "patch",
+      "lease",
+      operatorLeaseName,
+      "-n",
+      system,
+      "--type=merge",
+      "-p",
+      JSON.stringify({ spec: { holderIdentity: "someone-else", renewTime, leaseDurationSeconds: 60 } }),
+    ]);
+    await standby?.process.waitFor(/leadership lost/, 15_000);
+    await eventually("the deposed leader to exit", async () =>
+      standby?.process.child.exitCode !== null ? true : undefined,
+    );
   }, 90_000);
 });

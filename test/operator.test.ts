@@ -245,6 +245,30 @@ describe("operator", () => {
     if (node) node.renewing = true;
   });
 
+  it("replaces a replica its node-agent reports Failed", async () => {
+    const [failed] = await listReplicas(ns, "stories");
+    if (!failed) throw new Error("stories has no replica");
+    await kubectlOk([
+      "patch",
+      "modelreplica",
+      failed.metadata.name ?? "",
+      "-n",
+      ns,
+      "--subresource=status",
+      "--type=merge",
+      "-p",
+      JSON.stringify({ status: { phase: "Failed", reason: "LoadFailed", message: "the file is not a GGUF model" } }),
+    ]);
+    const replaced = await eventually("a new replica in place of the Failed one", async () => {
+      const r = await listReplicas(ns, "stories");
+      return r.length === 1 && r[0]?.metadata.name !== failed.metadata.name ? r : undefined;
+    });
+    expect(replaced[0]?.status?.phase).toBeUndefined();
+    const m = await model("stories");
+    expect(condition(m, "Degraded")).toMatchObject({ status: "True", reason: "ReplicaFailed" });
+    expect(condition(m, "Degraded")?.message).toMatch(/not a GGUF model/);
+  });
+
   it("rolls out a changed spec without dropping below the ready count", async () => {
     const [old] = await listReplicas(ns, "stories");
     if (!old) throw new Error("stories has no replica");
