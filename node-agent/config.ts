@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { homedir, hostname, platform } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
+import { defaultHfEndpoint } from "../crds/api/index.ts";
 import { parseQuantity } from "./quantity.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -21,6 +22,7 @@ const environment = z.object({
   POMONA_CACHE_DIR: z.string().min(1).optional(),
   POMONA_CACHE_MAX_BYTES: quantityText.optional(),
   POMONA_MODEL_MEMORY: quantityText.optional(),
+  POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
   POMONA_THREADS: z.coerce.number().int().min(1).max(512).optional(),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   POMONA_LEASE_RENEW_SECONDS: z.coerce.number().positive().default(10),
@@ -42,6 +44,8 @@ export interface NodeAgentConfig {
   threads: number | undefined;
   logLevel: string;
   leaseRenewSeconds: number;
+  /** Where hf: file references download from: the Hugging Face Hub or a mirror of it. */
+  hfEndpoint: string;
   /** Requests that may wait for a free sequence, per replica, before 503. */
   queueLimit: number;
 }
@@ -66,6 +70,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeAgentConfi
     cacheDir: e.POMONA_CACHE_DIR ?? join(homedir(), ".cache", "pomona", "models"),
     cacheMaxBytes: e.POMONA_CACHE_MAX_BYTES ? parseQuantity(e.POMONA_CACHE_MAX_BYTES) : undefined,
     modelMemoryBytes: e.POMONA_MODEL_MEMORY ? parseQuantity(e.POMONA_MODEL_MEMORY) : undefined,
+    hfEndpoint: e.POMONA_HF_ENDPOINT,
     threads: e.POMONA_THREADS,
     logLevel: e.POMONA_LOG_LEVEL,
     leaseRenewSeconds: e.POMONA_LEASE_RENEW_SECONDS,

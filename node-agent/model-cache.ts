@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { resolveModelFile } from "node-llama-cpp";
-import type { ModelSource } from "../crds/api/index.ts";
+import { defaultHfEndpoint, hfFileUrl, type ModelSource } from "../crds/api/index.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 
 export interface DownloadProgress {
@@ -32,12 +32,14 @@ export interface CachedModel {
 export class ModelCache {
   readonly dir: string;
   private maxBytes: number | undefined;
+  private readonly hfEndpoint: string;
   /** Files in use by loaded replicas are never evicted. */
   private readonly pinned = new Map<string, number>();
 
-  constructor(dir: string, maxBytes: number | undefined) {
+  constructor(dir: string, maxBytes: number | undefined, hfEndpoint = defaultHfEndpoint) {
     this.dir = dir;
     this.maxBytes = maxBytes;
+    this.hfEndpoint = hfEndpoint;
   }
 
   async init(): Promise<void> {
@@ -62,7 +64,11 @@ export class ModelCache {
   async fetch(source: ModelSource, options: FetchOptions = {}): Promise<CachedModel> {
     if (source.path) return this.useLocal(source.path, source.sha256);
     if (source.url) return this.download(source.url, source.sha256, options);
-    if (source.hf) return this.resolveHf(source.hf, options);
+    if (source.hf) {
+      // A file reference is a plain download from the Hub: resumable, content-addressed and checked like a url.
+      const file = hfFileUrl(source.hf, this.hfEndpoint);
+      return file ? this.download(file, source.sha256, options) : this.resolveHf(source.hf, source.sha256, options);
+    }
     throw new ReplicaFailure("InvalidSource", "the replica's source names no hf, url or path");
   }
 
@@ -137,19 +143,26 @@ export class ModelCache {
     return { path: final, sha256 };
   }
 
-  private async resolveHf(reference: string, options: FetchOptions): Promise<CachedModel> {
+  /** hf:owner/repo:quant needs the Hub's API to pick the file, which node-llama-cpp knows. */
+  private async resolveHf(reference: string, sha256: string | undefined, options: FetchOptions): Promise<CachedModel> {
+    let path: string;
     try {
-      const path = await resolveModelFile(reference, {
+      path = await resolveModelFile(reference, {
         directory: this.dir,
         cli: false,
         signal: options.signal,
         onProgress: ({ downloadedSize, totalSize }) =>
           options.onProgress?.({ bytesDone: downloadedSize, bytesTotal: totalSize }),
       });
-      return { path };
     } catch (err) {
       throw new ReplicaFailure("DownloadFailed", `cannot fetch ${reference}: ${(err as Error).message}`);
     }
+    if (sha256) {
+      const actual = await hashFile(path);
+      if (actual !== sha256)
+        throw new ReplicaFailure("ChecksumMismatch", `${reference} has sha256 ${actual}, not the expected ${sha256}`);
+    }
+    return { path, sha256 };
   }
 
   /** Evict least recently used, unpinned files until `incoming` more bytes fit under the limit. */

@@ -1,13 +1,14 @@
 /** The operator's configuration, parsed once from the environment (docs/components.md). */
 import { hostname } from "node:os";
 import { z } from "zod";
-import { defaultSystemNamespace } from "../crds/api/index.ts";
+import { defaultHfEndpoint, defaultSystemNamespace } from "../crds/api/index.ts";
 
 const schema = z.object({
   POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
   POMONA_OPERATOR_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
   POMONA_OPERATOR_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   POMONA_NODE_LOST_AFTER_SECONDS: z.coerce.number().int().min(0).default(40),
+  POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
 });
 
 export interface OperatorConfig {
@@ -15,6 +16,8 @@ export interface OperatorConfig {
   identity: string;
   port: number;
   nodeLostAfterSeconds: number;
+  /** Where hf: file references are read from to estimate a replica's memory. */
+  hfEndpoint: string;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -29,5 +32,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     identity: c.POMONA_OPERATOR_ID,
     port: c.POMONA_OPERATOR_PORT,
     nodeLostAfterSeconds: c.POMONA_NODE_LOST_AFTER_SECONDS,
+    hfEndpoint: c.POMONA_HF_ENDPOINT,
   };
 }

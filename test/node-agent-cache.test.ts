@@ -15,7 +15,11 @@ import { tinyModel, tinyModelSha256 } from "./support/node-agent.ts";
 const model = readFileSync(tinyModel);
 /** A second, different file so two cache entries exist. */
 const other = Buffer.concat([model, Buffer.from("another file")]);
-const files: Record<string, Buffer> = { "/a.gguf": model, "/b.gguf": other };
+const files: Record<string, Buffer> = {
+  "/a.gguf": model,
+  "/b.gguf": other,
+  "/owner/repo/resolve/main/dir/tiny.gguf": model,
+};
 const ranges: (string | undefined)[] = [];
 let server: Server;
 let base: string;
@@ -81,6 +85,18 @@ describe("model cache", () => {
     expect((failure as ReplicaFailure).reason).toBe("ChecksumMismatch");
     expect(existsSync(join(cache.dir, `${wrong}.gguf`))).toBe(false);
     expect(existsSync(join(cache.dir, `${wrong}.gguf.part`))).toBe(false);
+  });
+
+  it("downloads an hf: file reference from the Hub endpoint into the content-addressed cache, checking its sha256", async () => {
+    const cache = new ModelCache(mkdtempSync(join(tmpdir(), "pomona-cache-")), undefined, base);
+    await cache.init();
+    const cached = await cache.fetch({ hf: "hf:owner/repo/dir/tiny.gguf", sha256: tinyModelSha256 });
+    expect(cached.path).toBe(join(cache.dir, `${tinyModelSha256}.gguf`));
+    expect(await cache.digests()).toEqual([tinyModelSha256]);
+    const wrong = "0".repeat(64);
+    await expect(cache.fetch({ hf: "hf:owner/repo/dir/tiny.gguf", sha256: wrong })).rejects.toMatchObject({
+      reason: "ChecksumMismatch",
+    });
   });
 
   it("answers FileNotFound for a 404 and keeps URL query strings out of messages", async () => {

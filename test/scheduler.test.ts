@@ -119,11 +119,24 @@ describe("replica memory", () => {
       rollout: { maxSurge: 1, maxUnavailable: 0 },
     };
     const header = async () => ({ weightsBytes: 400 * 2 ** 20, contextBytes: 100 * 2 ** 20 });
-    expect(await replicaMemory({ ...base, source: { path: "/models/x.gguf" } }, header)).toEqual({
+    expect(await replicaMemory({ ...base, source: { path: "/models/x.gguf" } }, { readHeader: header })).toEqual({
       bytes: 564 * 2 ** 20,
     });
     const hf = await replicaMemory({ ...base, source: { hf: "hf:a/b:Q4" } });
     expect(hf).toMatchObject({ error: expect.stringMatching(/set spec.memory/) });
+    const read: string[] = [];
+    const hfFile = await replicaMemory(
+      { ...base, source: { hf: "hf:a/b/dir/x.gguf" } },
+      {
+        hfEndpoint: "http://mirror.example",
+        readHeader: async (location) => {
+          read.push(location);
+          return header();
+        },
+      },
+    );
+    expect(hfFile).toEqual({ bytes: 564 * 2 ** 20 });
+    expect(read).toEqual(["http://mirror.example/a/b/resolve/main/dir/x.gguf"]);
     const missing = await replicaMemory({ ...base, source: { path: "/nonexistent/model.gguf" } });
     expect(missing).toMatchObject({ error: expect.stringMatching(/could not be read/) });
   });

@@ -12,6 +12,7 @@ import { rateLimitPolicySpec, rateLimitPolicyStatus } from "./rate-limit-policy.
 import type { CrossFieldRule } from "./schema-kit.ts";
 
 export * from "./api-key.ts";
+export * from "./hf-reference.ts";
 export * from "./inference-model.ts";
 export * from "./model-replica.ts";
 export * from "./rate-limit-policy.ts";

@@ -16,8 +16,12 @@ import { scheduleReplicas } from "../scheduler/schedule.ts";
 import { leaseExpiredForMs, nodeView } from "./node-view.ts";
 import { replicaName, templateHash } from "./template.ts";
 
+/** How soon a model whose memory could not be read (e.g. the Hub unreachable) is tried again. */
+const memoryRetryMs = 60_000;
+
 export interface ModelControllerOptions {
   nodeLostAfterSeconds: number;
+  hfEndpoint: string;
 }
 
 export function createModelReconciler(cluster: Cluster, options: ModelControllerOptions) {
@@ -87,8 +91,9 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     const memoryKey = `${model.metadata.uid}/${generation}`;
     let memory = memoryCache.get(memoryKey);
     if (!memory) {
-      memory = await replicaMemory(spec);
-      memoryCache.set(memoryKey, memory);
+      memory = await replicaMemory(spec, { hfEndpoint: options.hfEndpoint });
+      // An unreadable header may be a passing network failure: only a figure is kept, an error is retried.
+      if (!("error" in memory)) memoryCache.set(memoryKey, memory);
     }
     let conditions = model.status?.conditions;
     const requeue: number[] = [];
@@ -157,6 +162,7 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
         generation,
       );
       cluster.events.record(model, "Warning", "MemoryUnknown", memory.error);
+      requeue.push(memoryRetryMs);
     } else {
       const bytes = memory.bytes;
       const hash = templateHash(spec, bytes);

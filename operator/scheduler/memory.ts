@@ -4,26 +4,33 @@
  * sequences + overhead). A figure that is unknown and cannot be read is
  * refused, never guessed: overcommitting a Mac's wired memory kills the host.
  */
-import type { InferenceModelSpec } from "../../crds/api/index.ts";
+import { defaultHfEndpoint, hfFileUrl, type InferenceModelSpec } from "../../crds/api/index.ts";
 import { parseQuantity } from "./quantity.ts";
 
 const overheadBytes = 64 * 2 ** 20;
+const headerReadTimeoutMs = 15_000;
 
 export type MemoryFigure = { bytes: number } | { error: string };
 
-/** Memory for a spec; `readHeader` is only called when spec.memory is unset. */
+type HeaderReader = (location: string) => Promise<{ weightsBytes: number; contextBytes: number }>;
+
+/** Memory for a spec; the header is only read when spec.memory is unset. */
 export async function replicaMemory(
   spec: InferenceModelSpec,
-  readHeader: (location: string) => Promise<{ weightsBytes: number; contextBytes: number }> = estimateFromGguf(spec),
+  {
+    hfEndpoint = defaultHfEndpoint,
+    readHeader = estimateFromGguf(spec),
+  }: { hfEndpoint?: string; readHeader?: HeaderReader } = {},
 ): Promise<MemoryFigure> {
   if (spec.memory !== undefined) {
     const bytes = parseQuantity(spec.memory);
     return bytes === undefined ? { error: `memory ${JSON.stringify(spec.memory)} is not a quantity` } : { bytes };
   }
-  const location = spec.source.url ?? spec.source.path;
+  const location = spec.source.url ?? spec.source.path ?? (spec.source.hf && hfFileUrl(spec.source.hf, hfEndpoint));
   if (!location) {
     return {
-      error: "spec.memory is unset and the size of an hf: source cannot be read from here; set spec.memory (e.g. 2Gi)",
+      error:
+        "spec.memory is unset and the Hub picks the file of an hf:owner/repo:quant source, so its size cannot be read from here; set spec.memory (e.g. 2Gi) or name the file (hf:owner/repo/file.gguf)",
     };
   }
   try {
@@ -39,7 +46,14 @@ export async function replicaMemory(
 function estimateFromGguf(spec: InferenceModelSpec) {
   return async (location: string) => {
     const { readGgufFileInfo, GgufInsights } = await import("node-llama-cpp");
-    const info = await readGgufFileInfo(location, { logWarnings: false, readTensorInfo: true });
+    // A reconcile waits for this read: give up within seconds (node-llama-cpp would retry for two minutes) and
+    // let the MemoryUnknown retry try again later.
+    const info = await readGgufFileInfo(location, {
+      logWarnings: false,
+      readTensorInfo: true,
+      fetchRetryOptions: { retries: 2, minTimeout: 500, maxTimeout: 2_000 },
+      signal: AbortSignal.timeout(headerReadTimeoutMs),
+    });
     const insights = await GgufInsights.from(info);
     const context = insights.estimateContextResourceRequirements({
       contextSize: spec.engine.contextSize,
