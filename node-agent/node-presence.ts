@@ -18,7 +18,8 @@ import type { Hardware } from "./hardware.ts";
 
 const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 const leaseNamespace = "kube-node-lease";
-const leaseDurationSeconds = 40;
+/** As a kubelet does: the Lease lasts four renewal intervals (40 s at the default 10 s), so one missed renewal is not a lost node. */
+const renewalsPerLease = 4;
 
 export interface NodePresenceOptions {
   kubeConfig: KubeConfig;
@@ -180,6 +181,7 @@ export class NodePresence {
 
   private async renewLease(): Promise<void> {
     const name = this.options.nodeName;
+    const leaseDurationSeconds = Math.ceil(this.options.renewSeconds * renewalsPerLease);
     const spec = { holderIdentity: name, leaseDurationSeconds, renewTime: microTime(new Date()) };
     try {
       await this.coordination.replaceNamespacedLease({

@@ -56,6 +56,11 @@ export class ReplicaWatch {
           this.resourceVersion = undefined;
           continue;
         }
+        // client-node ends a watch that has been quiet for 30 s: resume at once, without a warning.
+        if ((err as { name?: string }).name === "TimeoutError") {
+          this.log.debug("replica watch idle; resuming");
+          continue;
+        }
         this.log.warn({ err: errorText(err), retryInMs: this.backoffMs }, "replica watch failed; resuming");
         await new Promise((r) => setTimeout(r, this.backoffMs));
         this.backoffMs = Math.min(this.backoffMs * 2, 10_000);

@@ -110,7 +110,10 @@ export class GatewayConfigWatcher {
     const { namespace, log } = this.options;
     const restart = (err: unknown) => {
       if (this.stopped) return;
-      if (err) log.warn({ err: String(err) }, "gateway config watch ended; restarting");
+      // client-node ends a watch that has been quiet for 30 s; that is routine, anything else is worth a warning.
+      if ((err as { name?: string } | null)?.name === "TimeoutError")
+        log.debug("gateway config watch idle; restarting");
+      else if (err) log.warn({ err: String(err) }, "gateway config watch ended; restarting");
       this.later(this.watchBackoffMs, () => this.startWatch());
       this.watchBackoffMs = Math.min(this.watchBackoffMs * 2, 10_000);
       // A watch that ended may have missed a change.

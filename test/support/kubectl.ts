@@ -24,6 +24,8 @@ export function kubectl(args: string[], input?: string, kubeconfig = inject("kub
       stderr += c;
     });
     child.on("error", reject);
+    // kubectl may exit (e.g. on a bad flag) before reading its input; that is its answer, not a test failure.
+    child.stdin.on("error", () => {});
     child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
     child.stdin.end(input ?? "");
   });
