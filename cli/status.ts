@@ -1,7 +1,7 @@
 /** `pomona status`: models, replicas, nodes and the gateway's breakers in readable tables. */
 import type { V1Node } from "@kubernetes/client-node";
 import { type InferenceModel, labels, type ModelReplica, modelMemoryResource } from "../crds/api/index.ts";
-import { kubeconfigFor } from "./cluster.ts";
+import { gatewayUrlFor, kubeconfigFor } from "./cluster.ts";
 import { connect } from "./kube.ts";
 import { table } from "./table.ts";
 
@@ -77,7 +77,7 @@ export async function status(options: { kubeconfig?: string; stateDir: string; n
       n.status?.conditions?.find((c) => c.type === "Ready")?.status,
     ]),
   );
-  const breakers = await breakerRows(process.env.POMONA_GATEWAY_URL ?? "http://127.0.0.1:8080");
+  const breakers = await breakerRows(gatewayUrlFor(options.stateDir));
   out += "\nGATEWAY BREAKERS\n";
   out += breakers.length > 0 ? table(["ENDPOINT", "STATE"], breakers) : "(gateway not reachable or no endpoints yet)\n";
   process.stdout.write(out);

@@ -3,15 +3,15 @@
  * CRDs, the operator, a node-agent in virtual mode and the gateway, each its own
  * process — then the quickstart objects, and the endpoint and key to call.
  */
-import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { type InferenceModel, type ModelReplica, type ModelSource, nodeTokenSecret } from "../crds/api/index.ts";
-import { resolveCluster } from "./cluster.ts";
-import { apply, connect, isNotFound, type Kube, parseManifests } from "./kube.ts";
+import { recordGatewayUrl, resolveCluster } from "./cluster.ts";
+import { apply, connect, isNotFound, isTransient, type Kube, parseManifests } from "./kube.ts";
 import { bar, step } from "./progress.ts";
 import { Supervisor } from "./supervisor.ts";
 
@@ -30,17 +30,28 @@ export interface UpOptions {
   operatorPort: number;
 }
 
-/**
- * The quickstart model's source: what the user asked for; else the same tiny
- * model from this checkout's shared/ folder when present, so it works offline;
- * else the quickstart's own hf: reference.
- */
+/** The quickstart model's source: what the user asked for, else the quickstart's own hf: reference. */
 export function quickstartSource(model: string | undefined, fromFile: ModelSource): ModelSource {
   if (model?.startsWith("hf:")) return { hf: model };
   if (model?.startsWith("https://")) return { url: model };
   if (model) return { path: resolve(model) };
-  if (existsSync(sharedModel)) return { path: sharedModel, ...(fromFile.sha256 ? { sha256: fromFile.sha256 } : {}) };
   return fromFile;
+}
+
+/**
+ * Offline start: when this checkout's shared/ folder holds the very file the
+ * source names (same sha256), it goes into the node-agent's content-addressed
+ * cache, so the hf: download is already done and the object stays exactly as
+ * examples/quickstart.yaml says (a later `kubectl apply -f examples/` changes nothing).
+ */
+function seedCache(cacheDir: string, source: ModelSource): boolean {
+  if (!source.sha256 || !existsSync(sharedModel)) return false;
+  const cached = join(cacheDir, `${source.sha256}.gguf`);
+  if (existsSync(cached)) return true;
+  if (createHash("sha256").update(readFileSync(sharedModel)).digest("hex") !== source.sha256) return false;
+  mkdirSync(cacheDir, { recursive: true });
+  copyFileSync(sharedModel, cached);
+  return true;
 }
 
 /** A DNS-1123 name for this machine's Node. */
@@ -101,13 +112,25 @@ function quickstartObjects(options: UpOptions): KubernetesObject[] {
   return objects;
 }
 
-async function waitForModel(kube: Kube, namespace: string, name: string): Promise<void> {
-  let lastPhase = "";
+/** Polls `probe` until it returns a value; answers the API server gives while it warms up (429, 5xx) are waited out. */
+async function poll<T>(probe: () => Promise<T | undefined>, intervalMs = 300): Promise<T> {
   for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (error) {
+      if (!isTransient(error)) throw error;
+    }
+    await sleep(intervalMs);
+  }
+}
+
+function waitForModel(kube: Kube, namespace: string, name: string): Promise<true> {
+  const ref = { group: "pomona.dev", version: "v1alpha1", namespace };
+  let lastPhase = "";
+  return poll(async () => {
     const replicas = (await kube.custom.listNamespacedCustomObject({
-      group: "pomona.dev",
-      version: "v1alpha1",
-      namespace,
+      ...ref,
       plural: "modelreplicas",
       labelSelector: `pomona.dev/model=${name}`,
     })) as { items: ModelReplica[] };
@@ -120,46 +143,42 @@ async function waitForModel(kube: Kube, namespace: string, name: string): Promis
     if (phase === "Downloading" && replica?.status?.progress) {
       bar("downloading", replica.status.progress.bytesDone, replica.status.progress.bytesTotal);
     }
+    if (phase === "Failed")
+      throw new Error(`model ${name} failed: ${replica?.status?.message ?? "see the node-agent log"}`);
     const model = (await kube.custom.getNamespacedCustomObject({
-      group: "pomona.dev",
-      version: "v1alpha1",
-      namespace,
+      ...ref,
       plural: "inferencemodels",
       name,
     })) as InferenceModel;
-    if ((model.status?.readyReplicas ?? 0) > 0) return;
-    if (phase === "Failed")
-      throw new Error(`model ${name} failed: ${replica?.status?.message ?? "see the node-agent log"}`);
-    await sleep(500);
-  }
+    return (model.status?.readyReplicas ?? 0) > 0 ? true : undefined;
+  }, 500);
 }
 
-async function waitForKey(kube: Kube, namespace: string, name: string): Promise<string> {
-  for (;;) {
+function waitForKey(kube: Kube, namespace: string, name: string): Promise<string> {
+  return poll(async () => {
     try {
-      const secret = await kube.core.readNamespacedSecret({ name, namespace });
-      const key = secret.data?.key;
-      if (key) return Buffer.from(key, "base64").toString("utf8");
+      const key = (await kube.core.readNamespacedSecret({ name, namespace })).data?.key;
+      return key ? Buffer.from(key, "base64").toString("utf8") : undefined;
     } catch (error) {
-      if (!isNotFound(error)) throw error;
+      if (isNotFound(error)) return undefined;
+      throw error;
     }
-    await sleep(300);
-  }
+  });
 }
 
 /** Ready when the gateway routes the model for this key: its config has caught up with the cluster. */
-async function waitForRoute(baseUrl: string, key: string, model: string): Promise<void> {
-  for (;;) {
+function waitForRoute(baseUrl: string, key: string, model: string): Promise<true> {
+  return poll(async () => {
     const res = await fetch(`${baseUrl}/v1/models`, { headers: { authorization: `Bearer ${key}` } }).catch(
       () => undefined,
     );
-    if (res?.ok) {
-      const body = (await res.json()) as { data: { id: string }[] };
-      if (body.data.some((m) => m.id === model)) return;
-    }
-    await sleep(300);
-  }
+    if (!res?.ok) return undefined;
+    const body = (await res.json()) as { data: { id: string }[] };
+    return body.data.some((m) => m.id === model) ? true : undefined;
+  });
 }
+
+const lastLines = (file: string, n = 15) => readFileSync(file, "utf8").trimEnd().split("\n").slice(-n).join("\n");
 
 export async function up(options: UpOptions): Promise<void> {
   const started = Date.now();
@@ -167,31 +186,79 @@ export async function up(options: UpOptions): Promise<void> {
   step(
     cluster.local ? `control plane up (kube-apiserver ${cluster.local.version})` : `using ${cluster.kubeconfigPath}`,
   );
-  const kube = connect(cluster.kubeconfigPath);
 
-  const supervisor = new Supervisor(join(options.stateDir, "logs"), (component, code) => {
-    step(`${component.name} exited with code ${code}; its log: ${component.logFile}`);
+  // Until the model is served, a component that exits ends `pomona up` with its log; afterwards it is reported.
+  let serving = false;
+  let componentExited: (error: Error) => void = () => {};
+  const exited = new Promise<never>((_, reject) => {
+    componentExited = reject;
   });
+  const supervisor = new Supervisor(join(options.stateDir, "logs"), (component, code) => {
+    const message = `${component.name} exited with code ${code}; its log: ${component.logFile}`;
+    if (serving) step(message);
+    else componentExited(new Error(`${message}\n${lastLines(component.logFile)}`));
+  });
+  const stopAll = async () => {
+    await supervisor.stopAll();
+    await cluster.local?.stop();
+  };
   let stopping = false;
-  const shutdown = async () => {
+  const onSignal = async () => {
     if (stopping) return;
     stopping = true;
     step("stopping…");
-    await supervisor.stopAll();
-    await cluster.local?.stop();
+    await stopAll();
     process.exit(0);
   };
-  process.on("SIGINT", shutdown);
-  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
 
+  try {
+    const { baseUrl, model, keyName, key } = await Promise.race([
+      startComponents(options, cluster.kubeconfigPath, supervisor),
+      exited,
+    ]);
+    serving = true;
+    step(`model ${model} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    process.stdout.write(
+      [
+        "",
+        `Pomona is serving an OpenAI-compatible API at ${baseUrl}/v1`,
+        `API key (also in Secret ${options.namespace}/${keyName}): ${key}`,
+        "",
+        "Try it:",
+        `  curl -s ${baseUrl}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" -d '{"model":"${model}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`,
+        "",
+        `kubectl: export KUBECONFIG=${cluster.kubeconfigPath}`,
+        "Press Ctrl-C to stop.",
+        "",
+      ].join("\n"),
+    );
+  } catch (error) {
+    stopping = true;
+    step("stopping after an error…");
+    await stopAll();
+    throw error;
+  }
+}
+
+/** CRDs, namespaces and the node token; then the three components; then the quickstart, until it is served. */
+async function startComponents(options: UpOptions, kubeconfigPath: string, supervisor: Supervisor) {
+  const kube = connect(kubeconfigPath);
   await installCrds(kube);
   await ensureNamespace(kube, options.systemNamespace);
   await ensureNamespace(kube, options.namespace);
   const nodeToken = await ensureNodeToken(kube, options.systemNamespace);
   step("CRDs installed");
 
+  const objects = quickstartObjects(options);
+  const cacheDir = join(options.stateDir, "models");
+  const quickstartModel = objects.find((o) => o.kind === "InferenceModel") as unknown as InferenceModel | undefined;
+  if (quickstartModel && seedCache(cacheDir, quickstartModel.spec.source))
+    step(`model file taken from ${sharedModel}, no download needed`);
+
   const common = {
-    KUBECONFIG: cluster.kubeconfigPath,
+    KUBECONFIG: kubeconfigPath,
     POMONA_NAMESPACE: options.systemNamespace,
     POMONA_NODE_TOKEN: nodeToken,
   };
@@ -208,7 +275,7 @@ export async function up(options: UpOptions): Promise<void> {
       POMONA_NODE_NAME: localNodeName(),
       POMONA_NODE_MODE: "virtual",
       POMONA_AGENT_PORT: String(options.agentPort),
-      POMONA_CACHE_DIR: join(options.stateDir, "models"),
+      POMONA_CACHE_DIR: cacheDir,
     },
   });
   supervisor.start({
@@ -216,32 +283,17 @@ export async function up(options: UpOptions): Promise<void> {
     main: "gateway/main.ts",
     env: { ...common, POMONA_GATEWAY_PORT: String(options.gatewayPort), POMONA_GATEWAY_HOST: "127.0.0.1" },
   });
+  const baseUrl = `http://127.0.0.1:${options.gatewayPort}`;
+  recordGatewayUrl(options.stateDir, baseUrl);
   step(`operator, node-agent and gateway started; logs in ${join(options.stateDir, "logs")}`);
 
-  const objects = quickstartObjects(options);
-  for (const o of objects) await apply(kube, o);
-  const model = objects.find((o) => o.kind === "InferenceModel")?.metadata?.name ?? "stories";
+  for (const o of objects) await poll(() => apply(kube, o).then(() => true as const));
+  const model = quickstartModel?.metadata.name ?? "stories";
   const keyName = objects.find((o) => o.kind === "ApiKey")?.metadata?.name ?? "quickstart";
   step(`applied examples/quickstart.yaml in namespace ${options.namespace}`);
 
   await waitForModel(kube, options.namespace, model);
   const key = await waitForKey(kube, options.namespace, keyName);
-  const baseUrl = `http://127.0.0.1:${options.gatewayPort}`;
   await waitForRoute(baseUrl, key, model);
-  step(`model ${model} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-
-  process.stdout.write(
-    [
-      "",
-      `Pomona is serving an OpenAI-compatible API at ${baseUrl}/v1`,
-      `API key (also in Secret ${options.namespace}/${keyName}): ${key}`,
-      "",
-      "Try it:",
-      `  curl ${baseUrl}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" -d '{"model":"${model}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":64}'`,
-      "",
-      `kubectl: export KUBECONFIG=${cluster.kubeconfigPath}`,
-      "Press Ctrl-C to stop.",
-      "",
-    ].join("\n"),
-  );
+  return { baseUrl, model, keyName, key };
 }
