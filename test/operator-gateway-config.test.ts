@@ -1,15 +1,21 @@
-// compileGatewayConfig as a plain function, and the debounce that turns a burst of changes into one publication.
+// compileGatewayConfig as a plain function, the debounce that turns a burst of changes into one publication, and
+// the publisher against the real API server.
 import { createHash } from "node:crypto";
-import { describe, expect, it, vi } from "vitest";
+import { CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { describe, expect, inject, it, vi } from "vitest";
 import {
   type ApiKey,
+  bucketSecretName,
+  CONFIG_DATA_KEY,
   gatewayConfig,
   type InferenceModel,
+  KEY_BUCKETS,
   type ModelReplica,
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { debounce } from "../operator/gateway-config/loop.ts";
+import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
 
 const ns = "team";
 const hash = (s: string) => createHash("sha256").update(s).digest("hex");
@@ -147,5 +153,31 @@ describe("debounce", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("GatewayConfigPublisher", () => {
+  it("writes every bucket once, a restarted operator none, and a bucket edited by hand again", async () => {
+    const kc = new KubeConfig();
+    kc.loadFromFile(inject("kubeconfig"));
+    const objects = KubernetesObjectApi.makeApiClient(kc);
+    const core = kc.makeApiClient(CoreV1Api);
+    const namespace = `publish-${Date.now()}`;
+    await core.createNamespace({ body: { metadata: { name: namespace } } });
+    const keys = Array.from({ length: 500 }, (_, i) => key(`k-${i}`));
+    const compiled = compileGatewayConfig({ models: [], replicas: [], keys, policies: [], now: new Date() });
+    const config = gatewayConfig.parse({ version: 1, generatedAt: new Date().toISOString(), ...compiled });
+
+    expect((await new GatewayConfigPublisher(objects, namespace).publish(config)).bucketsWritten).toBe(KEY_BUCKETS);
+    const restarted = new GatewayConfigPublisher(objects, namespace);
+    expect((await restarted.publish({ ...config, version: 2 })).bucketsWritten).toBe(0);
+
+    await core.patchNamespacedSecret(
+      { name: bucketSecretName(3), namespace, body: { data: { [CONFIG_DATA_KEY]: "AA==" } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+    const again = new GatewayConfigPublisher(objects, namespace);
+    expect((await again.publish({ ...config, version: 3 })).bucketsWritten).toBe(1);
+    await core.deleteNamespace({ name: namespace });
   });
 });

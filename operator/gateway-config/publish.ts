@@ -4,6 +4,7 @@
  * last, so a gateway that sees the new core finds buckets that match it.
  * Unchanged buckets are not written again.
  */
+import { createHash } from "node:crypto";
 import { type KubernetesObjectApi, PatchStrategy, type V1Secret } from "@kubernetes/client-node";
 import {
   bucketSecretName,
@@ -16,10 +17,12 @@ import {
 } from "../../crds/api/index.ts";
 
 const hashAnnotation = "pomona.dev/sha256";
+const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
 export class GatewayConfigPublisher {
   /** sha256 of what each bucket Secret holds, as last written or read. */
   private readonly written = new Map<string, string>();
+  private seeded = false;
 
   private readonly objects: KubernetesObjectApi;
   private readonly namespace: string;
@@ -31,6 +34,7 @@ export class GatewayConfigPublisher {
 
   async publish(config: GatewayConfig): Promise<{ bucketsWritten: number; bytes: number }> {
     const encoded = encodeGatewayConfig(config);
+    if (!this.seeded) await this.seed();
     let bucketsWritten = 0;
     let bytes = encoded.core.length;
     await Promise.all(
@@ -45,6 +49,26 @@ export class GatewayConfigPublisher {
     );
     await this.apply(coreSecretName, encoded.core, String(config.version));
     return { bucketsWritten, bytes };
+  }
+
+  /** A restarted operator reads what is published (one list) rather than writing every bucket again. */
+  private async seed(): Promise<void> {
+    const list = await this.objects.list<V1Secret>(
+      "v1",
+      "Secret",
+      this.namespace,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      `${labels.gatewayConfig}=true`,
+    );
+    for (const secret of list.items) {
+      const data = secret.data?.[CONFIG_DATA_KEY];
+      // The stored bytes are hashed, not the annotation trusted: a bucket edited by hand is written again.
+      if (secret.metadata?.name && data) this.written.set(secret.metadata.name, sha256(Buffer.from(data, "base64")));
+    }
+    this.seeded = true;
   }
 
   private async apply(name: string, data: Buffer, hash: string): Promise<void> {
