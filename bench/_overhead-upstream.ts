@@ -24,7 +24,8 @@ const server = createServer((req, res) => {
     body += c;
   });
   req.on("end", () => {
-    if (body.includes('"stream":true')) {
+    // Clients differ in JSON spacing (LiteLLM's Python client among them).
+    if (/"stream"\s*:\s*true/.test(body)) {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.end(streamBody);
     } else {
@@ -35,3 +36,4 @@ const server = createServer((req, res) => {
 });
 server.keepAliveTimeout = 60_000;
 server.listen(0, "127.0.0.1", () => process.send?.({ port: (server.address() as AddressInfo).port }));
+process.once("disconnect", () => process.exit(0));

@@ -1,63 +1,48 @@
-// The gateway for the overhead benchmark: the real app with a fixed config (one model on the bench
-// upstream, one key with a generous policy so the limiter runs), without Kubernetes, in its own process.
-import { createHash } from "node:crypto";
+/**
+ * The real gateway app in its own process with a fixed config handed over on the command line instead of
+ * watched from the API server, so a benchmark measures the serving path without Kubernetes. Limits are
+ * in memory, or in Redis when a URL is given (as with POMONA_REDIS_URL). Reports its port over IPC.
+ *
+ *   node bench/_static-gateway.ts '<StaticGatewaySpec as JSON>'
+ */
 import type { AddressInfo } from "node:net";
 import { buildApp } from "../gateway/app.ts";
 import { ConfigHolder } from "../gateway/config-source/config-holder.ts";
+import type { Limiter } from "../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
+import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
+import type { StaticGatewaySpec } from "./_gateway-config.ts";
 
-const [upstreamPort, apiKey] = process.argv.slice(2);
+const spec = JSON.parse(process.argv[2] ?? "{}") as StaticGatewaySpec;
 const holder = new ConfigHolder();
-holder.offer({
-  version: 1,
-  generatedAt: new Date().toISOString(),
-  models: [
-    {
-      namespace: "bench",
-      name: "tiny",
-      aliases: [],
-      endpoints: [
-        { url: `http://127.0.0.1:${upstreamPort}/replicas/bench/tiny-a`, replica: "tiny-a", node: "n", weight: 1 },
-      ],
-      fallbacks: [],
-      embeddings: false,
-      contextSize: 4096,
-    },
-  ],
-  keys: [
-    {
-      hash: createHash("sha256")
-        .update(apiKey ?? "")
-        .digest("hex"),
-      namespace: "bench",
-      name: "bench",
-      owner: "bench",
-      rateLimitPolicy: "generous",
-    },
-  ],
-  policies: [
-    {
-      namespace: "bench",
-      name: "generous",
-      scope: "PerKey",
-      requestsPerMinute: 1e9,
-      tokensPerMinute: 1e9,
-      concurrentRequests: 1e6,
-    },
-  ],
-});
+holder.offer(spec.config);
+const metrics = createMetrics();
+let limiter: Limiter = new MemoryLimiter();
+if (spec.redisUrl) {
+  const shared = new RedisLimiter({ url: spec.redisUrl, onFailure: "deny", metrics });
+  // As gateway/main.ts does: take traffic only once Redis answers, so no request is decided by the failure mode.
+  if (!(await shared.connected(10_000))) throw new Error(`Redis at ${spec.redisUrl} did not answer`);
+  limiter = shared;
+}
 const app = await buildApp({
   holder,
-  limiter: new MemoryLimiter(),
-  metrics: createMetrics(),
-  nodeToken: "bench-node-token",
-  upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 60_000, breakerResetMs: 5_000 },
+  limiter,
+  metrics,
+  nodeToken: spec.nodeToken,
+  upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 600_000, breakerResetMs: 5_000 },
   bodyLimitBytes: 4 * 1024 * 1024,
-  // Access logs on, as in production; the benchmark discards this process's stdout.
+  // Access logs on, as in production; the benchmarks discard this process's stdout.
   logLevel: "info",
 });
 await app.listen({ port: 0, host: "127.0.0.1" });
 process.send?.({ port: (app.server.address() as AddressInfo).port });
-// Exit cleanly on SIGINT so `node --cpu-prof` can write its profile of this process.
-process.once("SIGINT", () => process.exit(0));
+const stop = () => {
+  void app
+    .close()
+    .then(() => limiter.close())
+    .finally(() => process.exit(0));
+};
+process.once("disconnect", stop);
+// SIGINT too, so `node --cpu-prof` can write its profile of this process.
+process.once("SIGINT", stop);

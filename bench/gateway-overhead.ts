@@ -1,37 +1,49 @@
 /**
- * Gateway overhead: latency added by the gateway (p50/p99) and the most
- * requests per second through it, against calling the same upstream directly,
- * for non-streaming and streaming chat completions, measured side by side in
- * one run on loopback. The upstream is a fast stand-in that does no inference
- * (bench/_overhead-upstream.ts), the gateway the real app (bench/_overhead-gateway.ts);
- * each runs in its own process, and the load comes from this one.
+ * Gateway overhead: latency added by the gateway (p50/p99) and the most requests per second through it,
+ * against calling the same upstream directly and through LiteLLM's proxy, for non-streaming and
+ * streaming chat completions, measured side by side in one run on loopback.
+ *
+ * The upstream is a fast stand-in that does no inference (bench/_overhead-upstream.ts); the gateway is
+ * the real app with a fixed config, its limiter and access log on (bench/_static-gateway.ts); LiteLLM
+ * is installed from PyPI and set up as bench/_litellm.ts describes (one worker, no database, no
+ * callbacks, access log off). Each runs in its own process, and the load comes from this one. Targets
+ * are taken round by round in turn, so drift on a shared machine hits all alike. Latency is measured
+ * one request at a time (a load any machine sustains); throughput with CONNECTIONS requests always in
+ * flight, which on a small machine is bounded by the cores that load generator, proxy and upstream
+ * share, so each proxy's requests per CPU-second of its own process are reported too.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { join } from "node:path";
 import { Pool } from "undici";
+import { cpuSeconds, startBenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { LITELLM_VERSION, type LiteLLMProxy, startLiteLLM } from "./_litellm.ts";
 import { median, percentile } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
 
 const API_KEY = "sk-pomona-bench";
+const LITELLM_KEY = "sk-litellm-bench";
 const SEQUENTIAL = 2_000;
+const WARMUP = 200;
+// A slow proxy stops early rather than stretch the run: at ~20 ms a request, LiteLLM still gives 500 samples.
+const SEQUENTIAL_MAX_SECONDS = 10;
+const WARMUP_MAX_SECONDS = 2;
 const THROUGHPUT_SECONDS = 4;
 const CONNECTIONS = 32;
 const ROUNDS = 3;
-
-function startChild(script: string, args: string[]): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, script), ...args], {
-    stdio: ["ignore", "ignore", "inherit", "ipc"],
-  });
-  return new Promise((resolve, reject) => {
-    child.once("message", (m) => resolve({ child, port: (m as { port: number }).port }));
-    child.once("exit", (code) => reject(new Error(`${script} exited with ${code}`)));
-  });
-}
 
 interface Target {
   label: string;
   pool: Pool;
   path: string;
   headers: Record<string, string>;
+  /** The process doing the proxying, whose CPU time is counted; none for the direct calls. */
+  pid?: number;
+}
+
+interface Round {
+  p50: number;
+  p99: number;
+  rps: number;
+  perCpuSecond: number | undefined;
 }
 
 const bodyOf = (stream: boolean) =>
@@ -39,15 +51,17 @@ const bodyOf = (stream: boolean) =>
 
 async function once(target: Target, body: string): Promise<void> {
   const res = await target.pool.request({ method: "POST", path: target.path, headers: target.headers, body });
-  await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`${target.label} answered ${res.statusCode}`);
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${target.label} answered ${res.statusCode}: ${text.slice(0, 200)}`);
 }
 
 /** Latency of requests one at a time, in ms. */
 async function latencies(target: Target, body: string): Promise<number[]> {
-  for (let i = 0; i < 200; i++) await once(target, body);
+  const warmupEnd = performance.now() + WARMUP_MAX_SECONDS * 1000;
+  for (let i = 0; i < WARMUP && performance.now() < warmupEnd; i++) await once(target, body);
   const out: number[] = [];
-  for (let i = 0; i < SEQUENTIAL; i++) {
+  const end = performance.now() + SEQUENTIAL_MAX_SECONDS * 1000;
+  for (let i = 0; i < SEQUENTIAL && performance.now() < end; i++) {
     const started = performance.now();
     await once(target, body);
     out.push(performance.now() - started);
@@ -55,9 +69,11 @@ async function latencies(target: Target, body: string): Promise<number[]> {
   return out;
 }
 
-/** Requests per second with CONNECTIONS requests always in flight. */
-async function throughput(target: Target, body: string): Promise<number> {
-  const deadline = performance.now() + THROUGHPUT_SECONDS * 1000;
+/** Requests per second with CONNECTIONS requests always in flight, and per CPU-second of the proxy. */
+async function throughput(target: Target, body: string): Promise<{ rps: number; perCpuSecond: number | undefined }> {
+  const cpuBefore = cpuSeconds(target.pid);
+  const started = performance.now();
+  const deadline = started + THROUGHPUT_SECONDS * 1000;
   let done = 0;
   await Promise.all(
     Array.from({ length: CONNECTIONS }, async () => {
@@ -67,59 +83,141 @@ async function throughput(target: Target, body: string): Promise<number> {
       }
     }),
   );
-  return done / THROUGHPUT_SECONDS;
+  const seconds = (performance.now() - started) / 1000;
+  const cpuAfter = cpuSeconds(target.pid);
+  const cpu = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
+  return { rps: done / seconds, perCpuSecond: cpu ? done / cpu : undefined };
 }
 
-const upstream = await startChild("_overhead-upstream.ts", []);
-const gateway = await startChild("_overhead-gateway.ts", [String(upstream.port), API_KEY]);
+async function measure(target: Target, body: string): Promise<Round> {
+  const l = await latencies(target, body);
+  return { p50: percentile(l, 50), p99: percentile(l, 99), ...(await throughput(target, body)) };
+}
+
+const upstream = await startBenchChild("_overhead-upstream.ts");
+const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
+const gateway = await startBenchChild("_static-gateway.ts", [
+  JSON.stringify(
+    staticGatewaySpec({
+      model: "tiny",
+      endpoint: upstreamBase,
+      contextSize: 4096,
+      keys: [benchKey(API_KEY, generousPolicy.name)],
+      policies: [generousPolicy],
+    }),
+  ),
+]);
+let litellm: LiteLLMProxy | undefined;
+let litellmProblem: string | undefined;
+try {
+  litellm = await startLiteLLM({
+    model: "tiny",
+    apiBase: `${upstreamBase}/v1`,
+    upstreamKey: BENCH_NODE_TOKEN,
+    masterKey: LITELLM_KEY,
+  });
+} catch (err) {
+  litellmProblem = (err as Error).message;
+}
+
+const json = { "content-type": "application/json" };
 const direct: Target = {
   label: "direct",
   pool: new Pool(`http://127.0.0.1:${upstream.port}`, { connections: CONNECTIONS }),
   path: "/replicas/bench/tiny-a/v1/chat/completions",
-  headers: { "content-type": "application/json", authorization: "Bearer bench-node-token" },
+  headers: { ...json, authorization: `Bearer ${BENCH_NODE_TOKEN}` },
 };
 const through: Target = {
   label: "gateway",
   pool: new Pool(`http://127.0.0.1:${gateway.port}`, { connections: CONNECTIONS }),
   path: "/v1/chat/completions",
-  headers: { "content-type": "application/json", authorization: `Bearer ${API_KEY}` },
+  headers: { ...json, authorization: `Bearer ${API_KEY}` },
+  pid: gateway.child.pid,
+};
+const viaLiteLLM: Target | undefined = litellm && {
+  label: "LiteLLM",
+  pool: new Pool(`http://127.0.0.1:${litellm.port}`, { connections: CONNECTIONS }),
+  path: "/v1/chat/completions",
+  headers: { ...json, authorization: `Bearer ${LITELLM_KEY}` },
+  pid: litellm.pid,
 };
 
+const ms = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(3));
+const int = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(0));
+const times = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : `${n.toFixed(1)}×`);
+
 try {
-  const rows: string[] = [];
+  const latencyRows: string[] = [];
+  const throughputRows: string[] = [];
+  const targets: Parameters<typeof targetTable>[0] = [];
   for (const stream of [false, true]) {
     const body = bodyOf(stream);
-    const figures = {
-      direct: { p50: [] as number[], p99: [] as number[], rps: [] as number[] },
-      gateway: { p50: [] as number[], p99: [] as number[], rps: [] as number[] },
-    };
-    // Alternate the two targets round by round, so drift on a shared machine hits both alike.
+    const rounds = new Map<Target, Round[]>([
+      [direct, []],
+      [through, []],
+    ]);
+    if (viaLiteLLM) rounds.set(viaLiteLLM, []);
     for (let round = 0; round < ROUNDS; round++) {
-      for (const target of [direct, through]) {
-        const l = await latencies(target, body);
-        const f = target === direct ? figures.direct : figures.gateway;
-        f.p50.push(percentile(l, 50));
-        f.p99.push(percentile(l, 99));
-        f.rps.push(await throughput(target, body));
+      for (const [target, list] of rounds) {
+        try {
+          list.push(await measure(target, body));
+        } catch (err) {
+          // Only LiteLLM may drop out; a failure of the direct path or the gateway is a failed benchmark.
+          if (target !== viaLiteLLM) throw err;
+          litellmProblem = `failed during the run: ${(err as Error).message}`;
+          rounds.delete(target);
+        }
       }
     }
-    const d = { p50: median(figures.direct.p50), p99: median(figures.direct.p99), rps: median(figures.direct.rps) };
-    const g = { p50: median(figures.gateway.p50), p99: median(figures.gateway.p99), rps: median(figures.gateway.rps) };
+    // Added latency is taken round by round against the direct figure of the same round, then the median.
+    const d = rounds.get(direct) ?? [];
+    const added = (list: Round[] | undefined, p: "p50" | "p99") =>
+      list?.length === d.length ? median(list.map((r, i) => r[p] - (d[i]?.[p] ?? 0))) : undefined;
+    const med = (list: Round[] | undefined, f: (r: Round) => number | undefined) => {
+      const values = (list ?? []).map(f).filter((v): v is number => v !== undefined);
+      return values.length ? median(values) : undefined;
+    };
+    const g = rounds.get(through);
+    const l = viaLiteLLM ? rounds.get(viaLiteLLM) : undefined;
     const mode = stream ? "streaming (8 chunks + usage)" : "non-streaming";
-    rows.push(
-      `| ${mode} | ${d.p50.toFixed(3)} / ${d.p99.toFixed(3)} | ${g.p50.toFixed(3)} / ${g.p99.toFixed(3)} | ${(g.p50 - d.p50).toFixed(3)} / ${(g.p99 - d.p99).toFixed(3)} | ${d.rps.toFixed(0)} | ${g.rps.toFixed(0)} |`,
+    latencyRows.push(
+      `| ${mode} | ${ms(med(d, (r) => r.p50))} / ${ms(med(d, (r) => r.p99))} | ${ms(added(g, "p50"))} / ${ms(added(g, "p99"))} | ${ms(added(l, "p50"))} / ${ms(added(l, "p99"))} |`,
+    );
+    const gRps = med(g, (r) => r.rps);
+    const lRps = med(l, (r) => r.rps);
+    const gCpu = med(g, (r) => r.perCpuSecond);
+    const lCpu = med(l, (r) => r.perCpuSecond);
+    throughputRows.push(
+      `| ${mode} | ${int(med(d, (r) => r.rps))} | ${int(gRps)} | ${int(lRps)} | ${times(gRps && lRps ? gRps / lRps : undefined)} | ${int(gCpu)} | ${int(lCpu)} | ${times(gCpu && lCpu ? gCpu / lCpu : undefined)} |`,
+    );
+    const p50 = added(g, "p50");
+    const p99 = added(g, "p99");
+    targets.push(
+      { target: `added p50 < 0.5 ms (${mode})`, measured: `${ms(p50)} ms`, met: p50 !== undefined && p50 < 0.5 },
+      { target: `added p99 < 2 ms (${mode})`, measured: `${ms(p99)} ms`, met: p99 !== undefined && p99 < 2 },
+      {
+        target: `≥ 5× LiteLLM's req/s (${mode})`,
+        measured: gRps && lRps ? times(gRps / lRps) : "not measured",
+        met: gRps && lRps ? gRps / lRps >= 5 : undefined,
+      },
     );
   }
-  console.log(`### Gateway overhead on loopback (median of ${ROUNDS} rounds; ${SEQUENTIAL} sequential requests for latency, ${CONNECTIONS} connections for ${THROUGHPUT_SECONDS} s for throughput)
+  console.log(`### Gateway overhead on loopback (median of ${ROUNDS} rounds)
 
-Load generator, gateway and upstream each in their own process, sharing the machine's cores.
+Latency: ${SEQUENTIAL} sequential requests per round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests. Throughput: ${CONNECTIONS} connections for ${THROUGHPUT_SECONDS} s per round. Load generator, upstream and proxy each in their own process, sharing the machine's cores. LiteLLM ${LITELLM_VERSION}, one uvicorn worker, no database or callbacks (bench/_litellm.ts).
+${litellmProblem ? `\n**LiteLLM could not be measured: ${litellmProblem}**\n` : ""}
+| request | direct p50 / p99 ms | gateway added p50 / p99 ms | LiteLLM added p50 / p99 ms |
+|---|---|---|---|
+${latencyRows.join("\n")}
 
-| request | direct p50 / p99 ms | through gateway p50 / p99 ms | added p50 / p99 ms | direct req/s | gateway req/s |
-|---|---|---|---|---|---|
-${rows.join("\n")}`);
+| request | direct req/s | gateway req/s | LiteLLM req/s | gateway / LiteLLM | gateway req per CPU-s | LiteLLM req per CPU-s | gateway / LiteLLM per CPU-s |
+|---|---|---|---|---|---|---|---|
+${throughputRows.join("\n")}
+
+${targetTable(targets)}`);
 } finally {
-  await direct.pool.close();
-  await through.pool.close();
-  gateway.child.kill();
-  upstream.child.kill();
+  for (const target of [direct, through, viaLiteLLM]) await target?.pool.close();
+  await litellm?.stop();
+  await gateway.stop();
+  await upstream.stop();
 }

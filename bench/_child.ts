@@ -1,0 +1,62 @@
+/**
+ * Benchmark helpers run as child processes (a gateway, an upstream, an agent) that report their port over
+ * IPC once they listen. Each runs in its own process so the load generator never shares its event loop.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface BenchChild {
+  child: ChildProcess;
+  port: number;
+  /** Ends the child and waits for it: disconnect first (helpers that hold resources clean up), then SIGKILL. */
+  stop: () => Promise<void>;
+}
+
+export function startBenchChild(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+  timeoutMs = 120_000,
+): Promise<BenchChild> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, script), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    if (child.connected) child.disconnect();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${script} did not report its port within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once("message", (m) => {
+      clearTimeout(timer);
+      resolve({ child, port: (m as { port: number }).port, stop });
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${script} exited with ${code} before it listened`));
+    });
+  });
+}
+
+/** Seconds of CPU (user + system) a Linux process has used so far; undefined where /proc is missing. */
+export function cpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined || process.platform !== "linux") return undefined;
+  try {
+    // Fields after the command name (which may hold spaces) start at state; utime and stime are 14 and 15.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // Linux reports in USER_HZ, 100 per second on every architecture Node runs on.
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}

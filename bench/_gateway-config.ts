@@ -1,0 +1,58 @@
+/** Gateway configs for the benchmarks' static gateway (bench/_static-gateway.ts): one model, keys, policies. */
+import { createHash } from "node:crypto";
+import type { GatewayConfig, GatewayKey, GatewayPolicy } from "../crds/api/index.ts";
+
+export const BENCH_NODE_TOKEN = "bench-node-token";
+
+export interface StaticGatewaySpec {
+  config: GatewayConfig;
+  nodeToken: string;
+  redisUrl?: string;
+}
+
+/** A policy so generous it never refuses: the limiter still runs on every request, as in production. */
+export const generousPolicy: GatewayPolicy = {
+  namespace: "bench",
+  name: "generous",
+  scope: "PerKey",
+  requestsPerMinute: 1e9,
+  tokensPerMinute: 1e9,
+  concurrentRequests: 1e6,
+};
+
+export function benchKey(secret: string, policy: string): GatewayKey {
+  const hash = createHash("sha256").update(secret).digest("hex");
+  return { hash, namespace: "bench", name: `key-${hash.slice(0, 8)}`, owner: "bench", rateLimitPolicy: policy };
+}
+
+/** One model `name` in namespace bench served by one endpoint (a node-agent replica's base URL). */
+export function staticGatewaySpec(parts: {
+  model: string;
+  endpoint: string;
+  contextSize: number;
+  keys: GatewayKey[];
+  policies: GatewayPolicy[];
+  redisUrl?: string;
+}): StaticGatewaySpec {
+  return {
+    nodeToken: BENCH_NODE_TOKEN,
+    redisUrl: parts.redisUrl,
+    config: {
+      version: 1,
+      generatedAt: new Date().toISOString(),
+      models: [
+        {
+          namespace: "bench",
+          name: parts.model,
+          aliases: [],
+          endpoints: [{ url: parts.endpoint, replica: "bench-replica", node: "bench-node", weight: 1 }],
+          fallbacks: [],
+          embeddings: false,
+          contextSize: parts.contextSize,
+        },
+      ],
+      keys: parts.keys,
+      policies: parts.policies,
+    },
+  };
+}
