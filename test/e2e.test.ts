@@ -25,6 +25,7 @@ let printedKey: string;
 let curlLine: string;
 let upSeconds: number;
 let hub: Server;
+let hubUrl: string;
 const k = (args: string[], input?: string) => kubectlOk(args, input, kubeconfig);
 
 /**
@@ -60,6 +61,7 @@ async function readyReplicas(): Promise<{ name: string; node: string; endpoint: 
 describe("Pomona end to end, as a user", () => {
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), "pomona-e2e-"));
+    hubUrl = await startHubStandIn();
     const [gatewayPort, agentPort, operatorPort] = [await freePort(), await freePort(), await freePort()];
     const started = Date.now();
     // `npm start` is `node cli/pomona.ts up`; no KUBECONFIG, so it starts its own control plane as on a fresh machine.
@@ -77,12 +79,13 @@ describe("Pomona end to end, as a user", () => {
         `${operatorPort}`,
       ],
       // A node is lost 4 s after its last renewal (Lease of 4 × 1 s) plus 5 s of grace, so the drill below is
-      // quick; one llama.cpp thread per agent, since two agents share this machine's cores.
+      // quick; one llama.cpp thread per agent, since two agents share this machine's cores; the Hub stand-in.
       {
         KUBECONFIG: undefined,
         POMONA_NODE_LOST_AFTER_SECONDS: "5",
         POMONA_LEASE_RENEW_SECONDS: "1",
         POMONA_THREADS: "1",
+        POMONA_HF_ENDPOINT: hubUrl,
       },
     );
     processes.push(up);
@@ -184,7 +187,7 @@ describe("Pomona end to end, as a user", () => {
       POMONA_AGENT_PORT: `${await freePort()}`,
       POMONA_NODE_TOKEN: token,
       POMONA_CACHE_DIR: join(stateDir, "second-node-cache"),
-      POMONA_HF_ENDPOINT: await startHubStandIn(),
+      POMONA_HF_ENDPOINT: hubUrl,
       POMONA_LEASE_RENEW_SECONDS: "1",
       POMONA_THREADS: "1",
     });
