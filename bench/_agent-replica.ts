@@ -1,25 +1,21 @@
 /**
  * A node-agent HTTP server holding one replica of a model, without Kubernetes: the agent's real app and
- * replica engine, so bench/node-agent-throughput.ts measures the serving path alone. Reports its port
- * to the parent over IPC.
+ * replica engine with the benchmarks' engine settings (bench/_bench-model.ts), so a benchmark measures
+ * the serving path alone. Serves /replicas/bench/replica/v1/...; reports its port to the parent over IPC.
+ *
+ *   node bench/_agent-replica.ts <model.gguf> <threads> <node token>
  */
 import type { AddressInfo } from "node:net";
-import { getLlama } from "node-llama-cpp";
 import { buildApp } from "../node-agent/app.ts";
 import { createMetrics } from "../node-agent/metrics.ts";
 import { ReplicaEngine } from "../node-agent/replica-engine.ts";
 import type { ReplicaSlot } from "../node-agent/replica-manager.ts";
+import { BENCH_ENGINE, benchLlama } from "./_bench-model.ts";
 
 const [modelPath, threadsText, token] = process.argv.slice(2);
 const threads = Number(threadsText);
-const engineSettings = { contextSize: 2048, parallelSequences: 1, embeddings: false };
-const llama = await getLlama({
-  gpu: process.platform === "darwin" ? "auto" : false,
-  build: "never",
-  progressLogs: false,
-  maxThreads: threads,
-});
-const engine = await ReplicaEngine.load(llama, modelPath!, engineSettings, { threads, queueLimit: 8 });
+const llama = await benchLlama(threads);
+const engine = await ReplicaEngine.load(llama, modelPath!, { ...BENCH_ENGINE }, { threads, queueLimit: 64 });
 const slot: ReplicaSlot = {
   namespace: "bench",
   name: "replica",
@@ -38,7 +34,8 @@ const app = buildApp({
   manager: { ready: () => slot },
   metrics,
   nodeToken: token!,
-  logLevel: "silent",
+  // Fastify's request logs on, as the agent runs by default; the benchmarks discard this process's stdout.
+  logLevel: "info",
   isDraining: () => false,
   isReady: () => true,
 });
