@@ -116,6 +116,8 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
               : { ...body, model: name },
           ),
         affinity: "messages" in body ? conversationAffinity(body.messages) : undefined,
+        // A fallback is no way around the key's allowed models, nor to a model without embeddings.
+        mayAnswer: (m) => keyMayUse(caller, m) && (kind !== "embedding" || m.embeddings),
         signal: abort.signal,
         requestId: request.id,
       });

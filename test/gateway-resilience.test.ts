@@ -33,6 +33,7 @@ const bulky = new FakeNode({
 });
 const picky = new FakeNode({ name: "mac-picky", token: NODE_TOKEN });
 const key = makeKey(ns, "k");
+const primaryOnly = makeKey(ns, "primary-only", { models: ["primary"] });
 let gateway: TestGateway;
 let deadUrl: string;
 
@@ -65,7 +66,7 @@ beforeAll(async () => {
       model(ns, "picky", { endpoints: [picky.endpoint(ns, "picky-a")] }),
       model(ns, "half-broken", { endpoints: [failing.endpoint(ns, "hb-f"), b.endpoint(ns, "hb-b")] }),
     ],
-    keys: [key],
+    keys: [key, primaryOnly],
   });
   await gateway.waitForVersion(feed.version);
 });
@@ -150,6 +151,21 @@ describe("nodes failing", () => {
     expect(data.model).toBe("backup");
     expect(response.headers.get("x-pomona-model")).toBe("backup");
     expect(backup.seen.at(-1)?.body.model).toBe("backup");
+  });
+
+  it("never falls back to a model the key may not use", async () => {
+    const seenBefore = backup.seen.length;
+    const err = await new OpenAI({
+      apiKey: primaryOnly.secret,
+      baseURL: `${gateway.url}/v1`,
+      maxRetries: 0,
+    }).chat.completions
+      .create({ model: "primary", messages: [{ role: "user", content: "hi" }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    // 502 while the failing replicas are still tried, 503 once their breakers are open: never the backup's answer.
+    expect([502, 503]).toContain((err as InstanceType<typeof OpenAI.APIError>).status);
+    expect(backup.seen.length).toBe(seenBefore);
   });
 
   it("answers 503 when nothing can serve, 502 when every replica fails, 504 when none answers in time", async () => {

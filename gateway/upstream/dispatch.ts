@@ -1,7 +1,7 @@
 /**
  * Sends a request to a model: picks an endpoint, calls it through its breaker,
  * tries another endpoint when the call failed before the first byte, and then
- * the model's fallbacks in order. Resolves with the answering model and the
+ * the model's fallbacks in order (those the caller may use). Resolves with the answering model and the
  * node's response; the caller owns the response and must call `release`.
  */
 import type { GatewayEndpoint, GatewayModel } from "../../crds/api/index.ts";
@@ -28,6 +28,8 @@ export interface DispatchRequest {
   /** The body to send, given the name of the model that will answer. */
   payload: (modelName: string) => string;
   affinity: string | undefined;
+  /** Whether a fallback may answer this request: the key's allowed models and the kind of request decide. */
+  mayAnswer: (model: GatewayModel) => boolean;
   signal: AbortSignal;
   requestId: string;
 }
@@ -49,7 +51,7 @@ export class Dispatcher {
     const chain = [req.model];
     for (const name of req.model.fallbacks) {
       const fallback = req.table.resolveModel(req.model.namespace, name);
-      if (fallback && !chain.includes(fallback)) chain.push(fallback);
+      if (fallback && !chain.includes(fallback) && req.mayAnswer(fallback)) chain.push(fallback);
     }
     let lastFailure: UpstreamFailure | undefined;
     for (const model of chain) {
