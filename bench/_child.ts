@@ -60,3 +60,47 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
     return undefined;
   }
 }
+
+export interface Component {
+  child: ChildProcess;
+  /** The last 20,000 characters it wrote, for a failure message. */
+  output: () => string;
+  stop: () => Promise<void>;
+}
+
+/** A Pomona component (`operator/main.ts` …) as its own process, resolved once its output matches `ready`. */
+export async function startComponent(
+  script: string,
+  env: Record<string, string>,
+  ready: RegExp,
+  timeoutMs = 120_000,
+): Promise<Component> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, "..", script)], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const collect = (c: Buffer) => {
+    output = (output + c).slice(-20_000);
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (!ready.test(output)) {
+    if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}:\n${output.slice(-3_000)}`);
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`${script} did not print ${ready} within ${timeoutMs} ms:\n${output.slice(-3_000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, output: () => output, stop };
+}
