@@ -24,6 +24,8 @@ let gatewayUrl: string;
 let printedKey: string;
 let curlLine: string;
 let upSeconds: number;
+let up: TestProcess;
+let ports: { gateway: number; agent: number; operator: number };
 let hub: Server;
 let hubUrl: string;
 const k = (args: string[], input?: string) => kubectlOk(args, input, kubeconfig);
@@ -63,9 +65,10 @@ describe("Pomona end to end, as a user", () => {
     stateDir = mkdtempSync(join(tmpdir(), "pomona-e2e-"));
     hubUrl = await startHubStandIn();
     const [gatewayPort, agentPort, operatorPort] = [await freePort(), await freePort(), await freePort()];
+    ports = { gateway: gatewayPort, agent: agentPort, operator: operatorPort };
     const started = Date.now();
     // `npm start` is `node cli/pomona.ts up`; no KUBECONFIG, so it starts its own control plane as on a fresh machine.
-    const up = startNode(
+    up = startNode(
       "cli/pomona.ts",
       [
         "up",
@@ -300,5 +303,20 @@ describe("Pomona end to end, as a user", () => {
     });
     const replicas = (await k(["get", "modelreplicas", "-o", "name"])).trim();
     expect(replicas).toBe("");
+  });
+
+  it("stops every process it started on Ctrl-C", async () => {
+    expect(await k(["get", "--raw", "/healthz"])).toBe("ok");
+    await up.stop("SIGINT");
+    expect(up.output()).toContain("stopping");
+    expect(up.child.exitCode).toBe(0);
+    const answers = async (url: string) =>
+      fetch(url, { signal: AbortSignal.timeout(2_000) }).then(
+        () => true,
+        () => false,
+      );
+    // The operator, the node-agent, the gateway and the control plane all went with it.
+    for (const port of Object.values(ports)) expect(await answers(`http://127.0.0.1:${port}/healthz`)).toBe(false);
+    expect((await kubectl(["get", "--raw", "/healthz", "--request-timeout=2s"], "", kubeconfig)).code).not.toBe(0);
   });
 });
