@@ -1,11 +1,16 @@
 /**
  * Operator at scale, against a real local control plane:
  * 1. latency from `kubectl apply` of a model to its route in the gateway config
- *    (the bench plays the node-agent and marks the replica Ready as soon as it exists);
+ *    (the bench plays the node-agent and marks the replica Ready as soon as it exists;
+ *    bench/apply-to-first-token.ts measures the same with the real node-agent and gateway);
  * 2. convergence time and peak RSS of the operator for 1,000 InferenceModels over
- *    100 virtual nodes (every model Scheduled with its replica bound);
+ *    100 virtual nodes (every model Scheduled with its replica bound), CONVERGENCE_ROUNDS
+ *    times, each with a freshly started operator (so its peak RSS is that round's) and
+ *    after the previous round's models and replicas are gone;
  * 3. compile + validate + publish time of a gateway config with 100,000 keys
- *    (in this process, with the operator's own code, into the real API server).
+ *    (in this process, with the operator's own code, into the real API server),
+ *    PUBLISH_ROUNDS times, each into a namespace of its own so every first publication
+ *    writes all its buckets.
  * Run: node bench/operator-scale.ts
  */
 import { execFileSync, spawn } from "node:child_process";
@@ -37,6 +42,7 @@ import {
 } from "../crds/api/index.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
+import { median } from "./_stats.ts";
 
 const root = join(import.meta.dirname, "..");
 const NODES = 100;
@@ -44,6 +50,9 @@ const MODELS = 1_000;
 const KEYS = 100_000;
 const ns = "bench";
 const system = "bench-system";
+const APPLY_ROUNDS = 5;
+const CONVERGENCE_ROUNDS = 3;
+const PUBLISH_ROUNDS = 3;
 
 const dir = mkdtempSync(join(tmpdir(), "pomona-bench-"));
 const cp = await startControlPlane({ dir });
@@ -117,25 +126,44 @@ const renewal = setInterval(() => {
   for (const n of nodeNames) void renew(n).catch(() => {});
 }, 10_000);
 
-// The operator, as a child process; its RSS sampled from /proc.
-const port = await freePort();
-const operator = spawn(process.execPath, [join(root, "operator/main.ts")], {
-  env: { ...process.env, KUBECONFIG: cp.kubeconfigPath, POMONA_NAMESPACE: system, POMONA_OPERATOR_PORT: String(port) },
-  stdio: ["ignore", "pipe", "inherit"],
-});
-let operatorLog = "";
-operator.stdout?.on("data", (c: Buffer) => {
-  operatorLog = (operatorLog + c).slice(-100_000);
-});
-let peakRssKb = 0;
-const rssSampler = setInterval(() => {
-  try {
-    const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${operator.pid}/status`, "utf8"));
-    if (m) peakRssKb = Math.max(peakRssKb, Number(m[1]));
-  } catch {}
-}, 200);
+// The operator, as a child process; its RSS sampled from /proc while it runs.
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-while (!operatorLog.includes("caches synced")) await sleep(50);
+async function startOperator() {
+  const port = await freePort();
+  const child = spawn(process.execPath, [join(root, "operator/main.ts")], {
+    env: {
+      ...process.env,
+      KUBECONFIG: cp.kubeconfigPath,
+      POMONA_NAMESPACE: system,
+      POMONA_OPERATOR_PORT: String(port),
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let log = "";
+  child.stdout?.on("data", (c: Buffer) => {
+    log = (log + c).slice(-100_000);
+  });
+  let peakRssKb = 0;
+  const rssSampler = setInterval(() => {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"));
+      if (m) peakRssKb = Math.max(peakRssKb, Number(m[1]));
+    } catch {}
+  }, 200);
+  while (!log.includes("caches synced")) {
+    if (child.exitCode !== null) throw new Error(`the operator exited with ${child.exitCode}:\n${log.slice(-3_000)}`);
+    await sleep(50);
+  }
+  return {
+    peakRssMiB: () => peakRssKb / 1024,
+    stop: async () => {
+      clearInterval(rssSampler);
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
 
 const modelManifest = (name: string) => ({
   apiVersion: "pomona.dev/v1alpha1",
@@ -161,10 +189,30 @@ const listReplicas = async () =>
       plural: "modelreplicas",
     })) as { items: ModelReplica[] }
   ).items;
+const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const benchStarted = performance.now();
+const progress = (what: string) =>
+  console.error(`operator-scale: ${what} at ${seconds(performance.now() - benchStarted)}`);
+/**
+ * Clears the namespace between rounds, the operator stopped so it recreates nothing: one DeleteCollection
+ * call per kind (kubectl deletes one object per request), replicas too rather than waiting about a minute
+ * for the garbage collector to follow the owner references of a thousand of them.
+ */
+const deleteAllModels = async () => {
+  for (const plural of ["inferencemodels", "modelreplicas"])
+    await custom.deleteCollectionNamespacedCustomObject({
+      group: "pomona.dev",
+      version: "v1alpha1",
+      namespace: ns,
+      plural,
+    });
+  while ((await listReplicas()).length > 0) await sleep(200);
+};
 
 // 1. apply → route.
+let operator = await startOperator();
 const latencies: number[] = [];
-for (let i = 0; i < 5; i++) {
+for (let i = 0; i < APPLY_ROUNDS; i++) {
   const name = `latency-${i}`;
   const started = performance.now();
   kubectl(["apply", "-f", "-"], JSON.stringify(modelManifest(name)));
@@ -195,41 +243,51 @@ for (let i = 0; i < 5; i++) {
   }
   latencies.push(performance.now() - started);
 }
-console.log(
-  `apply → route (includes kubectl start and the bench's own Ready patch): ${latencies.map((l) => l.toFixed(0)).join(", ")} ms`,
-);
+await operator.stop();
+await deleteAllModels();
+progress("apply → route done");
 
-// 2. 1,000 models over 100 nodes.
-const convergeStart = performance.now();
-const list = {
-  apiVersion: "v1",
-  kind: "List",
-  items: Array.from({ length: MODELS }, (_, i) => modelManifest(`model-${i}`)),
-};
-kubectl(["apply", "-f", "-"], JSON.stringify(list));
-const applied = performance.now();
-for (;;) {
-  const replicas = await listReplicas();
-  const models = (await custom.listNamespacedCustomObject({
-    group: "pomona.dev",
-    version: "v1alpha1",
-    namespace: ns,
-    plural: "inferencemodels",
-  })) as {
-    items: { status?: { replicas?: number; conditions?: { type: string; status: string }[] } }[];
+// 2. 1,000 models over 100 nodes, each round with a fresh operator and nothing left from the last.
+const convergence = { apply: [] as number[], converged: [] as number[], rssMiB: [] as number[], spread: "" };
+for (let round = 0; round < CONVERGENCE_ROUNDS; round++) {
+  operator = await startOperator();
+  const convergeStart = performance.now();
+  const list = {
+    apiVersion: "v1",
+    kind: "List",
+    items: Array.from({ length: MODELS }, (_, i) => modelManifest(`model-${i}`)),
   };
-  const scheduled = models.items.filter(
-    (m) => m.status?.replicas === 1 && m.status.conditions?.some((c) => c.type === "Scheduled" && c.status === "True"),
-  ).length;
-  if (replicas.length >= MODELS + 5 && scheduled === models.items.length) break;
-  await sleep(500);
+  kubectl(["apply", "-f", "-"], JSON.stringify(list));
+  const applied = performance.now();
+  for (;;) {
+    const replicas = await listReplicas();
+    const models = (await custom.listNamespacedCustomObject({
+      group: "pomona.dev",
+      version: "v1alpha1",
+      namespace: ns,
+      plural: "inferencemodels",
+    })) as {
+      items: { status?: { replicas?: number; conditions?: { type: string; status: string }[] } }[];
+    };
+    const scheduled = models.items.filter(
+      (m) =>
+        m.status?.replicas === 1 && m.status.conditions?.some((c) => c.type === "Scheduled" && c.status === "True"),
+    ).length;
+    if (replicas.length >= MODELS && scheduled === models.items.length) break;
+    await sleep(500);
+  }
+  const converged = performance.now();
+  convergence.apply.push(applied - convergeStart);
+  convergence.converged.push(converged - convergeStart);
+  convergence.rssMiB.push(operator.peakRssMiB());
+  const perNode = new Map<string, number>();
+  for (const r of await listReplicas()) perNode.set(r.spec.nodeName, (perNode.get(r.spec.nodeName) ?? 0) + 1);
+  convergence.spread = `${Math.min(...perNode.values())}–${Math.max(...perNode.values())}`;
+  // Owner references take the replicas with their models (kube-controller-manager's garbage collector).
+  progress(`round ${round + 1} of ${MODELS} models converged`);
+  await operator.stop();
+  if (round < CONVERGENCE_ROUNDS - 1) await deleteAllModels();
 }
-const converged = performance.now();
-const perNode = new Map<string, number>();
-for (const r of await listReplicas()) perNode.set(r.spec.nodeName, (perNode.get(r.spec.nodeName) ?? 0) + 1);
-console.log(
-  `1,000 models over ${NODES} nodes: kubectl apply ${((applied - convergeStart) / 1000).toFixed(1)} s, converged ${((converged - convergeStart) / 1000).toFixed(1)} s after apply started; replicas per node ${Math.min(...perNode.values())}–${Math.max(...perNode.values())}; operator peak RSS ${(peakRssKb / 1024).toFixed(0)} MiB`,
-);
 
 // 3. 100,000 keys: compile, validate, publish with the operator's code.
 const keys: ApiKey[] = Array.from({ length: KEYS }, (_, i) => ({
@@ -237,36 +295,68 @@ const keys: ApiKey[] = Array.from({ length: KEYS }, (_, i) => ({
   kind: "ApiKey",
   metadata: { name: `key-${i}`, namespace: `team-${i % 50}` },
   spec: { owner: `team-${i % 50}`, disabled: false },
-  status: { hash: execHash(i) },
+  status: { hash: createHash("sha256").update(`sk-pomona-${i}`).digest("hex") },
 }));
-function execHash(i: number): string {
-  return createHash("sha256").update(`sk-pomona-${i}`).digest("hex");
+const publication = {
+  compile: [] as number[],
+  validate: [] as number[],
+  first: [] as number[],
+  changedCompile: [] as number[],
+  changedPublish: [] as number[],
+  buckets: 0,
+  mib: 0,
+  changedBuckets: 0,
+};
+for (let round = 0; round < PUBLISH_ROUNDS; round++) {
+  const namespace = `bench-keys-${round}`;
+  await core.createNamespace({ body: { metadata: { name: namespace } } });
+  const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kc), namespace);
+  const roundKeys = [...keys];
+  const t0 = performance.now();
+  const compiled = compileGatewayConfig({ models: [], replicas: [], keys: roundKeys, policies: [], now: new Date() });
+  const t1 = performance.now();
+  const config = gatewayConfig.parse({ version: 1, generatedAt: new Date().toISOString(), ...compiled });
+  const t2 = performance.now();
+  const first = await publisher.publish(config);
+  const t3 = performance.now();
+  roundKeys[0] = { ...roundKeys[0]!, spec: { ...roundKeys[0]!.spec, owner: `changed-${round}` } };
+  const again = gatewayConfig.parse({
+    version: 2,
+    generatedAt: new Date().toISOString(),
+    ...compileGatewayConfig({ models: [], replicas: [], keys: roundKeys, policies: [], now: new Date() }),
+  });
+  const t4 = performance.now();
+  const second = await publisher.publish(again);
+  const t5 = performance.now();
+  publication.compile.push(t1 - t0);
+  publication.validate.push(t2 - t1);
+  publication.first.push(t3 - t2);
+  publication.changedCompile.push(t4 - t3);
+  publication.changedPublish.push(t5 - t4);
+  publication.buckets = first.bucketsWritten;
+  publication.mib = first.bytes / 2 ** 20;
+  publication.changedBuckets = second.bucketsWritten;
 }
-const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kc), "bench-keys");
-await core.createNamespace({ body: { metadata: { name: "bench-keys" } } });
-const t0 = performance.now();
-const compiled = compileGatewayConfig({ models: [], replicas: [], keys, policies: [], now: new Date() });
-const t1 = performance.now();
-const config = gatewayConfig.parse({ version: 1, generatedAt: new Date().toISOString(), ...compiled });
-const t2 = performance.now();
-const first = await publisher.publish(config);
-const t3 = performance.now();
-keys[0] = { ...keys[0]!, spec: { ...keys[0]!.spec, owner: "changed" } };
-const again = gatewayConfig.parse({
-  version: 2,
-  generatedAt: new Date().toISOString(),
-  ...compileGatewayConfig({ models: [], replicas: [], keys, policies: [], now: new Date() }),
-});
-const t4 = performance.now();
-const second = await publisher.publish(again);
-const t5 = performance.now();
-console.log(
-  `100,000 keys: compile ${(t1 - t0).toFixed(0)} ms, validate ${(t2 - t1).toFixed(0)} ms, first publish ${(t3 - t2).toFixed(0)} ms (${first.bucketsWritten} buckets, ${(first.bytes / 2 ** 20).toFixed(1)} MiB); one key changed: compile+validate ${(t4 - t3).toFixed(0)} ms, publish ${(t5 - t4).toFixed(0)} ms (${second.bucketsWritten} bucket)`,
-);
+
+progress("publication done");
+const ms = (values: number[]) => `${median(values).toFixed(0)} ms`;
+console.log(`### Operator at scale (local kube-apiserver and etcd; ${NODES} virtual nodes)
+
+| what | median | runs |
+|---|---|---|
+| \`kubectl apply\` of a model → its route in the published config (the bench marks the replica Ready as soon as it appears; kubectl's start included) | ${ms(latencies)} | ${latencies.map((l) => l.toFixed(0)).join(", ")} ms |
+| ${MODELS.toLocaleString("en")} InferenceModels: \`kubectl apply\` of the list | ${seconds(median(convergence.apply))} | ${convergence.apply.map(seconds).join(", ")} |
+| … until every model is Scheduled with its replica bound (from the start of the apply) | ${seconds(median(convergence.converged))} | ${convergence.converged.map(seconds).join(", ")} |
+| operator peak RSS during that | ${median(convergence.rssMiB).toFixed(0)} MiB | ${convergence.rssMiB.map((r) => r.toFixed(0)).join(", ")} MiB |
+| replicas per node (last round) | ${convergence.spread} | |
+| ${KEYS.toLocaleString("en")} keys: compile | ${ms(publication.compile)} | ${publication.compile.map((v) => v.toFixed(0)).join(", ")} ms |
+| … zod validation | ${ms(publication.validate)} | ${publication.validate.map((v) => v.toFixed(0)).join(", ")} ms |
+| … first publication (${publication.buckets} buckets, ${publication.mib.toFixed(1)} MiB gzipped) | ${ms(publication.first)} | ${publication.first.map((v) => v.toFixed(0)).join(", ")} ms |
+| one key changed: compile + validate | ${ms(publication.changedCompile)} | ${publication.changedCompile.map((v) => v.toFixed(0)).join(", ")} ms |
+| … publish (${publication.changedBuckets} bucket) | ${ms(publication.changedPublish)} | ${publication.changedPublish.map((v) => v.toFixed(0)).join(", ")} ms |
+
+The issue sets no targets for these figures; the design scale is ${MODELS.toLocaleString("en")} models and ${KEYS.toLocaleString("en")} keys (docs/operator.md).`);
 
 clearInterval(renewal);
-clearInterval(rssSampler);
-operator.kill("SIGTERM");
-await new Promise((r) => operator.once("exit", r));
 await cp.stop();
 rmSync(dir, { recursive: true, force: true });
