@@ -1,11 +1,10 @@
 // Two gateway processes (gateway/main.ts, as deployed) sharing one real redis-server never admit more
 // than a limit in total. The node is the fake node (test/support/fake-node.ts), which counts what reaches
 // it and reports usage equal to the reservation, so token counts do not depend on timing.
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../controlplane/local-control-plane.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeNode } from "./support/fake-node.ts";
 import { ConfigFeed, createNamespace, makeKey, model, NODE_TOKEN, policy, type TestKey } from "./support/gateway.ts";
-import { eventually, startNode, type TestProcess } from "./support/processes.ts";
+import { type GatewayProcess, startGatewayProcess } from "./support/gateway-process.ts";
 import { startRedis, type TestRedis } from "./support/redis.ts";
 
 const ns = "gw-shared-limits";
@@ -17,27 +16,7 @@ const keys = {
   concurrent: makeKey(ns, "concurrent", { rateLimitPolicy: "four-at-once" }),
 };
 let redis: TestRedis;
-const gateways: { process: TestProcess; url: string }[] = [];
-
-async function startGatewayProcess(): Promise<{ process: TestProcess; url: string }> {
-  const port = await freePort();
-  const process = startNode("gateway/main.ts", [], {
-    KUBECONFIG: inject("kubeconfig"),
-    POMONA_NAMESPACE: ns,
-    POMONA_GATEWAY_PORT: String(port),
-    POMONA_GATEWAY_HOST: "127.0.0.1",
-    POMONA_NODE_TOKEN: NODE_TOKEN,
-    POMONA_REDIS_URL: redis.url,
-    POMONA_LOG_LEVEL: "info",
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await eventually(
-    "gateway process ready",
-    async () => ((await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined),
-    60_000,
-  );
-  return { process, url };
-}
+const gateways: GatewayProcess[] = [];
 
 beforeAll(async () => {
   await createNamespace(ns);
@@ -54,7 +33,8 @@ beforeAll(async () => {
       policy(ns, "four-at-once", { concurrentRequests: 4, scope: "PerKey" }),
     ],
   });
-  gateways.push(await startGatewayProcess(), await startGatewayProcess());
+  const env = { POMONA_REDIS_URL: redis.url };
+  gateways.push(await startGatewayProcess(ns, env), await startGatewayProcess(ns, env));
 });
 
 afterAll(async () => {
