@@ -1,6 +1,9 @@
 /**
  * Runs Pomona's components as child processes of `pomona up`, each with its
- * own log file, and stops them all, in reverse order, on the way out.
+ * own log file, and stops them all, in reverse order, on the way out. Once
+ * `restartOnExit` is set, a component that exits is started again with backoff,
+ * as a Deployment's pod would be (the operator exits on purpose when it loses
+ * its leader Lease, e.g. after a long API server outage).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
@@ -25,6 +28,7 @@ export class Supervisor {
   private readonly running: RunningComponent[] = [];
   private readonly logDir: string;
   private stopping = false;
+  restartOnExit = false;
   private readonly onUnexpectedExit: (c: RunningComponent, code: number | null) => void;
 
   constructor(logDir: string, onUnexpectedExit: (c: RunningComponent, code: number | null) => void) {
@@ -33,8 +37,9 @@ export class Supervisor {
     this.onUnexpectedExit = onUnexpectedExit;
   }
 
-  start(spec: ComponentSpec): RunningComponent {
+  start(spec: ComponentSpec, backoffMs = 1_000): RunningComponent {
     const logFile = join(this.logDir, `${spec.name}.log`);
+    const startedAt = Date.now();
     const log = createWriteStream(logFile, { flags: "a" });
     // process.execPath is the Node 24 that runs this CLI, so every component runs on the same runtime.
     const child = spawn(process.execPath, [join(repoRoot, spec.main)], {
@@ -46,7 +51,16 @@ export class Supervisor {
     child.stderr?.pipe(log);
     const component = { name: spec.name, logFile, child };
     child.once("exit", (code) => {
-      if (!this.stopping) this.onUnexpectedExit(component, code);
+      if (this.stopping) return;
+      this.onUnexpectedExit(component, code);
+      if (!this.restartOnExit) return;
+      // A component that ran for a minute starts over at the shortest wait.
+      const wait = Date.now() - startedAt > 60_000 ? 1_000 : backoffMs;
+      setTimeout(() => {
+        if (this.stopping) return;
+        this.running.splice(this.running.indexOf(component), 1);
+        this.start(spec, Math.min(wait * 2, 30_000));
+      }, wait);
     });
     this.running.push(component);
     return component;

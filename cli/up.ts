@@ -195,7 +195,7 @@ export async function up(options: UpOptions): Promise<void> {
   });
   const supervisor = new Supervisor(join(options.stateDir, "logs"), (component, code) => {
     const message = `${component.name} exited with code ${code}; its log: ${component.logFile}`;
-    if (serving) step(message);
+    if (serving) step(`${message}; starting it again`);
     else componentExited(new Error(`${message}\n${lastLines(component.logFile)}`));
   });
   const stopAll = async () => {
@@ -219,6 +219,7 @@ export async function up(options: UpOptions): Promise<void> {
       exited,
     ]);
     serving = true;
+    supervisor.restartOnExit = true;
     step(`model ${model} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     process.stdout.write(
       [

@@ -1,7 +1,9 @@
 /**
  * Leader election on a coordination.k8s.io Lease: acquire when it is free or
- * expired, renew every `renewMs`, and report loss the moment a renewal fails
- * or another holder is seen, so the process stops acting at once.
+ * expired, renew every `renewMs`, and report loss the moment another holder is
+ * seen, or when renewals have failed for the renew deadline (two thirds of the
+ * lease, as client-go's defaults): a short API server outage is ridden out,
+ * and leadership is given up well before anyone else could take the lease.
  */
 import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from "@kubernetes/client-node";
 import type { Logger } from "./log.ts";
@@ -21,6 +23,7 @@ export class LeaderElector {
   private readonly options: LeaderOptions;
   private readonly log: Logger;
   private leading = false;
+  private lastRenewed = 0;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -68,9 +71,11 @@ export class LeaderElector {
     let holding = false;
     try {
       holding = await this.tryAcquireOrRenew();
+      if (holding) this.lastRenewed = Date.now();
     } catch (err) {
-      this.log.warn("leader lease update failed", { error: (err as Error).message });
-      holding = false;
+      const renewDeadlineMs = (this.options.leaseDurationSeconds * 1000 * 2) / 3;
+      holding = this.leading && Date.now() - this.lastRenewed < renewDeadlineMs;
+      this.log.warn("leader lease update failed", { error: (err as Error).message, stillLeading: holding });
     }
     if (holding && !this.leading) {
       this.leading = true;

@@ -5,8 +5,8 @@ import { kubectlOk } from "./kubectl.ts";
 export const repoRoot = join(import.meta.dirname, "..", "..");
 
 /** Install the CRDs as a user does and wait until the API server serves them. */
-export async function installCrds(): Promise<void> {
-  await kubectlOk(["apply", "--server-side", "-f", join(repoRoot, "crds")]);
+export async function installCrds(kubeconfig?: string): Promise<void> {
+  await kubectlOk(["apply", "--server-side", "-f", join(repoRoot, "crds")], undefined, kubeconfig);
   const names = resourceDefinitions.map((d) => `crd/${d.plural}.pomona.dev`);
-  await kubectlOk(["wait", "--for=condition=Established", "--timeout=60s", ...names]);
+  await kubectlOk(["wait", "--for=condition=Established", "--timeout=60s", ...names], undefined, kubeconfig);
 }
