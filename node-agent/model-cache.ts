@@ -127,7 +127,18 @@ export class ModelCache {
         options.onProgress?.({ bytesDone, bytesTotal });
       }
     });
-    await pipeline(body, createWriteStream(part, { flags: resumed ? "a" : "w" }), { signal: options.signal });
+    await pipeline(body, createWriteStream(part, { flags: resumed ? "a" : "w" }), { signal: options.signal }).catch(
+      (err: NodeJS.ErrnoException) => {
+        // The partial file stays: it holds good bytes, and the next attempt resumes from it once there is room.
+        if (err.code === "ENOSPC")
+          throw new ReplicaFailure(
+            "CacheDiskFull",
+            `the disk of the model cache ${this.dir} is full after ${bytesDone} bytes of ${redactUrl(url)}`,
+          );
+        if (options.signal?.aborted) throw err;
+        throw new ReplicaFailure("DownloadFailed", `downloading ${redactUrl(url)} failed: ${err.message}`);
+      },
+    );
     options.onProgress?.({ bytesDone, bytesTotal });
     if (sha256) {
       const actual = await hashFile(part);
