@@ -178,6 +178,10 @@ try {
     );
   const single = figure(perStream, stackLabel, 1) / figure(perStream, directLabel, 1);
   const scale = figure(aggregate, stackLabel, 8) / figure(aggregate, stackLabel, 1);
+  // Time the stack adds to each token of one stream; it does not grow with the model (one SSE chunk per
+  // token whatever the model), so it also says what the ratio would be on a model with slower tokens.
+  const addedMsPerToken = 1000 / figure(perStream, stackLabel, 1) - 1000 / figure(perStream, directLabel, 1);
+  const onSlowerModel = (msPerToken: number) => `${((100 * msPerToken) / (msPerToken + addedMsPerToken)).toFixed(1)}%`;
   // What llama.cpp itself gains from batching on this machine: the ceiling for the stack's gain.
   const directScale = figure(aggregate, directLabel, 8) / figure(aggregate, directLabel, 1);
   console.log(`### Inference through the stack (median of ${ROUNDS} rounds after a warm-up round)
@@ -204,6 +208,8 @@ ${targetTable([
     met: scale >= 1.5,
   },
 ])}
+
+The stack adds ${addedMsPerToken.toFixed(2)} ms to each token of one stream (the agent's SSE write, the gateway's relay, the client's read, and their processes sharing the cores with llama.cpp). That cost does not depend on the model, so on a model making a token every 25 ms (40 tokens/s) the same stack would give about ${onSlowerModel(25)} of direct, and ${onSlowerModel(10)} at 10 ms a token: an estimate from this run, not a measurement.
 
 "Well above" is read as at least 1.5×. How much batching can give depends on the model and the hardware, not on the stack: node-llama-cpp alone shows the ceiling.`);
 } finally {
