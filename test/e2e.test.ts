@@ -211,26 +211,35 @@ describe("Pomona end to end, as a user", () => {
     expect(new Set(replicas.map((r) => r.node)).size).toBe(2);
 
     const client = new OpenAI({ apiKey: await keyFromSecret(), baseURL: `${gatewayUrl}/v1`, maxRetries: 0 });
-    const answered = await Promise.all(
-      Array.from({ length: 16 }, (_, i) =>
-        client.chat.completions.create({
-          model: "stories",
-          messages: [{ role: "user", content: `Story ${i}` }],
-          max_tokens: 8,
-        }),
-      ),
-    );
-    expect(answered.every((a) => (a.choices[0]?.message.content ?? "").length > 0)).toBe(true);
-    // Each node-agent counts what it generated; both must have served some of the 16.
-    for (const replica of replicas) {
-      const origin = new URL(replica.endpoint).origin;
-      const metrics = await (await fetch(`${origin}/metrics`)).text();
-      const served = [...metrics.matchAll(/^pomona_node_\w*tokens\w*_total\{[^}]*\}\s+(\d+)/gm)].reduce(
+    // Each node-agent counts what it generated.
+    const generatedOn = async (endpoint: string) => {
+      const metrics = await (await fetch(`${new URL(endpoint).origin}/metrics`)).text();
+      return [...metrics.matchAll(/^pomona_node_\w*tokens\w*_total\{[^}]*\}\s+(\d+)/gm)].reduce(
         (n, m) => n + Number(m[1]),
         0,
       );
-      expect(served, `${replica.node} generated no tokens`).toBeGreaterThan(0);
+    };
+    const before = await Promise.all(replicas.map((r) => generatedOn(r.endpoint)));
+    // The gateway learns of the second endpoint from the next config snapshot, a
+    // moment after the replica turns Ready; until then the first serves all.
+    // Every request must be answered, and within the deadline both nodes serve.
+    const deadline = Date.now() + 30_000;
+    let bothServed = false;
+    while (!bothServed && Date.now() < deadline) {
+      const answered = await Promise.all(
+        Array.from({ length: 8 }, (_, i) =>
+          client.chat.completions.create({
+            model: "stories",
+            messages: [{ role: "user", content: `Story ${i}` }],
+            max_tokens: 8,
+          }),
+        ),
+      );
+      expect(answered.every((a) => (a.choices[0]?.message.content ?? "").length > 0)).toBe(true);
+      const after = await Promise.all(replicas.map((r) => generatedOn(r.endpoint)));
+      bothServed = after.every((n, i) => n > before[i]!);
     }
+    expect(bothServed, "both nodes generated tokens through the gateway").toBe(true);
   });
 
   it("shows both replicas, both nodes and closed breakers in pomona status, and the key in pomona keys list", async () => {
