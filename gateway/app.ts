@@ -3,6 +3,7 @@
  * buildApp never listens; main.ts does, and tests may use inject() or a port.
  */
 import { randomUUID } from "node:crypto";
+import pino from "pino";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
@@ -35,8 +36,12 @@ export interface GatewayDeps {
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
+  // Log lines are written in batches (at least every 200 ms) instead of one write per line: with an access
+  // line per request, a synchronous write each was a tenth of the gateway's CPU on the hot path. pino
+  // flushes what is left when the process exits, and onClose below when the app closes.
+  const logStream = pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 200 });
   const options: FastifyServerOptions = {
-    logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" } },
+    logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" }, stream: logStream },
     bodyLimit: deps.bodyLimitBytes,
     // Access logs are written by observability.ts when the response closes, hijacked streams included.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: "requestId" }),
@@ -65,6 +70,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   app.addHook("onClose", async () => {
     breakers.shutdown();
     client.close();
+    logStream.flushSync();
   });
 
   await app.register(observability, { metrics: deps.metrics });
