@@ -151,6 +151,15 @@ export class LimitsUnavailableError extends GatewayError {
   }
 }
 
+export class PolicyMissingError extends GatewayError {
+  readonly status = 503;
+  readonly type = "server_error";
+  readonly code = "rate_limit_policy_missing";
+  constructor(model: string, policy: string) {
+    super(`The model '${model}' is not served while its rate limit policy '${policy}' does not exist.`);
+  }
+}
+
 export class NotReadyError extends GatewayError {
   readonly status = 503;
   readonly type = "server_error";

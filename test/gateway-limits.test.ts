@@ -92,6 +92,7 @@ beforeAll(async () => {
     models: [
       model(ns, "tiny", { endpoints: [node.endpoint(ns, "tiny-a")] }),
       model(ns, "shared", { endpoints: [node.endpoint(ns, "shared-a")], rateLimitPolicy: "model-rpm" }),
+      model(ns, "unguarded", { endpoints: [node.endpoint(ns, "unguarded-a")], rateLimitPolicy: "deleted" }),
     ],
     keys: Object.values(keys),
     policies: [
@@ -202,6 +203,14 @@ describe.each(limiters)("limits kept %s", (_name, makeLimiter) => {
     const asks = [keys.perModelA, keys.perModelB, keys.perModelA, keys.perModelB, keys.perModelA];
     const outcomes = await Promise.all(asks.map((k) => ask(gateway, k, { model: "shared" })));
     expect(admitted(outcomes)).toBe(3);
+  });
+
+  it("a model whose policy does not exist is refused, not served unlimited", async () => {
+    const arrived = node.arrived;
+    const outcome = await ask(gateway, keys.perModelA, { model: "unguarded" });
+    expect(outcome.status).toBe(503);
+    expect(outcome.code).toBe("rate_limit_policy_missing");
+    expect(node.arrived).toBe(arrived);
   });
 });
 

@@ -88,7 +88,8 @@ describe("compileGatewayConfig", () => {
     expect(chat).toMatchObject({ aliases: ["small"], fallbacks: ["other"], rateLimitPolicy: "standard" });
     const idle = compiled.models.find((m) => m.name === "idle");
     expect(idle?.endpoints).toEqual([]);
-    expect(idle?.rateLimitPolicy).toBeUndefined();
+    // Kept though missing, so the gateway refuses the model instead of serving it unlimited.
+    expect(idle?.rateLimitPolicy).toBe("missing");
   });
 
   it("lists usable keys by hash and leaves out disabled, expired, unminted and policy-less ones", () => {

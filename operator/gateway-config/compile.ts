@@ -58,7 +58,8 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
           a.replica < b.replica ? -1 : 1,
         ),
         fallbacks: m.spec.fallbacks ?? [],
-        ...(policy && policyNames.has(`${namespace}/${policy}`) ? { rateLimitPolicy: policy } : {}),
+        // Named even when missing: the gateway then refuses the model rather than serve it unlimited.
+        ...(policy ? { rateLimitPolicy: policy } : {}),
         embeddings: m.spec.engine.embeddings,
         contextSize: m.spec.engine.contextSize,
       };

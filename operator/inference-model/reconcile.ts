@@ -106,7 +106,7 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
           type: "PolicyResolved",
           status: "False",
           reason: "PolicyNotFound",
-          message: `RateLimitPolicy ${policyName} does not exist in namespace ${namespace}.`,
+          message: `RateLimitPolicy ${policyName} does not exist in namespace ${namespace}; the gateway refuses the model's requests until it does.`,
         },
         generation,
       );
