@@ -3,9 +3,9 @@
  * buildApp never listens; main.ts does, and tests may use inject() or a port.
  */
 import { randomUUID } from "node:crypto";
-import pino from "pino";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import pino from "pino";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
