@@ -125,8 +125,20 @@ async function poll<T>(probe: () => Promise<T | undefined>, intervalMs = 300): P
   }
 }
 
-function waitForModel(kube: Kube, namespace: string, name: string): Promise<true> {
+/**
+ * Until a replica of the model is Ready. One on this machine's node counts only once it turned Ready
+ * after `since` (when this run started its node-agent): after a restart, its status still says Ready
+ * from the last run while the new node-agent loads the model again.
+ */
+function waitForModel(kube: Kube, namespace: string, name: string, localNode: string, since: number): Promise<true> {
   const ref = { group: "pomona.dev", version: "v1alpha1", namespace };
+  const readyNow = (r: ModelReplica) => {
+    if (r.status?.phase !== "Ready") return false;
+    if (r.spec.nodeName !== localNode) return true;
+    const condition = r.status.conditions?.find((c) => c.type === "Ready");
+    // The API server keeps whole seconds.
+    return Date.parse(condition?.lastTransitionTime ?? "") >= Math.floor(since / 1000) * 1000;
+  };
   let lastPhase = "";
   return poll(async () => {
     const replicas = (await kube.custom.listNamespacedCustomObject({
@@ -134,8 +146,9 @@ function waitForModel(kube: Kube, namespace: string, name: string): Promise<true
       plural: "modelreplicas",
       labelSelector: `pomona.dev/model=${name}`,
     })) as { items: ModelReplica[] };
+    if (replicas.items.some(readyNow)) return true;
     const replica = replicas.items[0];
-    const phase = replica?.status?.phase ?? "Pending";
+    const phase = replica?.status?.phase === "Ready" ? "Pending" : (replica?.status?.phase ?? "Pending");
     if (phase !== lastPhase) {
       step(`model ${name}: ${phase}${replica?.status?.message ? ` — ${replica.status.message}` : ""}`);
       lastPhase = phase;
@@ -145,12 +158,7 @@ function waitForModel(kube: Kube, namespace: string, name: string): Promise<true
     }
     if (phase === "Failed")
       throw new Error(`model ${name} failed: ${replica?.status?.message ?? "see the node-agent log"}`);
-    const model = (await kube.custom.getNamespacedCustomObject({
-      ...ref,
-      plural: "inferencemodels",
-      name,
-    })) as InferenceModel;
-    return (model.status?.readyReplicas ?? 0) > 0 ? true : undefined;
+    return undefined;
   }, 500);
 }
 
@@ -166,16 +174,21 @@ function waitForKey(kube: Kube, namespace: string, name: string): Promise<string
   });
 }
 
-/** Ready when the gateway routes the model for this key: its config has caught up with the cluster. */
-function waitForRoute(baseUrl: string, key: string, model: string): Promise<true> {
+/**
+ * Until the model answers through the gateway with this key (a one-token chat, the request the user is
+ * about to make), so the curl line printed next works: the gateway's config follows the replica's
+ * readiness a moment later.
+ */
+function waitForAnswer(baseUrl: string, key: string, model: string): Promise<true> {
   return poll(async () => {
-    const res = await fetch(`${baseUrl}/v1/models`, { headers: { authorization: `Bearer ${key}` } }).catch(
-      () => undefined,
-    );
-    if (!res?.ok) return undefined;
-    const body = (await res.json()) as { data: { id: string }[] };
-    return body.data.some((m) => m.id === model) ? true : undefined;
-  });
+    const res = await fetch(`${baseUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model, messages: [{ role: "user", content: "Hi" }], max_tokens: 1 }),
+    }).catch(() => undefined);
+    await res?.body?.cancel();
+    return res?.ok ? true : undefined;
+  }, 500);
 }
 
 const lastLines = (file: string, n = 15) => readFileSync(file, "utf8").trimEnd().split("\n").slice(-n).join("\n");
@@ -268,6 +281,7 @@ async function startComponents(options: UpOptions, kubeconfigPath: string, super
     main: "operator/main.ts",
     env: { ...common, POMONA_OPERATOR_PORT: String(options.operatorPort) },
   });
+  const agentStarted = Date.now();
   supervisor.start({
     name: "node-agent",
     main: "node-agent/main.ts",
@@ -293,8 +307,8 @@ async function startComponents(options: UpOptions, kubeconfigPath: string, super
   const keyName = objects.find((o) => o.kind === "ApiKey")?.metadata?.name ?? "quickstart";
   step(`applied examples/quickstart.yaml in namespace ${options.namespace}`);
 
-  await waitForModel(kube, options.namespace, model);
+  await waitForModel(kube, options.namespace, model, localNodeName(), agentStarted);
   const key = await waitForKey(kube, options.namespace, keyName);
-  await waitForRoute(baseUrl, key, model);
+  await waitForAnswer(baseUrl, key, model);
   return { baseUrl, model, keyName, key };
 }

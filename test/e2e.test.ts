@@ -328,4 +328,58 @@ describe("Pomona end to end, as a user", () => {
     for (const port of Object.values(ports)) expect(await answers(`http://127.0.0.1:${port}/healthz`)).toBe(false);
     expect((await kubectl(["get", "--raw", "/healthz", "--request-timeout=2s"], "", kubeconfig)).code).not.toBe(0);
   });
+
+  it("starts again on its state dir with the objects kept, and serves as soon as it says so", {
+    timeout: 180_000,
+  }, async () => {
+    const upAgain = async () => {
+      const started = Math.floor(Date.now() / 1000) * 1000;
+      const again = startNode(
+        "cli/pomona.ts",
+        [
+          "up",
+          "--state-dir",
+          stateDir,
+          ...[
+            "--gateway-port",
+            `${ports.gateway}`,
+            "--agent-port",
+            `${ports.agent}`,
+            "--operator-port",
+            `${ports.operator}`,
+          ],
+        ],
+        { KUBECONFIG: undefined, POMONA_LEASE_RENEW_SECONDS: "1", POMONA_THREADS: "1" },
+      );
+      processes.push(again);
+      await again.waitFor(/Press Ctrl-C to stop/, 120_000);
+      const key = (await again.waitFor(/API key \(also in Secret [^)]*\): (sk-pomona-\S+)/))[1] ?? "";
+      return { again, key, started };
+    };
+    // The first start after the deletion above applies the quickstart again; the second finds it all in
+    // place, with statuses that still say Ready from the run before while the node-agent loads anew.
+    const first = await upAgain();
+    await first.again.stop("SIGINT");
+    const second = await upAgain();
+    expect(second.key).toBe(first.key);
+    // It said so only once this run's node-agent had loaded the model, not on the last run's status.
+    const readySince = await k([
+      "get",
+      "modelreplicas",
+      "-l",
+      "pomona.dev/model=stories",
+      "-o",
+      'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].lastTransitionTime}',
+    ]);
+    expect(readySince.split(" ").some((t) => Date.parse(t) >= second.started)).toBe(true);
+    const client = new OpenAI({ apiKey: second.key, baseURL: `${gatewayUrl}/v1`, maxRetries: 0 });
+    const chat = await client.chat.completions.create({
+      model: "quickstart",
+      messages: [{ role: "user", content: "Once upon a time" }],
+      max_tokens: 8,
+    });
+    expect(chat.choices[0]?.message.content?.length).toBeGreaterThan(0);
+    await second.again.stop("SIGINT");
+    expect(second.again.child.exitCode).toBe(0);
+  });
 });
