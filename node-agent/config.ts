@@ -4,7 +4,7 @@ import { homedir, hostname, platform } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { defaultHfEndpoint } from "../crds/api/index.ts";
-import { parseQuantity } from "./quantity.ts";
+import { parseQuantity } from "../crds/api/quantity.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const quantityText = z.string().refine((v) => parseQuantity(v) !== undefined, "must be bytes or a quantity like 8Gi");

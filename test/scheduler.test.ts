@@ -1,8 +1,8 @@
 // The scheduler as plain functions: no API server, the same decisions the operator makes.
 import { describe, expect, it } from "vitest";
 import { inferenceNodeTaint, labels } from "../crds/api/index.ts";
+import { parseQuantity } from "../crds/api/quantity.ts";
 import { replicaMemory } from "../operator/scheduler/memory.ts";
-import { parseQuantity } from "../operator/scheduler/quantity.ts";
 import { type NodeView, type ReplicaRequest, scheduleReplicas, tolerates } from "../operator/scheduler/schedule.ts";
 
 const GiB = 2 ** 30;

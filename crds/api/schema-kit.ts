@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { QUANTITY } from "./quantity.ts";
 
 /**
  * A cross-field rule stated twice on purpose: as CEL, which the API server
@@ -35,10 +36,7 @@ export function withRules<S extends z.ZodType>(
 
 /** Kubernetes resource quantity, e.g. `512Mi` or `8Gi`. */
 export const quantity = (description: string) =>
-  z
-    .string()
-    .regex(/^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/, "must be a quantity such as 512Mi or 8Gi")
-    .describe(description);
+  z.string().regex(QUANTITY, "must be a quantity such as 512Mi or 8Gi").describe(description);
 
 /** A DNS-1123 subdomain, the shape of most object names. */
 export const objectName = (description: string) =>

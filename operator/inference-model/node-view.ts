@@ -1,7 +1,7 @@
 /** What the scheduler sees of a Node and its Lease. */
 import type { V1Lease, V1Node } from "@kubernetes/client-node";
 import { annotations, modelMemoryResource } from "../../crds/api/index.ts";
-import { parseQuantity } from "../scheduler/quantity.ts";
+import { parseQuantity } from "../../crds/api/quantity.ts";
 import type { NodeView } from "../scheduler/schedule.ts";
 
 /** Milliseconds since the Lease stopped being valid; negative while it is fresh; Infinity without one. */

@@ -5,7 +5,7 @@
  * refused, never guessed: overcommitting a Mac's wired memory kills the host.
  */
 import { defaultHfEndpoint, hfFileUrl, type InferenceModelSpec } from "../../crds/api/index.ts";
-import { parseQuantity } from "./quantity.ts";
+import { parseQuantity } from "../../crds/api/quantity.ts";
 
 const overheadBytes = 64 * 2 ** 20;
 const headerReadTimeoutMs = 15_000;

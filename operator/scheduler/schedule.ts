@@ -7,7 +7,7 @@
  */
 import type { Toleration } from "../../crds/api/index.ts";
 import { inferenceNodeTaint, labels } from "../../crds/api/index.ts";
-import { formatBytes } from "./quantity.ts";
+import { formatBytes } from "./format-bytes.ts";
 
 export interface Taint {
   key: string;
