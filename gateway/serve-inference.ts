@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { GatewayModel } from "../crds/api/index.ts";
+import type { ChatCompletionRequest, CompletionRequest, EmbeddingRequest } from "../crds/api/openai-requests.ts";
 import { keyMayUse } from "./config-source/route-table.ts";
 import {
   InvalidRequestError,
@@ -23,12 +24,7 @@ import { limitChecks } from "./limits/plan.ts";
 import { LimitsUnavailable } from "./limits/redis-limiter.ts";
 import { estimatePromptTokens, reservation } from "./limits/token-estimate.ts";
 import type { GatewayMetrics } from "./metrics.ts";
-import {
-  type ChatCompletionRequest,
-  type CompletionRequest,
-  type EmbeddingRequest,
-  promptText,
-} from "./openai-schemas.ts";
+import { promptText } from "./openai-schemas.ts";
 import { conversationAffinity } from "./routing/endpoint-picker.ts";
 import { SseRelay, tokensOf, type Usage } from "./sse-relay.ts";
 import type { Dispatched, Dispatcher } from "./upstream/dispatch.ts";

@@ -4,7 +4,7 @@
  * "Role: text" transcript ending with "Assistant:", and stops when it starts a new turn.
  */
 import { JinjaTemplateChatWrapper, type LlamaModel, type LlamaText } from "node-llama-cpp";
-import type { ChatMessage } from "./openai-schemas.ts";
+import type { ChatMessage } from "../crds/api/openai-requests.ts";
 
 export interface ChatPrompt {
   /** Text with special tokens kept as tokens when it comes from a template. */

@@ -147,6 +147,13 @@ describe("real inference through the gateway", () => {
     expect(embedding.data[0]?.embedding.length).toBeGreaterThan(0);
   });
 
+  it("embeds as many inputs as the gateway accepts: both sides validate with one schema", async () => {
+    // OpenAI's limit is 2,048 inputs; the node once refused more than 256 that the gateway had let through.
+    const input = Array.from({ length: 300 }, (_, i) => `story number ${i}`);
+    const embedding = await client().embeddings.create({ model: "stories", input });
+    expect(embedding.data.map((d) => d.index)).toEqual(input.map((_, i) => i));
+  });
+
   it("stops the node's generation when the client leaves mid-stream", async () => {
     const controller = new AbortController();
     const stream = await client().chat.completions.create(

@@ -6,10 +6,11 @@
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { GatewayModel } from "../../crds/api/index.ts";
+import { chatCompletionRequest, completionRequest, embeddingRequest } from "../../crds/api/openai-requests.ts";
 import type { ConfigHolder } from "../config-source/config-holder.ts";
 import { keyMayUse } from "../config-source/route-table.ts";
 import { ModelNotAllowedError, ModelNotFoundError } from "../errors.ts";
-import { chatCompletionRequest, completionRequest, embeddingRequest, modelParams } from "../openai-schemas.ts";
+import { modelParams } from "../openai-schemas.ts";
 import { type InferenceDeps, inferenceHandler } from "../serve-inference.ts";
 import { authenticator } from "./authenticate.ts";
 

@@ -6,17 +6,17 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { LlamaText } from "node-llama-cpp";
-import { chatPrompt } from "../chat-prompt.ts";
-import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError } from "../errors.ts";
-import type { NodeAgentMetrics } from "../metrics.ts";
 import {
   type ChatCompletionRequest,
   type CompletionRequest,
   chatCompletionRequest,
   completionRequest,
   embeddingRequest,
-  replicaParams,
-} from "../openai-schemas.ts";
+} from "../../crds/api/openai-requests.ts";
+import { chatPrompt } from "../chat-prompt.ts";
+import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError } from "../errors.ts";
+import type { NodeAgentMetrics } from "../metrics.ts";
+import { replicaParams } from "../openai-schemas.ts";
 import type { GenerationParams, GenerationResult } from "../replica-engine.ts";
 import type { ReplicaSlot } from "../replica-manager.ts";
 import { EventStream } from "./sse.ts";
