@@ -135,27 +135,32 @@ describe("a node-agent killed under load", () => {
     agents.push(c);
     await route([{ url: (await readyReplica(c, "stories-c"))!, agent: c, replica: "stories-c" }]);
     await servesVersion(feed.version);
-    // Long streams, all on node c; it dies while they run.
+    // Long streams, all on node c; it dies once every one of them has begun.
+    let begun = 0;
     const streams = Array.from({ length: 4 }, async () => {
-      const stream = await client().chat.completions.create({
-        model: "stories",
-        messages: [{ role: "user", content: "Tell me a long story" }],
-        max_tokens: 1_000,
-        stream: true,
-      });
       let chunks = 0;
       try {
-        for await (const _ of stream) chunks++;
+        const stream = await client().chat.completions.create({
+          model: "stories",
+          messages: [{ role: "user", content: "Tell me a long story" }],
+          max_tokens: 1_000,
+          stream: true,
+        });
+        for await (const _ of stream) if (chunks++ === 0) begun++;
         return { chunks, error: undefined };
       } catch (error) {
         return { chunks, error };
       }
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually("every stream to begin", async () => (begun === 4 ? true : undefined), 60_000);
     await c.process.stop("SIGKILL");
     const outcomes = await Promise.all(streams);
-    // Each stream either finished before the kill or ended with an error; none hangs (the test would time out).
-    for (const o of outcomes) expect(o.error === undefined || o.error instanceof Error).toBe(true);
+    // Each stream had begun; it either finished before the kill or ended with an error the client sees,
+    // and none hangs (the test would time out).
+    for (const o of outcomes) {
+      expect(o.chunks).toBeGreaterThan(0);
+      expect(o.error === undefined || o.error instanceof Error).toBe(true);
+    }
     expect(outcomes.some((o) => o.error !== undefined)).toBe(true);
 
     // Node a is alive: with it routed again, new streams complete.
