@@ -186,6 +186,11 @@ function waitForAnswer(baseUrl: string, key: string, model: string): Promise<tru
       headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
       body: JSON.stringify({ model, messages: [{ role: "user", content: "Hi" }], max_tokens: 1 }),
     }).catch(() => undefined);
+    if (res && (res.status === 400 || res.status === 403)) {
+      // The key or the request itself is refused: waiting would not help.
+      const body = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
+      throw new Error(`the gateway refused a first request: ${body.error?.message ?? res.status}`);
+    }
     await res?.body?.cancel();
     return res?.ok ? true : undefined;
   }, 500);
