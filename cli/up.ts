@@ -132,12 +132,13 @@ async function poll<T>(probe: () => Promise<T | undefined>, intervalMs = 300): P
  */
 function waitForModel(kube: Kube, namespace: string, name: string, localNode: string, since: number): Promise<true> {
   const ref = { group: "pomona.dev", version: "v1alpha1", namespace };
+  // The API server keeps whole seconds.
+  const sinceSecond = Math.floor(since / 1000) * 1000;
   const readyNow = (r: ModelReplica) => {
     if (r.status?.phase !== "Ready") return false;
     if (r.spec.nodeName !== localNode) return true;
     const condition = r.status.conditions?.find((c) => c.type === "Ready");
-    // The API server keeps whole seconds.
-    return Date.parse(condition?.lastTransitionTime ?? "") >= Math.floor(since / 1000) * 1000;
+    return Date.parse(condition?.lastTransitionTime ?? "") >= sinceSecond;
   };
   let lastPhase = "";
   return poll(async () => {

@@ -4,9 +4,14 @@
  * for the token estimate, and OpenAI's way of naming a parameter.
  */
 import { z } from "zod";
-import type { ChatCompletionRequest, CompletionRequest, EmbeddingRequest } from "../crds/api/openai-requests.ts";
+import {
+  type ChatCompletionRequest,
+  type CompletionRequest,
+  type EmbeddingRequest,
+  modelField,
+} from "../crds/api/openai-requests.ts";
 
-export const modelParams = z.strictObject({ model: z.string().min(1).max(256) });
+export const modelParams = z.strictObject({ model: modelField });
 
 /** The text a request's prompt tokens come from, for the up-front estimate. */
 export function promptText(body: ChatCompletionRequest | CompletionRequest | EmbeddingRequest): string {

@@ -8,7 +8,8 @@ import { z } from "zod";
 
 const maxTokens = z.int().min(1).max(1_000_000);
 const stop = z.union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(4)]).nullable();
-const modelField = z.string().min(1).max(256);
+/** A model name as a request gives it, in the body or in a path. */
+export const modelField = z.string().min(1).max(256);
 
 const sampling = {
   model: modelField,
