@@ -5,12 +5,13 @@ import { createReadStream, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { inject } from "vitest";
 import { freePort } from "../../controlplane/local-control-plane.ts";
 import { startNode, type TestProcess } from "./processes.ts";
 
-export const tinyModel = "/work/shared/models/stories260K.gguf";
+/** The fixture model, in the `shared/` folder beside this checkout. */
+export const tinyModel = resolve(import.meta.dirname, "..", "..", "..", "shared", "models", "stories260K.gguf");
 export const tinyModelSha256 = createHash("sha256").update(readFileSync(tinyModel)).digest("hex");
 export const NODE_AGENT_TOKEN = "node-agent-token-for-tests";
 
