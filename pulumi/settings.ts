@@ -99,20 +99,30 @@ export const sharedLimitsMessage =
 const limitsCanMultiply = (s: z.output<typeof settingsFields>) =>
   !s.redis.enabled && (s.gateway.replicas > 1 || s.gateway.autoscaling.enabled);
 
-/** The rule in JSON Schema (draft-7): when Redis is off, one gateway replica and no autoscaler. */
+/**
+ * The rule in JSON Schema (draft-7): more than one gateway replica, or the autoscaler, needs Redis. Helm
+ * then says "at '/redis/enabled': value must be true"; the $comment says why, for whoever opens the schema.
+ */
 export const sharedLimitsJsonSchema = {
   $comment: sharedLimitsMessage,
   if: {
-    required: ["redis"],
-    properties: { redis: { required: ["enabled"], properties: { enabled: { const: false } } } },
+    required: ["gateway"],
+    properties: {
+      gateway: {
+        anyOf: [
+          { required: ["replicas"], properties: { replicas: { minimum: 2 } } },
+          {
+            required: ["autoscaling"],
+            properties: { autoscaling: { required: ["enabled"], properties: { enabled: { const: true } } } },
+          },
+        ],
+      },
+    },
   },
   // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword; this object is never awaited.
   then: {
-    properties: {
-      gateway: {
-        properties: { replicas: { const: 1 }, autoscaling: { properties: { enabled: { const: false } } } },
-      },
-    },
+    required: ["redis"],
+    properties: { redis: { required: ["enabled"], properties: { enabled: { const: true } } } },
   },
 };
 

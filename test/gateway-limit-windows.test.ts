@@ -145,15 +145,20 @@ describe.each(limiters)("sliding windows kept %s", (_name, makeLimiter) => {
         if (usage !== undefined) o.charge.amount = usage;
         await limiter.finish(o.ticket, usage);
       }
-      const reserve = next() < 0.5 ? 1 + Math.floor(next() * 20) : 20 + Math.floor(next() * 300);
-      const result = await admit(p, "random", reserve, now);
-      if (!result.ok) continue;
-      const charge = { at: now, amount: reserve };
-      tokens.push(charge);
-      requests.push({ at: now, amount: 1 });
-      open.push({ ticket: result.ticket, charge, endsAt: now + Math.floor(next() * 5_000) });
+      // Mostly one request; now and then a volley of up to 40 at the same instant.
+      const volley = next() < 0.3 ? 1 + Math.floor(next() * 40) : 1;
+      for (let i = 0; i < volley; i++) {
+        const reserve = next() < 0.5 ? 1 + Math.floor(next() * 20) : 20 + Math.floor(next() * 300);
+        const result = await admit(p, "random", reserve, now);
+        if (!result.ok) continue;
+        const charge = { at: now, amount: reserve };
+        tokens.push(charge);
+        requests.push({ at: now, amount: 1 });
+        open.push({ ticket: result.ticket, charge, endsAt: now + Math.floor(next() * 5_000) });
+      }
     }
-    expect(requests.length).toBeGreaterThan(500);
+    // Every limit was reached at some point (so each was tested), none passed.
+    expect(requests.length).toBeGreaterThan(2_000);
     expect(mostInAnySpan(requests, MINUTE_MS)).toBe(limits.requestsPerMinute);
     expect(mostInAnySpan(tokens, MINUTE_MS)).toBeLessThanOrEqual(limits.tokensPerMinute);
     expect(mostInAnySpan(tokens, MINUTE_MS)).toBeGreaterThan(limits.tokensPerMinute * 0.8);
@@ -222,13 +227,17 @@ describe.each(limiters)("sliding windows kept %s", (_name, makeLimiter) => {
     ] as const) {
       expect((await admit(p, "retry", tokens, BOUNDARY + offset)).ok).toBe(true);
     }
-    const refused = await admit(p, "retry", 150, BOUNDARY + 50_000);
+    const refused = await admit(p, "retry", 100, BOUNDARY + 50_000);
     if (refused.ok) throw new Error("admitted over the limit");
     expect(refused.rejection.limit).toBe("tokens_per_minute");
     // The oldest 100 leave when their slice is a full minute old: 60.5 s after BOUNDARY, 10.5 s from now.
     expect(refused.rejection.retryAfterMs).toBe(10_500);
-    expect((await admit(p, "retry", 150, BOUNDARY + 50_000 + 10_499)).ok).toBe(false);
-    expect((await admit(p, "retry", 150, BOUNDARY + 50_000 + 10_500)).ok).toBe(true);
+    expect((await admit(p, "retry", 100, BOUNDARY + 50_000 + 10_499)).ok).toBe(false);
+    expect((await admit(p, "retry", 100, BOUNDARY + 50_000 + 10_500)).ok).toBe(true);
+    // Needing two slices to leave: the second one's end, a minute later.
+    const twoSlices = await admit(p, "retry", 200, BOUNDARY + 60_500);
+    if (twoSlices.ok) throw new Error("admitted over the limit");
+    expect(twoSlices.rejection.retryAfterMs).toBe(40_500 - 60_500 + MINUTE_MS);
   });
 
   it("tokens per day slide over 24 hours: no fresh budget at midnight", async () => {
