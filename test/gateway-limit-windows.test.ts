@@ -112,6 +112,8 @@ describe.each(limiters)("sliding windows kept %s", (_name, makeLimiter) => {
     const rpm = policy("rpm", { requestsPerMinute: 10 });
     expect(await fill(rpm, "edge-requests", 1, BOUNDARY - 100)).toBe(10);
     expect(await fill(rpm, "edge-requests", 1, BOUNDARY + 100)).toBe(0);
+    // A bucket of 10 refilled at 10 a minute would hold 5 again here: 15 in one minute.
+    expect(await fill(rpm, "edge-requests", 1, BOUNDARY + 30_000)).toBe(0);
     expect(await fill(rpm, "edge-requests", 1, BOUNDARY + MINUTE_MS + 500)).toBe(10);
   });
 

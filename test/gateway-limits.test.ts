@@ -161,9 +161,10 @@ describe.each(limiters)("limits kept %s", (_name, makeLimiter) => {
     expect(first.find((o) => o.status === 429)?.headers.get("x-ratelimit-limit-tokens")).toBe("100");
     // Each answered request used 8 tokens, so 4 × 8 = 32 are spent: 3 more reservations of 21 fit.
     expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(3);
-    // The window slides: the next minute boundary frees nothing; a full minute (and a 500 ms slice) does.
+    // The window slides: the next minute boundary frees nothing (56 spent, 44 left: 2 fit, where a fresh
+    // window would admit 4); a full minute (and a 500 ms slice) after the spending frees it all.
     clock = (Math.floor(clock / MINUTE) + 1) * MINUTE + 1;
-    expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(0);
+    expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(2);
     clock += MINUTE + 500;
     expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(4);
   });
