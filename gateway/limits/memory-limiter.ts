@@ -17,9 +17,10 @@ interface Counter {
   /** The burst bucket (only when the policy sets burst): tokens left, NaN while full and untouched. */
   bucket: number;
   bucketAt: number;
-  requests: SlidingWindow;
-  minute: SlidingWindow;
-  day: SlidingWindow;
+  /** Windows are made on first use, so a key only pays for the limits its policies set. */
+  requests?: SlidingWindow;
+  minute?: SlidingWindow;
+  day?: SlidingWindow;
   inFlight: number;
 }
 
@@ -32,9 +33,6 @@ export class MemoryLimiter implements Limiter {
       c = {
         bucket: Number.NaN,
         bucketAt: now,
-        requests: new SlidingWindow(MINUTE_MS),
-        minute: new SlidingWindow(MINUTE_MS),
-        day: new SlidingWindow(DAY_MS),
         inFlight: 0,
       };
       this.counters.set(key, c);
@@ -64,13 +62,20 @@ export class MemoryLimiter implements Limiter {
           if (left < 1) return reject(check, "requests", Math.ceil(((1 - left) * MINUTE_MS) / p.requestsPerMinute));
         }
         const limit = requestWindowLimit(p);
+        c.requests ??= new SlidingWindow(MINUTE_MS);
         if (c.requests.used(now) + 1 > limit) return reject(check, "requests", c.requests.retryAfterMs(now, 1, limit));
       }
-      if (p.tokensPerMinute !== undefined && c.minute.used(now) + tokens > p.tokensPerMinute) {
-        return reject(check, "tokens_per_minute", c.minute.retryAfterMs(now, tokens, p.tokensPerMinute));
+      if (p.tokensPerMinute !== undefined) {
+        c.minute ??= new SlidingWindow(MINUTE_MS);
+        if (c.minute.used(now) + tokens > p.tokensPerMinute) {
+          return reject(check, "tokens_per_minute", c.minute.retryAfterMs(now, tokens, p.tokensPerMinute));
+        }
       }
-      if (p.tokensPerDay !== undefined && c.day.used(now) + tokens > p.tokensPerDay) {
-        return reject(check, "tokens_per_day", c.day.retryAfterMs(now, tokens, p.tokensPerDay));
+      if (p.tokensPerDay !== undefined) {
+        c.day ??= new SlidingWindow(DAY_MS);
+        if (c.day.used(now) + tokens > p.tokensPerDay) {
+          return reject(check, "tokens_per_day", c.day.retryAfterMs(now, tokens, p.tokensPerDay));
+        }
       }
       if (p.concurrentRequests !== undefined && c.inFlight >= p.concurrentRequests) {
         return reject(check, "concurrent_requests", 1_000);
@@ -84,10 +89,10 @@ export class MemoryLimiter implements Limiter {
           c.bucket = this.refill(c, p.requestsPerMinute, p.burst, now) - 1;
           c.bucketAt = now;
         }
-        c.requests.add(now, 1);
+        c.requests?.add(now, 1);
       }
-      if (p.tokensPerMinute !== undefined) c.minute.add(now, tokens);
-      if (p.tokensPerDay !== undefined) c.day.add(now, tokens);
+      if (p.tokensPerMinute !== undefined) c.minute?.add(now, tokens);
+      if (p.tokensPerDay !== undefined) c.day?.add(now, tokens);
       c.inFlight++;
     }
     return { ok: true, ticket: { admission, unlimited: false } };
@@ -100,8 +105,8 @@ export class MemoryLimiter implements Limiter {
       const c = this.counters.get(check.counterKey);
       if (!c) continue;
       if (delta !== 0) {
-        c.minute.settle(admission.nowMs, delta);
-        c.day.settle(admission.nowMs, delta);
+        c.minute?.settle(admission.nowMs, delta);
+        c.day?.settle(admission.nowMs, delta);
       }
       c.inFlight = Math.max(0, c.inFlight - 1);
     }
