@@ -202,10 +202,12 @@ describe("sign of life", () => {
 
 describe("a client that stops reading", () => {
   it("pauses its sequence with bounded memory while another client is served, then cancels it after the stall timeout", async () => {
-    // Two sequences of 32k tokens each. A long model name (echoed in every chunk) makes each event about
-    // 400 bytes, so the few MB that the kernel's socket buffers take on loopback fill within ~10k tokens.
-    await createReplica("slow", { contextSize: 65536, parallelSequences: 2, threads: 1 });
-    const longName = `stories-${"x".repeat(240)}`;
+    // Two sequences of 8k tokens each. The kernel takes a few MB into a loopback socket's buffers before
+    // the node sees back-pressure, and the tiny model slows sharply as its context grows, so each event is
+    // made large: the model name the node echoes in every chunk is 256 control characters, which JSON
+    // escapes to 6 bytes each (~1.7 kB per event, the buffers fill within ~2,500 tokens).
+    await createReplica("slow", { contextSize: 16384, parallelSequences: 2, threads: 1 });
+    const bulkyName = "\u0001".repeat(256);
     const stalledBefore = await metric("pomona_node_requests_total", "slow", 'outcome="stalled"');
     let response: IncomingMessage | undefined;
     const request = httpRequest(`${agent.url}/replicas/${ns}/slow/v1/completions`, {
@@ -221,10 +223,10 @@ describe("a client that stops reading", () => {
       res.pause();
     });
     request.end(
-      JSON.stringify({ model: longName, prompt: "Once upon a time", max_tokens: 30000, temperature: 1, stream: true }),
+      JSON.stringify({ model: bulkyName, prompt: "Once upon a time", max_tokens: 8000, temperature: 1, stream: true }),
     );
     try {
-      await until("the stream paused", "slow", "pomona_node_paused_streams", 1, "", 240_000);
+      await until("the stream paused", "slow", "pomona_node_paused_streams", 1, "", 360_000);
       expect(response?.statusCode).toBe(200);
       const rssAtPause = rssBytes(agent.process.child.pid!);
 
@@ -242,14 +244,14 @@ describe("a client that stops reading", () => {
       await until("no paused stream", "slow", "pomona_node_paused_streams", 0);
       await until("no running request", "slow", "pomona_node_running_requests", 0);
       await closed;
-      // It stopped far short of its 30000 tokens: generation waited for the reader instead of running on.
+      // It stopped short of its 8000 tokens: generation waited for the reader instead of running on.
       const generated = await metric("pomona_node_generated_tokens_total", "slow");
-      expect(generated - 16).toBeLessThan(30000);
+      expect(generated - 16).toBeLessThan(8000);
       expect(generated - 16).toBeGreaterThan(0);
     } finally {
       request.destroy();
     }
-  }, 420_000);
+  }, 480_000);
 });
 
 describe("threads chosen by measurement", () => {
