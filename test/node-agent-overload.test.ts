@@ -243,6 +243,8 @@ describe("a client that stops reading", () => {
       await until("the stall cancelled", "slow", "pomona_node_requests_total", stalledBefore + 1, 'outcome="stalled"');
       await until("no paused stream", "slow", "pomona_node_paused_streams", 0);
       await until("no running request", "slow", "pomona_node_running_requests", 0);
+      // The node ended the connection: once the client reads again, it drains what was buffered and closes.
+      response?.resume();
       await closed;
       // It stopped short of its 8000 tokens: generation waited for the reader instead of running on.
       const generated = await metric("pomona_node_generated_tokens_total", "slow");
