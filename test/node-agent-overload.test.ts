@@ -9,6 +9,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EngineSettings, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
+import { QueueFullError, SequencePool } from "../node-agent/sequence-pool.ts";
 import { installCrds } from "./support/crds.ts";
 import { createNamespace, kubeConfig } from "./support/gateway.ts";
 import { kubectlOk } from "./support/kubectl.ts";
@@ -129,6 +130,33 @@ describe("a full replica", () => {
     }
     await until("the busy replica idle", "busy", "pomona_node_running_requests", 0);
   }, 180_000);
+});
+
+describe("the Retry-After estimate", () => {
+  it("is the average time a request holds a sequence over the sequences, in whole seconds, at least 1", async () => {
+    const pool = new SequencePool(["a", "b"], 1);
+    const taken = await Promise.all([pool.admit(), pool.admit()]);
+    const queued = pool.admit();
+    // Nothing measured yet: one second.
+    expect(() => pool.admit()).toThrow(QueueFullError);
+    expect(pool.retryAfterSeconds()).toBe(1);
+    pool.averageHoldMs = 9_000;
+    let refused: unknown;
+    try {
+      pool.admit();
+    } catch (err) {
+      refused = err;
+    }
+    // Two sequences each held about 9 s: one is given back about every 4.5 s.
+    expect((refused as QueueFullError).retryAfterSeconds).toBe(5);
+    pool.averageHoldMs = 120;
+    expect(pool.retryAfterSeconds()).toBe(1);
+    pool.averageHoldMs = 3_600_000;
+    expect(pool.retryAfterSeconds()).toBe(60);
+    for (const item of taken) pool.release(item);
+    pool.release(await queued);
+    expect(pool.busy).toBe(0);
+  });
 });
 
 describe("sign of life", () => {
