@@ -140,7 +140,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       ...extra,
     });
 
-    // The answer exists once the request is admitted: its 200 headers go out then (node-contract.md).
+    // The answer exists once the request is admitted: its 200 headers go out then (docs/node-agent.md, "Sign of life at admission").
     let json: JsonAnswer | undefined;
     let stream: EventStream | undefined;
     const admitted = () => {
