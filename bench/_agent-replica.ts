@@ -15,7 +15,12 @@ import { BENCH_ENGINE, benchLlama } from "./_bench-model.ts";
 const [modelPath, threadsText, token] = process.argv.slice(2);
 const threads = Number(threadsText);
 const llama = await benchLlama(threads);
-const engine = await ReplicaEngine.load(llama, modelPath!, { ...BENCH_ENGINE }, { threads, queueLimit: 64 });
+const engine = await ReplicaEngine.load(
+  llama,
+  modelPath!,
+  { ...BENCH_ENGINE, threads },
+  { maxThreads: threads, queueLimit: 64 },
+);
 const slot: ReplicaSlot = {
   namespace: "bench",
   name: "replica",

@@ -5,8 +5,10 @@
 import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import { defaultKeepAliveMs, defaultStallTimeoutMs } from "./config.ts";
 import { AgentError, draining, toAgentError, unauthorized } from "./errors.ts";
 import type { NodeAgentMetrics } from "./metrics.ts";
+import type { ResponseTiming } from "./routes/admitted-response.ts";
 import { inferenceRoutes, type ReplicaDirectory } from "./routes/inference.ts";
 
 export interface AppDeps {
@@ -18,6 +20,8 @@ export interface AppDeps {
   isDraining: () => boolean;
   /** True once the node is registered and the replica watch runs. */
   isReady: () => boolean;
+  /** Keep-alive interval and stall timeout of admitted requests; the settings' defaults when unset. */
+  timing?: ResponseTiming;
 }
 
 const openPaths = new Set(["/healthz", "/readyz", "/metrics"]);
@@ -51,7 +55,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const known = toAgentError(err);
     if (known) {
       if (known.status >= 500) request.log.warn({ code: known.code }, known.message);
-      if (known.status === 503) reply.header("retry-after", "1");
+      if (known.retryAfterSeconds !== undefined) reply.header("retry-after", String(known.retryAfterSeconds));
       reply.code(known.status).send(known.envelope());
       return;
     }
@@ -76,6 +80,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/metrics", async (_request, reply) => {
     reply.header("content-type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
-  app.register(inferenceRoutes, { manager: deps.manager, metrics: deps.metrics });
+  app.register(inferenceRoutes, {
+    manager: deps.manager,
+    metrics: deps.metrics,
+    timing: deps.timing ?? { keepAliveMs: defaultKeepAliveMs, stallMs: defaultStallTimeoutMs },
+  });
   return app;
 }

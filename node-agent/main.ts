@@ -49,6 +49,7 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
     logLevel: config.logLevel,
     isDraining: () => draining,
     isReady: () => ready,
+    timing: { keepAliveMs: config.keepAliveMs, stallMs: config.stallTimeoutMs },
   });
   const log = app.log;
   log.info(
@@ -60,7 +61,7 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
       modelMemoryBytes,
       threads,
     },
-    `node-agent starting with ${threads} llama.cpp thread(s)`,
+    `node-agent starting; replicas use at most ${threads} llama.cpp thread(s)`,
   );
 
   const presence = new NodePresence({
