@@ -3,6 +3,7 @@
  * cannot scope a node-agent to its own node; nodeAgentAdmissionPolicy does that.
  */
 import { allConfigSecretNames } from "../../crds/api/gateway-config-codec.ts";
+import { keyHashingSecret } from "../../crds/api/key-hashing.ts";
 import { nodeTokenSecret, operatorLeaseName } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import { componentLabels, type KubeObject } from "./object.ts";
@@ -67,7 +68,7 @@ export const gatewayRules: Rule[] = [
   {
     apiGroups: [""],
     resources: ["secrets"],
-    resourceNames: [...allConfigSecretNames(), nodeTokenSecret],
+    resourceNames: [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret],
     verbs: ["get", "watch"],
   },
 ];

@@ -29,6 +29,7 @@ app.kubernetes.io/component: {{ . }}
 - {{ printf "pomona-gateway-config-keys-%02d" $i }}
 {{- end }}
 - pomona-node-token
+- pomona-key-hashing
 {{- end }}
 
 {{- define "pomona.podSecurityContext" -}}
