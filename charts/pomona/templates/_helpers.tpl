@@ -52,3 +52,8 @@ capabilities:
 {{- define "pomona.nodeAgentUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:pomona-node-agent
 {{- end }}
+
+{{- /* The namespaces whose Secrets the operator may use, as a JSON list: the release's, then operator.watchNamespaces, each once. */}}
+{{- define "pomona.operatorSecretNamespaces" -}}
+{{- prepend .Values.operator.watchNamespaces .Release.Namespace | uniq | toJson -}}
+{{- end }}
