@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { CoreV1Api } from "@kubernetes/client-node";
+import { CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { type ApiKey, keyedHash, keyHashingDataKeys, keyHashingSecret, parseHashingKeys } from "../crds/api/index.ts";
 import {
@@ -92,11 +92,11 @@ async function expectRefused(apiKeyName: string, value: string, reason: string):
   expect(text.includes(value.slice(0, 8)), "status holds part of the Secret's value").toBe(false);
   const events = await kubectlOk(["get", "events", "-n", ns, "-o", "json"]);
   expect(events.includes(value.slice(0, 8)), "an Event holds part of the Secret's value").toBe(false);
-  const config = await readGatewayConfig(system);
-  const hashes = new Set(config?.keys.map((k) => k.hash));
+  const config = await eventually("a published gateway config", () => readGatewayConfig(system));
+  const hashes = new Set(config.keys.map((k) => k.hash));
   expect(hashes.has(sha256(value))).toBe(false);
   expect(hashes.has(keyedHash(value, (await hashingKeys()).current))).toBe(false);
-  expect(config?.keys.some((k) => k.name === apiKeyName)).toBe(false);
+  expect(config.keys.some((k) => k.name === apiKeyName)).toBe(false);
   expect(await statusFor(value)).toBe(401);
 }
 
@@ -166,16 +166,19 @@ describe("a key brought in a Secret that opted in", () => {
   }, async () => {
     const before = await hashingKeys();
     const fresh = randomBytes(32);
-    await core().patchNamespacedSecret({
-      name: keyHashingSecret,
-      namespace: system,
-      body: {
-        data: {
-          [keyHashingDataKeys.current]: fresh.toString("base64"),
-          [keyHashingDataKeys.previous]: before.current.bytes.toString("base64"),
+    await core().patchNamespacedSecret(
+      {
+        name: keyHashingSecret,
+        namespace: system,
+        body: {
+          data: {
+            [keyHashingDataKeys.current]: fresh.toString("base64"),
+            [keyHashingDataKeys.previous]: before.current.bytes.toString("base64"),
+          },
         },
       },
-    });
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
     const during = await hashingKeys();
     expect(during.previous?.id).toBe(before.current.id);
     // Every answer while the operator hashes again and the gateways follow must be 200.
@@ -197,11 +200,14 @@ describe("a key brought in a Secret that opted in", () => {
       const version = Number(metrics.match(/^pomona_gateway_config_version (\d+)/m)?.[1]);
       return version >= (config?.version ?? Number.POSITIVE_INFINITY) ? true : undefined;
     });
-    await core().patchNamespacedSecret({
-      name: keyHashingSecret,
-      namespace: system,
-      body: [{ op: "remove", path: `/data/${keyHashingDataKeys.previous}` }],
-    });
+    await core().patchNamespacedSecret(
+      {
+        name: keyHashingSecret,
+        namespace: system,
+        body: [{ op: "remove", path: `/data/${keyHashingDataKeys.previous}` }],
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.JsonPatch),
+    );
     // Its third set of hashing keys: at start, with the previous key, and now without it.
     await eventually("the gateway to drop the previous hashing key", async () =>
       (gateway.process.output().match(/API key hashing keys in use/g) ?? []).length >= 3 ? true : undefined,

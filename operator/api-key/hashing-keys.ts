@@ -5,7 +5,7 @@
  * new `current` (docs/security.md); every ApiKey is then hashed again.
  */
 import { randomBytes } from "node:crypto";
-import { CoreV1Api, type V1Secret } from "@kubernetes/client-node";
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type V1Secret } from "@kubernetes/client-node";
 import {
   type HashingKeys,
   keyHashingDataKeys,
@@ -22,11 +22,10 @@ export async function ensureHashingSecret(cluster: Cluster): Promise<void> {
   try {
     const existing = await core.readNamespacedSecret({ name: keyHashingSecret, namespace });
     if (existing.metadata?.labels?.[keyHashingLabel] !== "true") {
-      await core.patchNamespacedSecret({
-        name: keyHashingSecret,
-        namespace,
-        body: { metadata: { labels: { [keyHashingLabel]: "true" } } },
-      });
+      await core.patchNamespacedSecret(
+        { name: keyHashingSecret, namespace, body: { metadata: { labels: { [keyHashingLabel]: "true" } } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
     }
     return;
   } catch (err) {
