@@ -18,6 +18,9 @@ const environment = z.object({
   POMONA_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: positiveInt.default(30_000),
   POMONA_UPSTREAM_TOTAL_TIMEOUT_MS: positiveInt.default(600_000),
   POMONA_BREAKER_RESET_MS: positiveInt.default(5_000),
+  POMONA_INVALID_KEY_BURST: positiveInt.default(20),
+  POMONA_INVALID_KEY_REFILL_PER_MINUTE: positiveInt.default(20),
+  POMONA_INVALID_KEY_MAX_ADDRESSES: positiveInt.default(10_000),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -30,6 +33,8 @@ export interface GatewaySettings {
   limitsOnRedisFailure: "allow" | "deny";
   bodyLimitBytes: number;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  /** Invalid keys an address may send (burst, then refillPerMinute) before it is answered 429; addresses tracked at most. */
+  invalidKeys: { burst: number; refillPerMinute: number; maxAddresses: number };
   logLevel: string;
 }
 
@@ -56,6 +61,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
       firstByteTimeoutMs: e.POMONA_UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
       totalTimeoutMs: e.POMONA_UPSTREAM_TOTAL_TIMEOUT_MS,
       breakerResetMs: e.POMONA_BREAKER_RESET_MS,
+    },
+    invalidKeys: {
+      burst: e.POMONA_INVALID_KEY_BURST,
+      refillPerMinute: e.POMONA_INVALID_KEY_REFILL_PER_MINUTE,
+      maxAddresses: e.POMONA_INVALID_KEY_MAX_ADDRESSES,
     },
     logLevel: e.POMONA_LOG_LEVEL,
   };

@@ -4,6 +4,7 @@ import { buildApp } from "./app.ts";
 import { loadSettings } from "./config.ts";
 import { ConfigHolder } from "./config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "./config-source/secret-watcher.ts";
+import { HashingKeysHolder, HashingKeysWatcher } from "./key-hashing.ts";
 import type { Limiter } from "./limits/limiter.ts";
 import { MemoryLimiter } from "./limits/memory-limiter.ts";
 import { RedisLimiter } from "./limits/redis-limiter.ts";
@@ -23,6 +24,7 @@ async function main(): Promise<void> {
   }
   const metrics = createMetrics();
   const holder = new ConfigHolder();
+  const hashingKeys = new HashingKeysHolder();
   let limiter: Limiter = new MemoryLimiter();
   let redisConnected: Promise<boolean> | undefined;
   if (settings.redisUrl) {
@@ -37,6 +39,8 @@ async function main(): Promise<void> {
     nodeToken: settings.nodeToken,
     upstream: settings.upstream,
     bodyLimitBytes: settings.bodyLimitBytes,
+    hashingKeys,
+    invalidKeys: settings.invalidKeys,
     logLevel: settings.logLevel,
   });
   const kubeConfig = new KubeConfig();
@@ -49,6 +53,13 @@ async function main(): Promise<void> {
     metrics,
   });
   watcher.start();
+  const hashingWatcher = new HashingKeysWatcher({
+    kubeConfig,
+    namespace: settings.namespace,
+    holder: hashingKeys,
+    log: app.log,
+  });
+  hashingWatcher.start();
 
   process.on("unhandledRejection", (err) => app.log.error({ err }, "unhandled rejection"));
   let stopping = false;
@@ -57,6 +68,7 @@ async function main(): Promise<void> {
     stopping = true;
     app.log.info({ signal }, "stopping");
     watcher.stop();
+    hashingWatcher.stop();
     await closeGracefully(app, SHUTDOWN_GRACE_MS);
     await limiter.close();
     process.exit(0);

@@ -85,6 +85,22 @@ export function createMetrics() {
       help: "Key bucket Secrets read from the API server; unchanged buckets are served from the cache.",
       registers,
     }),
+    authFailures: new Counter({
+      name: "pomona_gateway_auth_failures_total",
+      help: "Requests refused for their API key, by reason (missing, invalid, expired); never the key or the address.",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    authThrottled: new Counter({
+      name: "pomona_gateway_auth_throttled_total",
+      help: "Requests answered 429 because their address sent too many invalid API keys.",
+      registers,
+    }),
+    authThrottledAddresses: new Counter({
+      name: "pomona_gateway_auth_throttled_addresses_total",
+      help: "Times an address was throttled after repeated invalid API keys (the address is in the log line).",
+      registers,
+    }),
     inFlight: new Gauge({
       name: "pomona_gateway_requests_in_flight",
       help: "Inference requests being served.",

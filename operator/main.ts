@@ -4,6 +4,7 @@
  */
 import { KubeConfig } from "@kubernetes/client-node";
 import { operatorLeaseName } from "../crds/api/index.ts";
+import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
 import { createCluster } from "./cluster.ts";
 import { loadConfig } from "./config.ts";
@@ -32,7 +33,10 @@ if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
 else kubeConfig.loadFromCluster();
 
 const metrics = createMetrics();
-const cluster = createCluster(kubeConfig, log, metrics);
+const cluster = createCluster(kubeConfig, log, metrics, {
+  namespace: config.namespace,
+  servedNamespaces: config.servedNamespaces,
+});
 const informers = [
   cluster.models,
   cluster.replicas,
@@ -40,7 +44,8 @@ const informers = [
   cluster.policies,
   cluster.nodes,
   cluster.nodeLeases,
-  cluster.keySecrets,
+  ...cluster.keySecrets,
+  cluster.hashingSecret,
 ];
 let synced = false;
 const controllers: Controller[] = [];
@@ -84,13 +89,15 @@ async function lead(): Promise<void> {
   const keys = new Controller("apikey", createApiKeyReconciler(cluster), log, metrics);
   keys
     .for(cluster.keys)
-    .owns(cluster.keySecrets, "ApiKey")
+    // A new hashing key means every key is hashed again.
+    .watches(cluster.hashingSecret, () => cluster.keys.list().map(keyOf))
     .watches(cluster.policies, (p) =>
       cluster.keys
         .list(p.metadata?.namespace)
         .filter((k) => k.spec.rateLimitPolicy === p.metadata?.name)
         .map(keyOf),
     );
+  for (const secrets of cluster.keySecrets) keys.owns(secrets, "ApiKey");
   const policyOf = (o: { metadata?: { namespace?: string }; spec?: { rateLimitPolicy?: string } }) =>
     o.spec?.rateLimitPolicy ? [`${o.metadata?.namespace}/${o.spec.rateLimitPolicy}`] : [];
   const policies = new Controller("ratelimitpolicy", createPolicyReconciler(cluster), log, metrics);
@@ -102,6 +109,16 @@ async function lead(): Promise<void> {
   for (const informer of [cluster.models, cluster.replicas, cluster.keys, cluster.policies]) informer.onChange(stale);
 
   controllers.push(models, keys, policies, gateway);
+  // Keys cannot be hashed without it; keep trying while the API server is away.
+  for (;;) {
+    try {
+      await ensureHashingSecret(cluster);
+      break;
+    } catch (err) {
+      log.warn("cannot create the API key hashing secret yet; retrying", { error: (err as Error).message });
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
   await Promise.all(informers.map((i) => i.start()));
   while (!informers.every((i) => i.hasSynced)) await new Promise((r) => setTimeout(r, 100));
   synced = true;
@@ -138,7 +155,12 @@ async function lead(): Promise<void> {
 }
 
 const server = await serveHealth(config.port, metrics.registry, () => !elector.isLeader || synced);
-log.info("operator started", { identity: config.identity, namespace: config.namespace, port: config.port });
+log.info("operator started", {
+  identity: config.identity,
+  namespace: config.namespace,
+  port: config.port,
+  servedNamespaces: config.servedNamespaces?.join(",") ?? "all",
+});
 elector.start();
 
 const shutdown = async (signal: string) => {

@@ -28,6 +28,18 @@ export const settingsFields = z.object({
     .object({
       replicas: z.int().min(1).default(2),
       nodeLostAfterSeconds: z.int().min(1).default(40),
+      /**
+       * Namespaces besides the release's whose ApiKeys the operator serves: it may read and write Secrets there
+       * (a Role each) and nowhere else. Each must exist before the install.
+       */
+      watchNamespaces: z
+        .array(
+          z
+            .string()
+            .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)
+            .max(63),
+        )
+        .default([]),
       resources: resources.default({ requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "512Mi" } }),
     })
     .prefault({}),

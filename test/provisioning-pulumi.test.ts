@@ -190,6 +190,8 @@ describe("Pulumi and Helm produce the same stack", () => {
       "no node-agent, another namespace",
       { namespace: "llm", nodeAgent: { enabled: false }, adminKey: { enabled: false } },
     ],
+    // A Role for Secrets in each served namespace, the release's named once even when listed again.
+    ["served namespaces", { operator: { watchNamespaces: ["team-a", "pomona-system", "team-b"] } }],
   ];
 
   test("values.yaml holds the defaults of pulumi/settings.ts", () => {

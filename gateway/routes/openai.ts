@@ -10,12 +10,16 @@ import { chatCompletionRequest, completionRequest, embeddingRequest } from "../.
 import type { ConfigHolder } from "../config-source/config-holder.ts";
 import { keyMayUse } from "../config-source/route-table.ts";
 import { ModelNotAllowedError, ModelNotFoundError } from "../errors.ts";
+import type { HashingKeysHolder } from "../key-hashing.ts";
 import { modelParams } from "../openai-schemas.ts";
 import { type InferenceDeps, inferenceHandler } from "../serve-inference.ts";
 import { authenticator } from "./authenticate.ts";
+import type { InvalidKeyThrottle } from "./invalid-key-throttle.ts";
 
 export interface OpenAiRouteOptions {
   holder: ConfigHolder;
+  hashingKeys: HashingKeysHolder;
+  throttle: InvalidKeyThrottle;
   inference: InferenceDeps;
 }
 
@@ -28,7 +32,16 @@ const modelObject = (model: GatewayModel, createdMs: number) => ({
 
 export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptions) {
   const app = root.withTypeProvider<ZodTypeProvider>();
-  app.addHook("onRequest", authenticator(opts.holder, opts.inference.now));
+  app.addHook(
+    "onRequest",
+    authenticator({
+      holder: opts.holder,
+      hashingKeys: opts.hashingKeys,
+      throttle: opts.throttle,
+      metrics: opts.inference.metrics,
+      now: opts.inference.now,
+    }),
+  );
 
   app.get("/models", async (request) => {
     const table = request.routeTable!;
