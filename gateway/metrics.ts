@@ -72,7 +72,7 @@ export function createMetrics() {
     }),
     configVersion: new Gauge({
       name: "pomona_gateway_config_version",
-      help: "Version of the gateway config in use; 0 before the first one.",
+      help: "Version of the gateway config in use (milliseconds since 1970 at publication, or more); 0 before the first one.",
       registers,
     }),
     configRejected: new Counter({
@@ -83,6 +83,11 @@ export function createMetrics() {
     configBucketReads: new Counter({
       name: "pomona_gateway_config_bucket_reads_total",
       help: "Key bucket Secrets read from the API server; unchanged buckets are served from the cache.",
+      registers,
+    }),
+    configBucketsApplied: new Counter({
+      name: "pomona_gateway_config_buckets_applied_total",
+      help: "Key buckets decoded and rebuilt into the route table; a one-key change rebuilds one, a start all of them.",
       registers,
     }),
     inFlight: new Gauge({

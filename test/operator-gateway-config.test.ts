@@ -131,26 +131,32 @@ describe("compileGatewayConfig", () => {
 
 describe("debounce", () => {
   // Fake timers: the clock is the subject here, and a loaded machine must not change the answer.
-  it("turns a burst into one call, no later than the maximum delay after its start", () => {
+  it("fires a lone change at once, and turns a burst after it into one call no later than the maximum delay", () => {
     vi.useFakeTimers();
     try {
       let calls = 0;
       const fire = debounce(() => calls++, 50, 150);
+      fire();
+      expect(calls).toBe(1);
+      // Changes right after it are gathered: one call, 50 ms after the last of them.
       for (let t = 0; t < 100; t += 10) {
         fire();
         vi.advanceTimersByTime(10);
       }
-      expect(calls).toBe(0);
-      vi.advanceTimersByTime(50);
       expect(calls).toBe(1);
+      vi.advanceTimersByTime(50);
+      expect(calls).toBe(2);
       // A burst that never pauses still fires once the maximum delay has passed.
       for (let t = 0; t < 200; t += 10) {
         fire();
         vi.advanceTimersByTime(10);
       }
-      expect(calls).toBe(2);
-      vi.advanceTimersByTime(1000);
       expect(calls).toBe(3);
+      vi.advanceTimersByTime(1000);
+      expect(calls).toBe(4);
+      // After a quiet spell, the next change again waits for nothing.
+      fire();
+      expect(calls).toBe(5);
     } finally {
       vi.useRealTimers();
     }
