@@ -171,14 +171,14 @@ for (let round = 0; round < 5; round++) {
   lookups.push(((performance.now() - started) * 1000) / hashes.length);
 }
 const stored = base.core.length + base.buckets.reduce((n, b) => n + b.bytes.length, 0);
-const coreKiB = decodeCorePart(base.core).models.length;
+const modelCount = decodeCorePart(base.core).models.length;
 const ms = (v: number[]) => `${median(v).toFixed(0)} ms`;
 const worst = (v: number[]) => `${Math.max(...v).toFixed(1)} ms`;
 const row = (f: { stall: number[] }) => `${median(f.stall).toFixed(1)} / ${worst(f.stall)}`;
 // Graded on the worst round of either change: the target is a bound, not a typical value.
 const stallOfChange = Math.max(...figures.key.stall, ...figures.model.stall);
 
-console.log(`### Config change in the gateway: ${KEYS.toLocaleString("en")} keys, ${coreKiB.toLocaleString("en")} models (${ROUNDS} rounds, under a steady load of key lookups)
+console.log(`### Config change in the gateway: ${KEYS.toLocaleString("en")} keys, ${modelCount.toLocaleString("en")} models (${ROUNDS} rounds, under a steady load of key lookups)
 
 | change | applied in (median) | buckets rebuilt | longest event-loop stall, median / worst |
 |---|---|---|---|

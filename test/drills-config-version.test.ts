@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { coreSecretName } from "../crds/api/index.ts";
 import { createNamespaces, readGatewayConfig, startOperator, type TestOperator } from "./operator-support.ts";
+import { installCrds } from "./support/crds.ts";
 import { type GatewayProcess, startGatewayProcess } from "./support/gateway-process.ts";
 import { kubectlOk } from "./support/kubectl.ts";
 import { eventually } from "./support/processes.ts";
@@ -45,6 +46,7 @@ const servesAtLeast = (version: number, what: string) =>
   eventually(what, async () => ((await servedVersion()) >= version ? true : undefined), 120_000);
 
 beforeAll(async () => {
+  await installCrds();
   await createNamespaces(ns, system);
   operator = await startOperator(system);
 }, 300_000);
