@@ -11,6 +11,8 @@
  * Run: node bench/gateway-config-swap.ts   (POMONA_BENCH_KEYS=1000 for a small run)
  */
 import { createHash } from "node:crypto";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import {
   type CorePart,
   decodeCorePart,
@@ -132,27 +134,41 @@ const figures = {
   model: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
   full: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
 };
+// Every version is encoded before any is measured, and the heap collected before each change: building 100,000
+// keys of JSON is the bench's own garbage, not the gateway's.
 let version = 1;
-for (let round = 0; round < ROUNDS; round++) {
+const versions = Array.from({ length: ROUNDS }, (_, round) => ({
+  oneKey: encodeGatewayConfig(config(++version, KEYS + 1 + round, "a")),
+  oneModel: encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`)),
+  whole: encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`)),
+}));
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+const settle = async () => {
+  gc();
+  await new Promise((r) => setTimeout(r, 50));
+};
+for (const { oneKey, oneModel, whole } of versions) {
   // The same load and sampler with no config change: what the machine itself adds (other processes, GC).
+  await settle();
   const idle = await longestStall(() => new Promise((resolve) => setTimeout(resolve, 100)));
   figures.idle.stall.push(idle.stallMs);
   // One key added (the next version of the config: one bucket differs).
-  const oneKey = encodeGatewayConfig(config(++version, KEYS + 1 + round, "a"));
+  await settle();
   let r = await longestStall(() => apply(current, oneKey));
   current = r.value.table;
   figures.key.ms.push(r.ms);
   figures.key.stall.push(r.stallMs);
   figures.key.rebuilt = r.value.rebuilt;
   // One model changed (a replica replaced): the core only.
-  const oneModel = encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`));
+  await settle();
   r = await longestStall(() => apply(current, oneModel));
   current = r.value.table;
   figures.model.ms.push(r.ms);
   figures.model.stall.push(r.stallMs);
   figures.model.rebuilt = r.value.rebuilt;
   // A whole new config (every bucket), as at start or on a resync after many changes.
-  const whole = encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`));
+  await settle();
   r = await longestStall(() => apply(undefined, whole));
   current = r.value.table;
   figures.full.ms.push(r.ms);
