@@ -224,7 +224,12 @@ export class GatewayConfigWatcher {
       metrics.configVersion.set(core.version);
       metrics.configBucketsApplied.inc(assembled.rebuilt);
       log.info(
-        { version: core.version, models: core.models.length, bucketsRebuilt: assembled.rebuilt },
+        {
+          version: core.version,
+          models: core.models.length,
+          keys: assembled.table.keyCount,
+          bucketsRebuilt: assembled.rebuilt,
+        },
         "gateway config in use",
       );
     }
