@@ -213,6 +213,23 @@ describe("the gateway applies a config change as a delta", () => {
     );
   }, 120_000);
 
+  it("allows a model exactly when a name on the key's list resolves to it (no alias shadowed by another model)", () => {
+    fc.assert(
+      fc.property(arbConfig, (config) => {
+        const table = RouteTable.fromConfig(config);
+        for (const key of config.keys) {
+          const resolved = table.keyByHash(key.hash)!;
+          // The rule as it was when allowed lists were resolved once per config: each entry to a model name.
+          const names = key.models && new Set(key.models.map((m) => table.resolveModel(key.namespace, m)?.name));
+          for (const model of table.modelsOf(key.namespace)) {
+            expect(keyMayUse(table, resolved, model)).toBe(names === undefined || names.has(model.name));
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it("refuses a bucket holding a key of another bucket, in the delta path as in the full one", async () => {
     const config = encodeGatewayConfig({
       version: 1,
