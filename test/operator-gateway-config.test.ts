@@ -14,7 +14,7 @@ import {
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
-import { debounce } from "../operator/gateway-config/loop.ts";
+import { debounce, nextConfigVersion } from "../operator/gateway-config/loop.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
 
 const ns = "team";
@@ -160,6 +160,17 @@ describe("debounce", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("nextConfigVersion", () => {
+  it("starts at the clock without any state, and stays above the last version when that is ahead", () => {
+    expect(nextConfigVersion(0, 1_764_000_000_000)).toBe(1_764_000_000_000);
+    // Versions from before this rule (small counters) are passed at once.
+    expect(nextConfigVersion(41, 1_764_000_000_000)).toBe(1_764_000_000_000);
+    // Two publications in one millisecond, or a clock that stepped back: still strictly increasing.
+    expect(nextConfigVersion(1_764_000_000_000, 1_764_000_000_000)).toBe(1_764_000_000_001);
+    expect(nextConfigVersion(1_764_000_005_000, 1_764_000_000_000)).toBe(1_764_000_005_001);
   });
 });
 
