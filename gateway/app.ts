@@ -74,7 +74,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   const client = new NodeClient({ nodeToken: deps.nodeToken, firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs });
   const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
   const dispatcher = new Dispatcher({ client, breakers, load: new EndpointLoad(), metrics: deps.metrics });
-  deps.holder.onChange((table) => breakers.retain(table.config.models));
+  deps.holder.onChange((table) => breakers.retain(table.models));
   app.addHook("onClose", async () => {
     breakers.shutdown();
     client.close();

@@ -72,7 +72,7 @@ export function createMetrics() {
     }),
     configVersion: new Gauge({
       name: "pomona_gateway_config_version",
-      help: "Version of the gateway config in use; 0 before the first one.",
+      help: "Version of the gateway config in use (milliseconds since 1970 at publication, or more); 0 before the first one.",
       registers,
     }),
     configRejected: new Counter({
@@ -99,6 +99,11 @@ export function createMetrics() {
     authThrottledAddresses: new Counter({
       name: "pomona_gateway_auth_throttled_addresses_total",
       help: "Times an address was throttled after repeated invalid API keys (the address is in the log line).",
+      registers,
+    }),
+    configBucketsApplied: new Counter({
+      name: "pomona_gateway_config_buckets_applied_total",
+      help: "Key buckets decoded and rebuilt into the route table; a one-key change rebuilds one, a start all of them.",
       registers,
     }),
     inFlight: new Gauge({

@@ -46,12 +46,12 @@ export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptio
   app.get("/models", async (request) => {
     const table = request.routeTable!;
     const caller = request.caller!;
-    const created = Date.parse(table.config.generatedAt);
+    const created = Date.parse(table.generatedAt);
     return {
       object: "list",
       data: table
         .modelsOf(caller.key.namespace)
-        .filter((m) => keyMayUse(caller, m))
+        .filter((m) => keyMayUse(table, caller, m))
         .map((m) => modelObject(m, created)),
     };
   });
@@ -61,8 +61,8 @@ export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptio
     const caller = request.caller!;
     const model = table.resolveModel(caller.key.namespace, request.params.model);
     if (!model) throw new ModelNotFoundError(request.params.model);
-    if (!keyMayUse(caller, model)) throw new ModelNotAllowedError(request.params.model);
-    return modelObject(model, Date.parse(table.config.generatedAt));
+    if (!keyMayUse(table, caller, model)) throw new ModelNotAllowedError(request.params.model);
+    return modelObject(model, Date.parse(table.generatedAt));
   });
 
   app.post("/chat/completions", { schema: { body: chatCompletionRequest } }, inferenceHandler(opts.inference, "chat"));
