@@ -6,7 +6,7 @@
  *   node bench/_agent-replica.ts <model.gguf> <threads> <node token>
  */
 import type { AddressInfo } from "node:net";
-import { buildApp } from "../node-agent/app.ts";
+import { buildApp, createLogger } from "../node-agent/app.ts";
 import { createMetrics } from "../node-agent/metrics.ts";
 import { ReplicaEngine } from "../node-agent/replica-engine.ts";
 import type { ReplicaSlot } from "../node-agent/replica-manager.ts";
@@ -40,7 +40,7 @@ const app = buildApp({
   metrics,
   nodeToken: token!,
   // Fastify's request logs on, as the agent runs by default; the benchmarks discard this process's stdout.
-  logLevel: "info",
+  log: createLogger("info"),
   isDraining: () => false,
   isReady: () => true,
 });

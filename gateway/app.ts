@@ -21,12 +21,15 @@ import { EndpointLoad } from "./routing/endpoint-picker.ts";
 import { EndpointBreakers } from "./upstream/breakers.ts";
 import { Dispatcher } from "./upstream/dispatch.ts";
 import { NodeClient } from "./upstream/node-client.ts";
+import { type NodeTransport, plainTransport } from "./upstream/node-transport.ts";
 
 export interface GatewayDeps {
   holder: ConfigHolder;
   limiter: Limiter;
   metrics: GatewayMetrics;
   nodeToken: string;
+  /** How nodes are reached; plain HTTP unless given (gateway/main.ts gives mutual TLS by default). */
+  nodeTransport?: NodeTransport;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
   bodyLimitBytes: number;
   /** The keys API keys are hashed with (gateway/key-hashing.ts); requests wait as "not ready" until there are some. */
@@ -71,7 +74,11 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   });
 
   // Upstream: node calls, per-endpoint breakers and load, dispatch with retries and fallbacks.
-  const client = new NodeClient({ nodeToken: deps.nodeToken, firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs });
+  const client = new NodeClient({
+    transport: deps.nodeTransport ?? plainTransport(),
+    nodeToken: deps.nodeToken,
+    firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs,
+  });
   const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
   const dispatcher = new Dispatcher({ client, breakers, load: new EndpointLoad(), metrics: deps.metrics });
   deps.holder.onChange((table) => breakers.retain(table.models));

@@ -21,6 +21,8 @@ const environment = z.object({
   POMONA_INVALID_KEY_BURST: positiveInt.default(20),
   POMONA_INVALID_KEY_REFILL_PER_MINUTE: positiveInt.default(20),
   POMONA_INVALID_KEY_MAX_ADDRESSES: positiveInt.default(10_000),
+
+  POMONA_NODE_TLS: z.enum(["mutual", "off"]).default("mutual"),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -35,6 +37,9 @@ export interface GatewaySettings {
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
   /** Invalid keys an address may send (burst, then refillPerMinute) before it is answered 429; addresses tracked at most. */
   invalidKeys: { burst: number; refillPerMinute: number; maxAddresses: number };
+
+  /** mutual: TLS to nodes with the operator-minted client certificate; off: plain HTTP (node-agents run with TLS off). */
+  nodeTls: "mutual" | "off";
   logLevel: string;
 }
 
@@ -67,6 +72,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
       refillPerMinute: e.POMONA_INVALID_KEY_REFILL_PER_MINUTE,
       maxAddresses: e.POMONA_INVALID_KEY_MAX_ADDRESSES,
     },
+
+    nodeTls: e.POMONA_NODE_TLS,
     logLevel: e.POMONA_LOG_LEVEL,
   };
 }

@@ -178,8 +178,8 @@ export class NotReadyError extends GatewayError {
   readonly status = 503;
   readonly type = "server_error";
   readonly code = "gateway_not_ready";
-  constructor() {
-    super("The gateway has no configuration yet; try again shortly.");
+  constructor(message = "The gateway has no configuration yet; try again shortly.") {
+    super(message);
   }
 }
 

@@ -10,6 +10,8 @@ import { MemoryLimiter } from "./limits/memory-limiter.ts";
 import { RedisLimiter } from "./limits/redis-limiter.ts";
 import { createMetrics } from "./metrics.ts";
 import { closeGracefully } from "./shutdown.ts";
+import { NodeCredentialWatch } from "./upstream/node-credential-watch.ts";
+import { MutualTlsTransport, plainTransport } from "./upstream/node-transport.ts";
 
 /** Time streams in flight get to finish when the gateway is asked to stop. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -32,10 +34,12 @@ async function main(): Promise<void> {
     redisConnected = shared.connected(5_000);
     limiter = shared;
   }
+  const mutualTls = settings.nodeTls === "mutual" ? new MutualTlsTransport() : undefined;
   const app = await buildApp({
     holder,
     limiter,
     metrics,
+    nodeTransport: mutualTls ?? plainTransport(),
     nodeToken: settings.nodeToken,
     upstream: settings.upstream,
     bodyLimitBytes: settings.bodyLimitBytes,
@@ -61,6 +65,11 @@ async function main(): Promise<void> {
   });
   hashingWatcher.start();
 
+  const credentials = mutualTls
+    ? new NodeCredentialWatch(kubeConfig, settings.namespace, (c) => mutualTls.use(c), app.log)
+    : undefined;
+  credentials?.start();
+
   process.on("unhandledRejection", (err) => app.log.error({ err }, "unhandled rejection"));
   let stopping = false;
   const stop = async (signal: string) => {
@@ -69,6 +78,8 @@ async function main(): Promise<void> {
     app.log.info({ signal }, "stopping");
     watcher.stop();
     hashingWatcher.stop();
+
+    credentials?.stop();
     await closeGracefully(app, SHUTDOWN_GRACE_MS);
     await limiter.close();
     process.exit(0);
@@ -90,6 +101,7 @@ async function main(): Promise<void> {
       namespace: settings.namespace,
       limits: settings.redisUrl ? "redis" : "memory",
       onRedisFailure: settings.limitsOnRedisFailure,
+      nodeTls: settings.nodeTls,
     },
     "gateway listening",
   );

@@ -34,6 +34,8 @@ const environment = z.object({
   POMONA_QUEUE_LIMIT: z.coerce.number().int().min(0).default(64),
   POMONA_KEEP_ALIVE_MS: z.coerce.number().int().min(10).default(defaultKeepAliveMs),
   POMONA_STALL_TIMEOUT_MS: z.coerce.number().int().min(10).default(defaultStallTimeoutMs),
+
+  POMONA_NODE_TLS: z.enum(["mutual", "off"]).default("mutual"),
 });
 
 export interface NodeAgentConfig {
@@ -59,6 +61,12 @@ export interface NodeAgentConfig {
   keepAliveMs: number;
   /** Milliseconds a stream's reader may leave its socket full before its generation is cancelled. */
   stallTimeoutMs: number;
+
+  /**
+   * mutual: serve HTTPS with a certificate the operator signs, and take inference requests only from a
+   * client with the gateway's certificate (and the node token). off: plain HTTP with the node token.
+   */
+  tls: "mutual" | "off";
 }
 
 /** Parse the environment; a bad value throws an error naming the variable (never its value). */
@@ -88,6 +96,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeAgentConfi
     queueLimit: e.POMONA_QUEUE_LIMIT,
     keepAliveMs: e.POMONA_KEEP_ALIVE_MS,
     stallTimeoutMs: e.POMONA_STALL_TIMEOUT_MS,
+
+    tls: e.POMONA_NODE_TLS,
   };
 }
 

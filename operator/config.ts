@@ -14,6 +14,16 @@ const schema = z.object({
     .string()
     .regex(/^[a-z0-9-]*(,[a-z0-9-]+)*$/, "a comma-separated list of namespace names")
     .default(""),
+  POMONA_NODE_AGENT_SERVICE_ACCOUNT: z
+    .string()
+    .regex(/^[a-z0-9-]+\/[a-z0-9-]+$/, "must be namespace/name")
+    .default(`${defaultSystemNamespace}/pomona-node-agent`),
+  POMONA_NODE_CERT_LIFETIME_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(30)
+    .max(90 * 86_400)
+    .default(7 * 86_400),
 });
 
 export interface OperatorConfig {
@@ -25,6 +35,10 @@ export interface OperatorConfig {
   hfEndpoint: string;
   /** Namespaces whose ApiKeys get key Secrets (the system namespace included); undefined: every namespace. */
   servedNamespaces: readonly string[] | undefined;
+  /** The node-agents' ServiceAccount (namespace/name), whose certificate requests name their node. */
+  nodeAgentServiceAccount: string;
+  /** Lifetime of the node and gateway certificates the operator signs; renewed two thirds in. */
+  nodeCertLifetimeMs: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -43,5 +57,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     servedNamespaces: c.POMONA_WATCH_NAMESPACES
       ? [...new Set([c.POMONA_NAMESPACE, ...c.POMONA_WATCH_NAMESPACES.split(",")])]
       : undefined,
+    nodeAgentServiceAccount: c.POMONA_NODE_AGENT_SERVICE_ACCOUNT,
+    nodeCertLifetimeMs: c.POMONA_NODE_CERT_LIFETIME_SECONDS * 1000,
   };
 }

@@ -2,7 +2,7 @@
  * The Pomona operator: leader-elected; while leading it runs the InferenceModel,
  * ApiKey and RateLimitPolicy controllers and keeps the gateway config published.
  */
-import { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { operatorLeaseName } from "../crds/api/index.ts";
 import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
@@ -12,6 +12,9 @@ import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { serveHealth } from "./health.ts";
 import { leaseExpiredForMs } from "./inference-model/node-view.ts";
 import { createModelReconciler, modelsOnNode } from "./inference-model/reconcile.ts";
+import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
+import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
+import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";
 import { createPolicyReconciler } from "./rate-limit-policy/reconcile.ts";
 import { Controller } from "./runtime/controller.ts";
 import { keyOf } from "./runtime/informer.ts";
@@ -37,7 +40,7 @@ const cluster = createCluster(kubeConfig, log, metrics, {
   namespace: config.namespace,
   servedNamespaces: config.servedNamespaces,
 });
-const informers = [
+const informers: { start: () => Promise<void>; stop: () => void; hasSynced: boolean }[] = [
   cluster.models,
   cluster.replicas,
   cluster.keys,
@@ -47,6 +50,8 @@ const informers = [
   ...cluster.keySecrets,
   cluster.hashingSecret,
 ];
+const certificateRequests = certificateRequestInformer(kubeConfig, log);
+informers.push(certificateRequests);
 let synced = false;
 const controllers: Controller[] = [];
 let nodeWatch: NodeJS.Timeout | undefined;
@@ -108,7 +113,6 @@ async function lead(): Promise<void> {
   const stale = debounce(() => gateway.queue.add("gateway-config"), loop.quietMs, loop.maxDelayMs);
   for (const informer of [cluster.models, cluster.replicas, cluster.keys, cluster.policies]) informer.onChange(stale);
 
-  controllers.push(models, keys, policies, gateway);
   // Keys cannot be hashed without it; keep trying while the API server is away.
   for (;;) {
     try {
@@ -119,6 +123,28 @@ async function lead(): Promise<void> {
       await new Promise((r) => setTimeout(r, 1_000));
     }
   }
+
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const ca = await loadOrCreateCa(core, config.namespace);
+  const signer = new Controller(
+    "node-certificates",
+    createNodeCertificateSigner(cluster, certificateRequests, {
+      ca,
+      nodeAgentServiceAccount: config.nodeAgentServiceAccount,
+      lifetimeMs: config.nodeCertLifetimeMs,
+    }),
+    log,
+    metrics,
+  );
+  signer.for(certificateRequests);
+  const gatewayCredential = new Controller(
+    "gateway-credential",
+    createGatewayCredentialReconciler(core, { namespace: config.namespace, ca, lifetimeMs: config.nodeCertLifetimeMs }),
+    log,
+    metrics,
+  );
+
+  controllers.push(models, keys, policies, gateway, signer, gatewayCredential);
   await Promise.all(informers.map((i) => i.start()));
   while (!informers.every((i) => i.hasSynced)) await new Promise((r) => setTimeout(r, 100));
   synced = true;
@@ -127,6 +153,9 @@ async function lead(): Promise<void> {
   keys.start(4);
   policies.start(1);
   gateway.start(1);
+  signer.start(1);
+  gatewayCredential.start(1);
+  gatewayCredential.queue.add("gateway-client");
   stale();
 
   // A node that stops renewing its Lease sends no event; look for lost nodes every second.

@@ -7,8 +7,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { allConfigSecretNames } from "../crds/api/gateway-config-codec.ts";
 import { keyHashingSecret } from "../crds/api/key-hashing.ts";
-import { nodeTokenSecret } from "../crds/api/well-known.ts";
-import { nodeNameExtra } from "../pulumi/manifests/admission.ts";
+import { nodeIdentity, nodeNameExtra, nodeTokenSecret } from "../crds/api/well-known.ts";
 import type { KubeObject } from "../pulumi/manifests/index.ts";
 import { renderChart } from "./provisioning-support.ts";
 import { installCrds } from "./support/crds.ts";
@@ -145,8 +144,8 @@ describe("component RBAC from the chart", () => {
     );
   });
 
-  test("the gateway can get and watch exactly the gateway config Secrets, the node token and the hashing key", async () => {
-    const names = [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret];
+  test("the gateway can get and watch exactly the gateway config Secrets, the node token, the hashing key and its client certificate", async () => {
+    const names = [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret, nodeIdentity.gatewayClientSecret];
     const role = objects.find((o) => o.kind === "Role" && o.metadata.name === "pomona-gateway") as unknown as {
       rules: { resourceNames: string[]; verbs: string[] }[];
     };

@@ -65,7 +65,7 @@ export class Dispatcher {
         const release = this.load.acquire(endpoint.url);
         try {
           const response = await this.breakers.call(model, endpoint, () =>
-            this.client.post(`${endpoint.url}${req.path}`, payload, req.signal, req.requestId),
+            this.client.post(`${endpoint.url}${req.path}`, endpoint.node, payload, req.signal, req.requestId),
           );
           this.metrics.upstreamAttempts.inc({ model: model.name, outcome: "ok" });
           if (model !== req.model) this.metrics.fallbacks.inc({ model: req.model.name, fallback: model.name });

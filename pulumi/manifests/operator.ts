@@ -50,6 +50,11 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                   { name: "POMONA_NODE_LOST_AFTER_SECONDS", value: String(settings.operator.nodeLostAfterSeconds) },
                   // The operator holds Secret rights only there (rbac.ts), so it serves only there.
                   { name: "POMONA_WATCH_NAMESPACES", value: operatorSecretNamespaces(settings).join(",") },
+                  // Certificate requests from this ServiceAccount are signed only for the node its Pod runs on.
+                  {
+                    name: "POMONA_NODE_AGENT_SERVICE_ACCOUNT",
+                    value: `${settings.namespace}/${serviceAccountName("node-agent")}`,
+                  },
                 ],
                 ports: [{ name: "http", containerPort: 8081 }],
                 ...httpProbes("http"),

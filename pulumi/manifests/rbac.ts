@@ -4,7 +4,7 @@
  */
 import { allConfigSecretNames } from "../../crds/api/gateway-config-codec.ts";
 import { keyHashingSecret } from "../../crds/api/key-hashing.ts";
-import { nodeTokenSecret, operatorLeaseName } from "../../crds/api/well-known.ts";
+import { nodeIdentity, nodeTokenSecret, operatorLeaseName } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import { componentLabels, type KubeObject } from "./object.ts";
 
@@ -45,6 +45,19 @@ export const operatorClusterRules: Rule[] = [
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas/status"], verbs: ["get", "update", "patch"] },
   { apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] },
   { apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] },
+  // Node identity: the operator approves and signs node-agents' certificate requests for its own signer only.
+  { apiGroups: ["certificates.k8s.io"], resources: ["certificatesigningrequests"], verbs: ["get", "list", "watch"] },
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["certificatesigningrequests/approval", "certificatesigningrequests/status"],
+    verbs: ["update"],
+  },
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["signers"],
+    resourceNames: [nodeIdentity.signerName],
+    verbs: ["approve", "sign"],
+  },
 ];
 
 /**
@@ -80,7 +93,7 @@ export const gatewayRules: Rule[] = [
   {
     apiGroups: [""],
     resources: ["secrets"],
-    resourceNames: [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret],
+    resourceNames: [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret, nodeIdentity.gatewayClientSecret],
     verbs: ["get", "watch"],
   },
 ];
@@ -91,6 +104,12 @@ export const nodeAgentClusterRules: Rule[] = [
   { apiGroups: [""], resources: ["nodes/status"], verbs: ["get", "update", "patch"] },
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas"], verbs: ["get", "list", "watch"] },
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas/status"], verbs: ["get", "update", "patch"] },
+  // Its serving certificate: a request the operator signs, deleted once signed.
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["certificatesigningrequests"],
+    verbs: ["get", "list", "watch", "create", "delete"],
+  },
 ];
 
 export const nodeAgentLeaseRules: Rule[] = [

@@ -23,6 +23,8 @@ export async function startGatewayProcess(
     POMONA_GATEWAY_PORT: String(port),
     POMONA_GATEWAY_HOST: "127.0.0.1",
     POMONA_NODE_TOKEN: NODE_TOKEN,
+    // Stand-in configs without an operator to sign certificates: plain HTTP; test/node-identity.test.ts runs TLS.
+    POMONA_NODE_TLS: "off",
     POMONA_LOG_LEVEL: "info",
     // Every test client is 127.0.0.1: see RELAXED_INVALID_KEYS.
     POMONA_INVALID_KEY_BURST: "1000000",

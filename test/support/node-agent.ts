@@ -33,6 +33,8 @@ export async function startAgent(nodeName: string, env: Record<string, string> =
     POMONA_AGENT_ADDRESS: "127.0.0.1",
     POMONA_AGENT_PORT: String(port),
     POMONA_NODE_TOKEN: NODE_AGENT_TOKEN,
+    // Stand-in configs without an operator to sign certificates: plain HTTP; test/node-identity.test.ts runs TLS.
+    POMONA_NODE_TLS: "off",
     POMONA_CACHE_DIR: cacheDir,
     POMONA_MODEL_MEMORY: "1Gi",
     // Two cores are shared with the control plane and other suites; one llama.cpp thread avoids spinning

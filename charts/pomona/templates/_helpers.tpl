@@ -30,6 +30,8 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 - pomona-node-token
 - pomona-key-hashing
+
+- pomona-gateway-node-client
 {{- end }}
 
 {{- define "pomona.podSecurityContext" -}}
