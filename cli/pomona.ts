@@ -22,6 +22,8 @@ Options:
   -n, --namespace <ns>    namespace of models and keys (default default)
   --model <source>        up: the quickstart model (hf:owner/repo:quant, https://… or a file)
   --gateway-port <port>   up: gateway port (default 8080)
+  --gateway-admin-port <port>
+                          up: the gateway's internal port for /metrics and probes (default 9090)
 `;
 
 const { values, positionals } = parseArgs({
@@ -33,6 +35,7 @@ const { values, positionals } = parseArgs({
     "system-namespace": { type: "string", default: "pomona-system" },
     model: { type: "string" },
     "gateway-port": { type: "string", default: "8080" },
+    "gateway-admin-port": { type: "string", default: "9090" },
     "agent-port": { type: "string", default: "8090" },
     "operator-port": { type: "string", default: "8081" },
     owner: { type: "string" },
@@ -61,6 +64,7 @@ try {
       model: values.model,
       systemNamespace: values["system-namespace"],
       gatewayPort: port("gateway-port", values["gateway-port"]),
+      gatewayAdminPort: port("gateway-admin-port", values["gateway-admin-port"]),
       agentPort: port("agent-port", values["agent-port"]),
       operatorPort: port("operator-port", values["operator-port"]),
     });

@@ -6,7 +6,10 @@ import { eventually, startNode, type TestProcess } from "./processes.ts";
 
 export interface GatewayProcess {
   process: TestProcess;
+  /** The public port: the OpenAI API. */
   url: string;
+  /** The internal port: /healthz, /readyz and /metrics. */
+  adminUrl: string;
 }
 
 export async function startGatewayProcess(
@@ -15,22 +18,26 @@ export async function startGatewayProcess(
   kubeconfig: string = inject("kubeconfig"),
 ): Promise<GatewayProcess> {
   const port = await freePort();
+  const adminPort = await freePort();
   const process = startNode("gateway/main.ts", [], {
     KUBECONFIG: kubeconfig,
     POMONA_NAMESPACE: namespace,
     POMONA_GATEWAY_PORT: String(port),
     POMONA_GATEWAY_HOST: "127.0.0.1",
+    POMONA_GATEWAY_ADMIN_PORT: String(adminPort),
+    POMONA_GATEWAY_ADMIN_HOST: "127.0.0.1",
     POMONA_NODE_TOKEN: NODE_TOKEN,
     POMONA_LOG_LEVEL: "info",
     ...env,
   });
   const url = `http://127.0.0.1:${port}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
   await eventually(
     "gateway process ready",
-    async () => ((await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined),
+    async () => ((await fetch(`${adminUrl}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined),
     60_000,
   );
-  return { process, url };
+  return { process, url, adminUrl };
 }
 
 /** Resident memory of a process in bytes, from /proc (Linux). */

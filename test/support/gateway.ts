@@ -5,6 +5,7 @@ import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-n
 import type { FastifyInstance } from "fastify";
 import { inject } from "vitest";
 import type { GatewayConfig, GatewayKey, GatewayModel, GatewayPolicy } from "../../crds/api/index.ts";
+import { buildAdminApp } from "../../gateway/admin-app.ts";
 import { buildApp, type GatewayDeps } from "../../gateway/app.ts";
 import { ConfigHolder } from "../../gateway/config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher.ts";
@@ -89,7 +90,10 @@ export class ConfigFeed {
 
 export interface TestGateway {
   app: FastifyInstance;
+  /** The public port: the OpenAI API. */
   url: string;
+  /** The internal port: /healthz, /readyz and /metrics. */
+  adminUrl: string;
   holder: ConfigHolder;
   metrics: GatewayMetrics;
   watcher: GatewayConfigWatcher;
@@ -106,6 +110,8 @@ export async function startGateway(
     now?: () => number;
     upstream?: Partial<GatewayDeps["upstream"]>;
     bodyLimitBytes?: number;
+    answerLimitBytes?: number;
+    clients?: GatewayDeps["clients"];
     metrics?: GatewayMetrics;
   } = {},
 ): Promise<TestGateway> {
@@ -119,6 +125,8 @@ export async function startGateway(
     nodeToken: options.nodeToken ?? NODE_TOKEN,
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
+    answerLimitBytes: options.answerLimitBytes,
+    clients: options.clients,
     now: options.now,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
   });
@@ -134,9 +142,13 @@ export async function startGateway(
   watcher.start();
   await app.listen({ port: 0, host: "127.0.0.1" });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const admin = await buildAdminApp({ holder, metrics, logLevel: "silent" });
+  await admin.listen({ port: 0, host: "127.0.0.1" });
+  const adminUrl = `http://127.0.0.1:${(admin.server.address() as AddressInfo).port}`;
   return {
     app,
     url,
+    adminUrl,
     holder,
     metrics,
     watcher,
@@ -149,6 +161,7 @@ export async function startGateway(
     close: async () => {
       watcher.stop();
       await closeGracefully(app, 500);
+      await admin.close();
       await limiter.close();
     },
   };
