@@ -48,6 +48,7 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                   fieldEnv("POMONA_OPERATOR_ID", "metadata.name"),
                   { name: "POMONA_OPERATOR_PORT", value: "8081" },
                   { name: "POMONA_NODE_LOST_AFTER_SECONDS", value: String(settings.operator.nodeLostAfterSeconds) },
+                  { name: "POMONA_MODEL_ALLOWED_HOSTS", value: settings.modelSources.allowedHosts.join(",") },
                 ],
                 ports: [{ name: "http", containerPort: 8081 }],
                 ...httpProbes("http"),
