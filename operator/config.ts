@@ -2,6 +2,8 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { defaultHfEndpoint, defaultSystemNamespace } from "../crds/api/index.ts";
+import type { ModelSourcePolicy } from "../model-source/guarded-fetch.ts";
+import { modelSourcePolicy } from "../model-source/policy.ts";
 
 const schema = z.object({
   POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
@@ -9,6 +11,7 @@ const schema = z.object({
   POMONA_OPERATOR_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   POMONA_NODE_LOST_AFTER_SECONDS: z.coerce.number().int().min(0).default(40),
   POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
+  POMONA_MODEL_ALLOWED_HOSTS: z.string().optional(),
 });
 
 export interface OperatorConfig {
@@ -18,6 +21,8 @@ export interface OperatorConfig {
   nodeLostAfterSeconds: number;
   /** Where hf: file references are read from to estimate a replica's memory. */
   hfEndpoint: string;
+  /** Where GGUF headers may be read from (model-source/). */
+  modelSources: ModelSourcePolicy;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -27,11 +32,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     throw new Error(`invalid ${String(issue?.path[0])}: ${issue?.message}`);
   }
   const c = parsed.data;
+  let modelSources: ModelSourcePolicy;
+  try {
+    modelSources = modelSourcePolicy({ allowedHosts: c.POMONA_MODEL_ALLOWED_HOSTS, hfEndpoint: c.POMONA_HF_ENDPOINT });
+  } catch (err) {
+    throw new Error(`invalid POMONA_MODEL_ALLOWED_HOSTS: ${(err as Error).message}`);
+  }
   return {
     namespace: c.POMONA_NAMESPACE,
     identity: c.POMONA_OPERATOR_ID,
     port: c.POMONA_OPERATOR_PORT,
     nodeLostAfterSeconds: c.POMONA_NODE_LOST_AFTER_SECONDS,
     hfEndpoint: c.POMONA_HF_ENDPOINT,
+    modelSources,
   };
 }
