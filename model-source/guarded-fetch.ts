@@ -66,18 +66,17 @@ export async function fetchModelSource(
   for (let hop = 0; ; hop++) {
     const via = hop === 0 ? "" : ` (a redirect from ${asked})`;
     const verdict = judgeUrl(policy.allowed, current);
+    // An address written into the URL itself is judged before the host list, for a plain message.
+    const literal = current.hostname.replace(/^\[|\]$/g, "");
+    const kind = verdict.allowed !== "origin" && isIP(literal) !== 0 ? nonPublicKind(literal) : undefined;
+    if (kind)
+      throw new ModelSourceError(
+        "SourceNotAllowed",
+        `${showUrl(current)}${via} is refused: ${literal} is a ${kind} address; model files come only from public addresses`,
+      );
     if (verdict.allowed === false)
       throw new ModelSourceError("SourceNotAllowed", `${showUrl(current)}${via} is refused: ${verdict.reason}`);
     const publicOnly = verdict.allowed === "public-host";
-    if (publicOnly) {
-      const literal = current.hostname.replace(/^\[|\]$/g, "");
-      const kind = isIP(literal) !== 0 ? nonPublicKind(literal) : undefined;
-      if (kind)
-        throw new ModelSourceError(
-          "SourceNotAllowed",
-          `${showUrl(current)}${via} is refused: ${literal} is a ${kind} address; model files come only from public addresses`,
-        );
-    }
     const response = await requestOnce(current, publicOnly, policy, options, via);
     const location = response.headers.location;
     if (!REDIRECTS.has(response.statusCode ?? 0) || !location) return limited(response, current, policy);
