@@ -3,7 +3,7 @@
  * separate server on its own port (POMONA_GATEWAY_ADMIN_PORT) that the client-facing Service and Ingress
  * do not expose, so metrics (models, owners, replica and node names) never reach clients.
  */
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
@@ -15,7 +15,11 @@ export async function buildAdminApp(deps: {
   metrics: GatewayMetrics;
   logLevel?: string;
 }): Promise<FastifyInstance> {
-  const app = Fastify({ logger: { level: deps.logLevel ?? "info" }, disableRequestLogging: true });
+  const app = Fastify({
+    logger: { level: deps.logLevel ?? "info" },
+    // Scrapes and probes every few seconds would drown the access log.
+    logController: new LogController({ disableRequestLogging: true }),
+  });
   app.setErrorHandler(errorHandler(1024));
   app.setNotFoundHandler((request) => {
     throw new RouteNotFoundError(request.method);

@@ -8,7 +8,13 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import pino from "pino";
 import { defaultAnswerLimitBytes } from "./answer-limit.ts";
-import { type ClientLimits, createPublicServer, defaultClientLimits, proxyList } from "./client-connections.ts";
+import {
+  answerClientError,
+  type ClientLimits,
+  createPublicServer,
+  defaultClientLimits,
+  proxyList,
+} from "./client-connections.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
@@ -52,6 +58,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     serverFactory: (handler) => createPublicServer(handler, clients, () => deps.metrics.connectionsRefused.inc()),
     // request.ip is the client's address: X-Forwarded-For is believed only from a trusted proxy.
     trustProxy: (address: string) => trustedProxy(address),
+    clientErrorHandler: answerClientError,
     logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" }, stream: logStream },
     bodyLimit: deps.bodyLimitBytes,
     // Access logs are written by observability.ts when the response closes, hijacked streams included.

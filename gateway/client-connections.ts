@@ -66,17 +66,39 @@ export function proxyList(entries: readonly string[]): (address: string) => bool
 const unmapped = (address: string) =>
   address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 
+/**
+ * Fastify's clientErrorHandler: what a client whose request never became a request gets (too slow,
+ * malformed, headers too large), in OpenAI's error shape like every other answer, then the socket closes.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason, code, message] =
+    err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+      ? [408, "Request Timeout", "request_timeout", "The request was not received in time."]
+      : err.code === "HPE_HEADER_OVERFLOW"
+        ? [431, "Request Header Fields Too Large", "headers_too_large", "The request headers are too large."]
+        : [400, "Bad Request", "malformed_request", "The request is not valid HTTP."];
+  const body = JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } });
+  socket.end(rawResponse(`${status} ${reason}`, body, {}));
+}
+
+const rawResponse = (statusLine: string, body: string, headers: Record<string, string>) =>
+  [
+    `HTTP/1.1 ${statusLine}`,
+    "content-type: application/json; charset=utf-8",
+    `content-length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+    "connection: close",
+    "",
+    body,
+  ].join("\r\n");
+
 const TOO_MANY =
   '{"error":{"message":"Too many open connections from your address; close some and try again.","type":"rate_limit_error","param":null,"code":"too_many_connections"}}';
-const TOO_MANY_RESPONSE = [
-  "HTTP/1.1 429 Too Many Requests",
-  "content-type: application/json; charset=utf-8",
-  `content-length: ${Buffer.byteLength(TOO_MANY)}`,
-  "retry-after: 1",
-  "connection: close",
-  "",
-  TOO_MANY,
-].join("\r\n");
+const TOO_MANY_RESPONSE = rawResponse("429 Too Many Requests", TOO_MANY, { "retry-after": "1" });
 
 /**
  * The HTTP server of the public port, for Fastify's serverFactory. Node checks the header and request

@@ -118,12 +118,17 @@ function requestOnce(
     );
     req.once("response", resolve);
     req.once("error", (err) => {
-      if (err instanceof ModelSourceError || options.signal?.aborted) reject(err);
+      if (err instanceof AddressRefused)
+        reject(new ModelSourceError("SourceNotAllowed", `${showUrl(url)}${via} is refused: ${err.message}`));
+      else if (err instanceof ModelSourceError || options.signal?.aborted) reject(err);
       else reject(new ModelSourceError("DownloadFailed", `cannot fetch ${showUrl(url)}${via}: ${err.message}`));
     });
     req.end();
   });
 }
+
+/** A name that resolves to an address downloads may not reach; the request turns it into a ModelSourceError. */
+class AddressRefused extends Error {}
 
 /** dns.lookup, refusing a name with any non-public address (all of them are checked, IPv4 and IPv6). */
 const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
@@ -134,7 +139,7 @@ const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
       const message = bad
         ? `${hostname} resolves to ${bad.address}, a ${nonPublicKind(bad.address)} address; model files come only from public addresses`
         : `${hostname} resolves to no address`;
-      return callback(new ModelSourceError("SourceNotAllowed", message) as NodeJS.ErrnoException, "", 4);
+      return callback(new AddressRefused(message) as NodeJS.ErrnoException, "", 4);
     }
     if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);
     const first = addresses[0]!;
