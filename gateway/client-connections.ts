@@ -25,7 +25,7 @@ export const defaultClientLimits: ClientLimits = {
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
-  maxConnectionsPerClient: 128,
+  maxConnectionsPerClient: 256,
   trustedProxies: [],
 };
 

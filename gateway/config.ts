@@ -17,7 +17,7 @@ const environment = z.object({
   POMONA_GATEWAY_HEADERS_TIMEOUT_MS: positiveInt.default(10_000),
   POMONA_GATEWAY_REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
   POMONA_GATEWAY_KEEP_ALIVE_TIMEOUT_MS: positiveInt.default(5_000),
-  POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: positiveInt.default(128),
+  POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: positiveInt.default(256),
   POMONA_GATEWAY_TRUSTED_PROXIES: z.string().default(""),
   POMONA_GATEWAY_ANSWER_LIMIT_BYTES: positiveInt.default(defaultAnswerLimitBytes),
   POMONA_NODE_TOKEN: z.string().min(1).optional(),

@@ -41,7 +41,7 @@ export const settingsSchema = z.object({
       /** Addresses or CIDRs of the proxies in front (the Ingress controller) whose X-Forwarded-For is believed. */
       trustedProxies: z.array(z.string().min(1)).default([]),
       /** Open connections one client address may hold on the public port (trusted proxies are exempt). */
-      maxConnectionsPerClient: z.int().min(1).default(128),
+      maxConnectionsPerClient: z.int().min(1).default(256),
       service: z
         .object({
           type: z.enum(["ClusterIP", "NodePort", "LoadBalancer"]).default("ClusterIP"),

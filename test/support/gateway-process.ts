@@ -28,6 +28,8 @@ export async function startGatewayProcess(
     POMONA_GATEWAY_ADMIN_HOST: "127.0.0.1",
     POMONA_NODE_TOKEN: NODE_TOKEN,
     POMONA_LOG_LEVEL: "info",
+    // The test process plays many clients from one address: the per-address cap would count them as one.
+    POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: "100000",
     ...env,
   });
   const url = `http://127.0.0.1:${port}`;

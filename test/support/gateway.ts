@@ -7,6 +7,7 @@ import { inject } from "vitest";
 import type { GatewayConfig, GatewayKey, GatewayModel, GatewayPolicy } from "../../crds/api/index.ts";
 import { buildAdminApp } from "../../gateway/admin-app.ts";
 import { buildApp, type GatewayDeps } from "../../gateway/app.ts";
+import { defaultClientLimits } from "../../gateway/client-connections.ts";
 import { ConfigHolder } from "../../gateway/config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher.ts";
 import type { Limiter } from "../../gateway/limits/limiter.ts";
@@ -126,7 +127,8 @@ export async function startGateway(
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
     answerLimitBytes: options.answerLimitBytes,
-    clients: options.clients,
+    // The test process plays many clients from one address: the per-address cap would count them as one.
+    clients: options.clients ?? { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
     now: options.now,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
   });
