@@ -20,7 +20,7 @@ Options:
   --kubeconfig <path>     use this cluster (else KUBECONFIG, else a local control plane)
   --state-dir <path>      where the local control plane, logs and model cache live (default .pomona)
   -n, --namespace <ns>    namespace of models and keys (default default)
-  --model <source>        up: the quickstart model (hf:owner/repo:quant, https://… or a file)
+  --model <source>        up: the quickstart model (hf:owner/repo:quant, https://… whose host is then allowed, or a file)
   --gateway-port <port>   up: gateway port (default 8080)
   --gateway-admin-port <port>
                           up: the gateway's internal port for /metrics and probes (default 9090)

@@ -40,6 +40,13 @@ export function quickstartSource(model: string | undefined, fromFile: ModelSourc
   return fromFile;
 }
 
+/** `--model https://…` names its host outright, so the operator and the node-agent may fetch from it. */
+function allowedModelHosts(model: string | undefined): string {
+  const listed = process.env.POMONA_MODEL_ALLOWED_HOSTS ?? "";
+  if (!model?.startsWith("https://")) return listed;
+  return [listed, new URL(model).origin].filter((s) => s !== "").join(",");
+}
+
 /**
  * Offline start: when this checkout's shared/ folder holds the very file the
  * source names (same sha256), it goes into the node-agent's content-addressed
@@ -283,6 +290,7 @@ async function startComponents(options: UpOptions, kubeconfigPath: string, super
     KUBECONFIG: kubeconfigPath,
     POMONA_NAMESPACE: options.systemNamespace,
     POMONA_NODE_TOKEN: nodeToken,
+    POMONA_MODEL_ALLOWED_HOSTS: allowedModelHosts(options.model),
   };
   supervisor.start({
     name: "operator",
