@@ -7,6 +7,7 @@
  */
 import type { AddressInfo } from "node:net";
 import { buildApp } from "../gateway/app.ts";
+import { defaultClientLimits } from "../gateway/client-connections.ts";
 import { ConfigHolder } from "../gateway/config-source/config-holder.ts";
 import { HashingKeysHolder } from "../gateway/key-hashing.ts";
 import type { Limiter } from "../gateway/limits/limiter.ts";
@@ -34,6 +35,8 @@ const app = await buildApp({
   upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 600_000, breakerResetMs: 5_000 },
   bodyLimitBytes: 4 * 1024 * 1024,
   hashingKeys: new HashingKeysHolder({ current: BENCH_HASHING_KEY }),
+  // One load generator stands in for many clients: the per-address connection cap would count them as one.
+  clients: { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
   // Access logs on, as in production; the benchmarks discard this process's stdout.
   logLevel: "info",
 });

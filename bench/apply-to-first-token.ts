@@ -84,6 +84,8 @@ try {
         POMONA_NAMESPACE: SYSTEM_NS,
         POMONA_GATEWAY_PORT: String(gatewayPort),
         POMONA_GATEWAY_HOST: "127.0.0.1",
+        POMONA_GATEWAY_ADMIN_PORT: String(await freePort()),
+        POMONA_GATEWAY_ADMIN_HOST: "127.0.0.1",
         POMONA_NODE_TOKEN: NODE_TOKEN,
       },
       /gateway listening/,

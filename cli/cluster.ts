@@ -40,19 +40,22 @@ export async function resolveCluster(options: {
   return { kubeconfigPath: local.kubeconfigPath, local };
 }
 
-const gatewayUrlFile = (stateDir: string) => join(stateDir, "gateway-url");
+const gatewayAdminUrlFile = (stateDir: string) => join(stateDir, "gateway-admin-url");
 
-/** `pomona up` notes where its gateway listens, so `pomona status` finds it whatever the port. */
-export function recordGatewayUrl(stateDir: string, url: string): void {
+/** `pomona up` notes where its gateway's internal listener is, so `pomona status` finds it whatever the port. */
+export function recordGatewayAdminUrl(stateDir: string, url: string): void {
   mkdirSync(stateDir, { recursive: true });
-  writeFileSync(gatewayUrlFile(stateDir), url);
+  writeFileSync(gatewayAdminUrlFile(stateDir), url);
 }
 
-/** The gateway to ask for breaker states: POMONA_GATEWAY_URL, else the one `pomona up` recorded, else the default port. */
-export function gatewayUrlFor(stateDir: string): string {
-  if (process.env.POMONA_GATEWAY_URL) return process.env.POMONA_GATEWAY_URL;
-  const file = gatewayUrlFile(stateDir);
-  return existsSync(file) ? readFileSync(file, "utf8").trim() : "http://127.0.0.1:8080";
+/**
+ * The gateway's internal listener (metrics, not the public API) to ask for breaker states:
+ * POMONA_GATEWAY_ADMIN_URL, else the one `pomona up` recorded, else the default admin port.
+ */
+export function gatewayAdminUrlFor(stateDir: string): string {
+  if (process.env.POMONA_GATEWAY_ADMIN_URL) return process.env.POMONA_GATEWAY_ADMIN_URL;
+  const file = gatewayAdminUrlFile(stateDir);
+  return existsSync(file) ? readFileSync(file, "utf8").trim() : "http://127.0.0.1:9090";
 }
 
 /** The kubeconfig a running `pomona up` uses, for the other verbs. */

@@ -21,8 +21,10 @@ Options:
   --kubeconfig <path>     use this cluster (else KUBECONFIG, else a local control plane)
   --state-dir <path>      where the local control plane, logs and model cache live (default .pomona)
   -n, --namespace <ns>    namespace of models and keys (default default)
-  --model <source>        up: the quickstart model (hf:owner/repo:quant, https://… or a file)
+  --model <source>        up: the quickstart model (hf:owner/repo:quant, https://… whose host is then allowed, or a file)
   --gateway-port <port>   up: gateway port (default 8080)
+  --gateway-admin-port <port>
+                          up: the gateway's internal port for /metrics and probes (default 9090)
 `;
 
 const { values, positionals } = parseArgs({
@@ -34,6 +36,7 @@ const { values, positionals } = parseArgs({
     "system-namespace": { type: "string", default: "pomona-system" },
     model: { type: "string" },
     "gateway-port": { type: "string", default: "8080" },
+    "gateway-admin-port": { type: "string", default: "9090" },
     "agent-port": { type: "string", default: "8090" },
     "operator-port": { type: "string", default: "8081" },
     owner: { type: "string" },
@@ -62,6 +65,7 @@ try {
       model: values.model,
       systemNamespace: values["system-namespace"],
       gatewayPort: port("gateway-port", values["gateway-port"]),
+      gatewayAdminPort: port("gateway-admin-port", values["gateway-admin-port"]),
       agentPort: port("agent-port", values["agent-port"]),
       operatorPort: port("operator-port", values["operator-port"]),
     });

@@ -1,7 +1,7 @@
 /** `pomona status`: models, replicas, nodes and the gateway's breakers in readable tables. */
 import type { V1Node } from "@kubernetes/client-node";
 import { type InferenceModel, labels, type ModelReplica, modelMemoryResource } from "../crds/api/index.ts";
-import { gatewayUrlFor, kubeconfigFor } from "./cluster.ts";
+import { gatewayAdminUrlFor, kubeconfigFor } from "./cluster.ts";
 import { connect } from "./kube.ts";
 import { table } from "./table.ts";
 
@@ -20,18 +20,17 @@ async function list<T>(kube: ReturnType<typeof connect>, namespace: string, plur
   return res.items;
 }
 
-/** Breaker states from the gateway's Prometheus metrics, by endpoint. */
-async function breakerRows(gatewayUrl: string): Promise<string[][]> {
-  const res = await fetch(`${gatewayUrl}/metrics`).catch(() => undefined);
+/** Breaker states from the metrics on the gateway's internal listener: model, replica, node, state. */
+async function breakerRows(adminUrl: string): Promise<string[][]> {
+  const res = await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined);
   if (!res?.ok) return [];
   const rows: string[][] = [];
   for (const line of (await res.text()).split("\n")) {
     const match = line.match(/^pomona_gateway_breaker_state\{([^}]*)\}\s+(\S+)/);
     if (!match) continue;
-    const endpoint = match[1]?.match(/endpoint="([^"]*)"/)?.[1] ?? "";
-    const state = match[1]?.match(/state="([^"]*)"/)?.[1];
-    if (state ? match[2] === "1" : true)
-      rows.push([endpoint, state ?? { "0": "closed", "1": "open", "2": "half-open" }[match[2] ?? ""] ?? ""]);
+    const label = (name: string) => match[1]?.match(new RegExp(`${name}="([^"]*)"`))?.[1] ?? "";
+    const state = { "0": "closed", "1": "open", "2": "half-open" }[match[2] ?? ""] ?? "";
+    rows.push([label("model"), label("replica"), label("node"), state]);
   }
   return rows;
 }
@@ -77,8 +76,11 @@ export async function status(options: { kubeconfig?: string; stateDir: string; n
       n.status?.conditions?.find((c) => c.type === "Ready")?.status,
     ]),
   );
-  const breakers = await breakerRows(gatewayUrlFor(options.stateDir));
+  const breakers = await breakerRows(gatewayAdminUrlFor(options.stateDir));
   out += "\nGATEWAY BREAKERS\n";
-  out += breakers.length > 0 ? table(["ENDPOINT", "STATE"], breakers) : "(gateway not reachable or no endpoints yet)\n";
+  out +=
+    breakers.length > 0
+      ? table(["MODEL", "REPLICA", "NODE", "STATE"], breakers)
+      : "(gateway's internal port not reachable, or no endpoints yet)\n";
   process.stdout.write(out);
 }

@@ -10,7 +10,7 @@ import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { type InferenceModel, type ModelReplica, type ModelSource, nodeTokenSecret } from "../crds/api/index.ts";
-import { recordGatewayUrl, resolveCluster } from "./cluster.ts";
+import { recordGatewayAdminUrl, resolveCluster } from "./cluster.ts";
 import { apply, connect, isNotFound, isTransient, type Kube, parseManifests } from "./kube.ts";
 import { bar, step } from "./progress.ts";
 import { Supervisor } from "./supervisor.ts";
@@ -26,6 +26,8 @@ export interface UpOptions {
   namespace: string;
   systemNamespace: string;
   gatewayPort: number;
+  /** The gateway's internal listener (/metrics, probes), which `pomona status` reads. */
+  gatewayAdminPort: number;
   agentPort: number;
   operatorPort: number;
 }
@@ -36,6 +38,13 @@ export function quickstartSource(model: string | undefined, fromFile: ModelSourc
   if (model?.startsWith("https://")) return { url: model };
   if (model) return { path: resolve(model) };
   return fromFile;
+}
+
+/** `--model https://…` names its host outright, so the operator and the node-agent may fetch from it. */
+function allowedModelHosts(model: string | undefined): string {
+  const listed = process.env.POMONA_MODEL_ALLOWED_HOSTS ?? "";
+  if (!model?.startsWith("https://")) return listed;
+  return [listed, new URL(model).origin].filter((s) => s !== "").join(",");
 }
 
 /**
@@ -284,6 +293,7 @@ async function startComponents(options: UpOptions, kubeconfigPath: string, super
     KUBECONFIG: kubeconfigPath,
     POMONA_NAMESPACE: options.systemNamespace,
     POMONA_NODE_TOKEN: nodeToken,
+    POMONA_MODEL_ALLOWED_HOSTS: allowedModelHosts(options.model),
   };
   supervisor.start({
     name: "operator",
@@ -305,10 +315,16 @@ async function startComponents(options: UpOptions, kubeconfigPath: string, super
   supervisor.start({
     name: "gateway",
     main: "gateway/main.ts",
-    env: { ...common, POMONA_GATEWAY_PORT: String(options.gatewayPort), POMONA_GATEWAY_HOST: "127.0.0.1" },
+    env: {
+      ...common,
+      POMONA_GATEWAY_PORT: String(options.gatewayPort),
+      POMONA_GATEWAY_HOST: "127.0.0.1",
+      POMONA_GATEWAY_ADMIN_PORT: String(options.gatewayAdminPort),
+      POMONA_GATEWAY_ADMIN_HOST: "127.0.0.1",
+    },
   });
   const baseUrl = `http://127.0.0.1:${options.gatewayPort}`;
-  recordGatewayUrl(options.stateDir, baseUrl);
+  recordGatewayAdminUrl(options.stateDir, `http://127.0.0.1:${options.gatewayAdminPort}`);
   step(`operator, node-agent and gateway started; logs in ${join(options.stateDir, "logs")}`);
 
   for (const o of objects) await poll(() => apply(kube, o).then(() => true as const));

@@ -1,11 +1,20 @@
 /**
- * The gateway, assembled: read top to bottom, this is its table of contents.
- * buildApp never listens; main.ts does, and tests may use inject() or a port.
+ * The gateway's public app, assembled: read top to bottom, this is its table of contents.
+ * buildApp never listens; main.ts does, and tests may use inject() or a port. Health and
+ * metrics live on the internal listener (admin-app.ts), not here.
  */
 import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import pino from "pino";
+import { defaultAnswerLimitBytes } from "./answer-limit.ts";
+import {
+  answerClientError,
+  type ClientLimits,
+  createPublicServer,
+  defaultClientLimits,
+  proxyList,
+} from "./client-connections.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
@@ -14,7 +23,6 @@ import type { Limiter } from "./limits/limiter.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import { observability, redactPaths } from "./observability.ts";
 import { requestDecorations } from "./request-context.ts";
-import { healthRoutes } from "./routes/health.ts";
 import { InvalidKeyThrottle } from "./routes/invalid-key-throttle.ts";
 import { openAiRoutes } from "./routes/openai.ts";
 import { EndpointLoad } from "./routing/endpoint-picker.ts";
@@ -36,6 +44,10 @@ export interface GatewayDeps {
   hashingKeys: HashingKeysHolder;
   /** How many invalid keys an address may send before it is slowed (gateway/routes/invalid-key-throttle.ts). */
   invalidKeys?: { burst: number; refillPerMinute: number; maxAddresses: number };
+  /** Largest non-streamed answer read from a node; defaults to answer-limit.ts. */
+  answerLimitBytes?: number;
+  /** Timeouts, the per-address connection cap and the trusted proxies of the public port. */
+  clients?: ClientLimits;
   /** The clock of the limits; tests move it instead of sleeping through windows. */
   now?: () => number;
   logLevel?: string;
@@ -51,7 +63,13 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   // line per request, a synchronous write each was a tenth of the gateway's CPU on the hot path. pino
   // flushes what is left when the process exits, and onClose below when the app closes.
   const logStream = pino.destination({ dest: 1, sync: false, minLength: 4096, periodicFlush: 200 });
+  const clients = deps.clients ?? defaultClientLimits;
+  const trustedProxy = proxyList(clients.trustedProxies);
   const options: FastifyServerOptions = {
+    serverFactory: (handler) => createPublicServer(handler, clients, () => deps.metrics.connectionsRefused.inc()),
+    // request.ip is the client's address: X-Forwarded-For is believed only from a trusted proxy.
+    trustProxy: (address: string) => trustedProxy(address),
+    clientErrorHandler: answerClientError,
     logger: { level: deps.logLevel ?? "info", redact: { paths: redactPaths, censor: "[redacted]" }, stream: logStream },
     bodyLimit: deps.bodyLimitBytes,
     // Access logs are written by observability.ts when the response closes, hijacked streams included.
@@ -89,7 +107,6 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   });
 
   await app.register(observability, { metrics: deps.metrics });
-  await app.register(healthRoutes, { holder: deps.holder, hashingKeys: deps.hashingKeys, metrics: deps.metrics });
   await app.register(openAiRoutes, {
     prefix: "/v1",
     holder: deps.holder,
@@ -101,6 +118,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
       metrics: deps.metrics,
       now: deps.now ?? Date.now,
       totalTimeoutMs: deps.upstream.totalTimeoutMs,
+      answerLimitBytes: deps.answerLimitBytes ?? defaultAnswerLimitBytes,
     },
   });
   return app;

@@ -2,6 +2,8 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { defaultSystemNamespace } from "../crds/api/index.ts";
+import { defaultAnswerLimitBytes } from "./answer-limit.ts";
+import { type ClientLimits, parseTrustedProxies } from "./client-connections.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -10,6 +12,14 @@ const environment = z.object({
   POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
   POMONA_GATEWAY_PORT: port.default(8080),
   POMONA_GATEWAY_HOST: z.string().min(1).default("0.0.0.0"),
+  POMONA_GATEWAY_ADMIN_PORT: port.default(9090),
+  POMONA_GATEWAY_ADMIN_HOST: z.string().min(1).default("0.0.0.0"),
+  POMONA_GATEWAY_HEADERS_TIMEOUT_MS: positiveInt.default(10_000),
+  POMONA_GATEWAY_REQUEST_TIMEOUT_MS: positiveInt.default(30_000),
+  POMONA_GATEWAY_KEEP_ALIVE_TIMEOUT_MS: positiveInt.default(5_000),
+  POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: positiveInt.default(256),
+  POMONA_GATEWAY_TRUSTED_PROXIES: z.string().default(""),
+  POMONA_GATEWAY_ANSWER_LIMIT_BYTES: positiveInt.default(defaultAnswerLimitBytes),
   POMONA_NODE_TOKEN: z.string().min(1).optional(),
   POMONA_NODE_TOKEN_FILE: z.string().min(1).optional(),
   POMONA_REDIS_URL: z.url().optional(),
@@ -30,6 +40,12 @@ export interface GatewaySettings {
   namespace: string;
   port: number;
   host: string;
+  /** The internal listener for /metrics, /healthz and /readyz, never exposed to clients. */
+  admin: { port: number; host: string };
+  /** Slow-client defences of the public listener. */
+  clients: ClientLimits;
+  /** Largest non-streamed answer read from a node. */
+  answerLimitBytes: number;
   nodeToken: string;
   redisUrl: string | undefined;
   limitsOnRedisFailure: "allow" | "deny";
@@ -51,6 +67,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
     throw new Error(`invalid gateway configuration: ${problems}`);
   }
   const e = parsed.data;
+  let trustedProxies: string[];
+  try {
+    trustedProxies = parseTrustedProxies(e.POMONA_GATEWAY_TRUSTED_PROXIES);
+  } catch (err) {
+    throw new Error(`invalid gateway configuration: POMONA_GATEWAY_TRUSTED_PROXIES: ${(err as Error).message}`);
+  }
   const nodeToken = e.POMONA_NODE_TOKEN ?? (e.POMONA_NODE_TOKEN_FILE ? readToken(e.POMONA_NODE_TOKEN_FILE) : undefined);
   if (!nodeToken)
     throw new Error("invalid gateway configuration: POMONA_NODE_TOKEN or POMONA_NODE_TOKEN_FILE is required");
@@ -58,6 +80,15 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
     namespace: e.POMONA_NAMESPACE,
     port: e.POMONA_GATEWAY_PORT,
     host: e.POMONA_GATEWAY_HOST,
+    admin: { port: e.POMONA_GATEWAY_ADMIN_PORT, host: e.POMONA_GATEWAY_ADMIN_HOST },
+    clients: {
+      headersTimeoutMs: e.POMONA_GATEWAY_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.POMONA_GATEWAY_REQUEST_TIMEOUT_MS,
+      keepAliveTimeoutMs: e.POMONA_GATEWAY_KEEP_ALIVE_TIMEOUT_MS,
+      maxConnectionsPerClient: e.POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT,
+      trustedProxies,
+    },
+    answerLimitBytes: e.POMONA_GATEWAY_ANSWER_LIMIT_BYTES,
     nodeToken,
     redisUrl: e.POMONA_REDIS_URL,
     limitsOnRedisFailure: e.POMONA_LIMITS_ON_REDIS_FAILURE,

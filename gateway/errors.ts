@@ -198,9 +198,21 @@ export class NoReplicaError extends GatewayError {
 export class UpstreamError extends GatewayError {
   readonly status = 502;
   readonly type = "server_error";
-  readonly code = "upstream_error";
+  readonly code: string = "upstream_error";
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
+  }
+}
+
+/** A node's answer (or one event of its stream) is larger than the gateway will hold in memory. */
+export class UpstreamResponseTooLargeError extends UpstreamError {
+  override readonly code = "upstream_response_too_large";
+  constructor(what: "answer" | "stream event", limitBytes: number) {
+    super(
+      what === "answer"
+        ? `The model server's answer is larger than the gateway's limit of ${limitBytes} bytes.`
+        : `An event in the model server's stream is larger than the gateway's limit of ${limitBytes} bytes.`,
+    );
   }
 }
 

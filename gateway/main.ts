@@ -1,5 +1,9 @@
-/** Starts a gateway: settings from the environment, the config watcher, the limiter, and the HTTP server. */
+/**
+ * Starts a gateway: settings from the environment, the config watcher, the limiter, the public HTTP
+ * server and the internal one for probes and metrics.
+ */
 import { KubeConfig } from "@kubernetes/client-node";
+import { buildAdminApp } from "./admin-app.ts";
 import { buildApp } from "./app.ts";
 import { loadSettings } from "./config.ts";
 import { ConfigHolder } from "./config-source/config-holder.ts";
@@ -45,8 +49,11 @@ async function main(): Promise<void> {
     bodyLimitBytes: settings.bodyLimitBytes,
     hashingKeys,
     invalidKeys: settings.invalidKeys,
+    answerLimitBytes: settings.answerLimitBytes,
+    clients: settings.clients,
     logLevel: settings.logLevel,
   });
+  const admin = await buildAdminApp({ holder, hashingKeys, metrics, logLevel: settings.logLevel });
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromDefault();
   const watcher = new GatewayConfigWatcher({
@@ -81,6 +88,7 @@ async function main(): Promise<void> {
 
     credentials?.stop();
     await closeGracefully(app, SHUTDOWN_GRACE_MS);
+    await admin.close();
     await limiter.close();
     process.exit(0);
   };
@@ -94,10 +102,14 @@ async function main(): Promise<void> {
       "Redis not reachable yet; limits follow the failure mode until it is",
     );
   }
+  // Probes and metrics first: the kubelet finds the gateway alive while it waits for its first config.
+  const adminAddress = await admin.listen({ port: settings.admin.port, host: settings.admin.host });
   const address = await app.listen({ port: settings.port, host: settings.host });
   app.log.info(
     {
       address,
+      adminAddress,
+      trustedProxies: settings.clients.trustedProxies,
       namespace: settings.namespace,
       limits: settings.redisUrl ? "redis" : "memory",
       onRedisFailure: settings.limitsOnRedisFailure,

@@ -36,8 +36,8 @@ export function createMetrics() {
     }),
     breakerState: new Gauge({
       name: "pomona_gateway_breaker_state",
-      help: "Circuit breaker per endpoint: 0 closed, 1 open, 2 half-open.",
-      labelNames: ["model", "endpoint", "replica", "node"] as const,
+      help: "Circuit breaker per endpoint (a replica on a node): 0 closed, 1 open, 2 half-open.",
+      labelNames: ["model", "replica", "node"] as const,
       registers,
     }),
     upstreamAttempts: new Counter({
@@ -104,6 +104,11 @@ export function createMetrics() {
     configBucketsApplied: new Counter({
       name: "pomona_gateway_config_buckets_applied_total",
       help: "Key buckets decoded and rebuilt into the route table; a one-key change rebuilds one, a start all of them.",
+      registers,
+    }),
+    connectionsRefused: new Counter({
+      name: "pomona_gateway_connections_refused_total",
+      help: "Client connections answered 429 and closed because their address held too many open connections.",
       registers,
     }),
     inFlight: new Gauge({

@@ -7,8 +7,6 @@ import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { GatewayMetrics } from "./metrics.ts";
 
-const UNMEASURED = new Set(["/metrics", "/healthz", "/readyz"]);
-
 export const observability = fp(async function observability(app: FastifyInstance, opts: { metrics: GatewayMetrics }) {
   const { metrics } = opts;
   app.addHook("onRequest", async (request, reply) => {
@@ -16,7 +14,6 @@ export const observability = fp(async function observability(app: FastifyInstanc
     const started = performance.now();
     reply.raw.once("close", () => {
       const route = request.routeOptions.url ?? "unmatched";
-      if (UNMEASURED.has(route)) return;
       const status = reply.raw.headersSent ? reply.raw.statusCode : 499;
       const seconds = (performance.now() - started) / 1000;
       const model = request.answeredModel ?? request.requestedModel ?? "";
@@ -26,6 +23,8 @@ export const observability = fp(async function observability(app: FastifyInstanc
       request.log.info(
         {
           method: request.method,
+          // The client's address as the gateway believes it (a trusted proxy's X-Forwarded-For, else the socket).
+          client: request.ip,
           route,
           status,
           ms: Math.round(seconds * 10_000) / 10,

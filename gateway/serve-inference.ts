@@ -17,6 +17,7 @@ import {
   ModelNotFoundError,
   RateLimitedError,
   UpstreamError,
+  UpstreamResponseTooLargeError,
   UpstreamTimeoutError,
 } from "./errors.ts";
 import type { Limiter, Ticket } from "./limits/limiter.ts";
@@ -39,15 +40,14 @@ const PATHS: Record<InferenceKind, string> = {
   embedding: "/v1/embeddings",
 };
 
-/** Largest JSON answer read from a node (embeddings of 2048 inputs are big). */
-const ANSWER_LIMIT_BYTES = 256 * 1024 * 1024;
-
 export interface InferenceDeps {
   limiter: Limiter;
   dispatcher: Dispatcher;
   metrics: GatewayMetrics;
   now: () => number;
   totalTimeoutMs: number;
+  /** Largest non-streamed answer read from a node (answer-limit.ts). */
+  answerLimitBytes: number;
 }
 
 export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
@@ -125,7 +125,7 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
         return reply;
       }
       deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
-      const answer = await readAnswer(dispatched);
+      const answer = await readAnswer(dispatched, deps.answerLimitBytes);
       const usage = answer.usage as Usage | undefined;
       actualTokens = tokensOf(usage);
       countTokens(deps.metrics, dispatched.model.name, caller.key.owner, usage);
@@ -172,12 +172,13 @@ async function admit(
   );
 }
 
-async function readAnswer(dispatched: Dispatched): Promise<Record<string, unknown>> {
+async function readAnswer(dispatched: Dispatched, limitBytes: number): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
+  // Leaving the loop early (the throw) destroys the node's body, so the rest is never read.
   for await (const chunk of dispatched.response.body) {
     size += (chunk as Buffer).length;
-    if (size > ANSWER_LIMIT_BYTES) throw new UpstreamError("The model server's answer is too large.");
+    if (size > limitBytes) throw new UpstreamResponseTooLargeError("answer", limitBytes);
     chunks.push(chunk as Buffer);
   }
   try {

@@ -3,8 +3,14 @@
  * the model that answered, the usage chunk the gateway always asks for is
  * kept for the limiter and dropped when the client did not ask for it, and
  * `data: [DONE]` ends the stream. Events are split on blank lines, so chunks
- * cut anywhere by TCP are handled.
+ * cut anywhere by TCP are handled. An event longer than the bound ends the
+ * stream with an error: a node that never sends a blank line cannot make the
+ * gateway hold its output.
  */
+import { UpstreamResponseTooLargeError } from "./errors.ts";
+
+/** Longest event held while waiting for its end; a token's chunk is a few hundred bytes. */
+export const MAX_EVENT_CHARS = 1024 * 1024;
 export interface Usage {
   prompt_tokens?: number;
   completion_tokens?: number;
@@ -20,12 +26,15 @@ export class SseRelay {
   /** Chunks with generated content seen so far. */
   events = 0;
 
-  constructor(modelName: string, includeUsage: boolean) {
+  private readonly maxEventChars: number;
+
+  constructor(modelName: string, includeUsage: boolean, maxEventChars = MAX_EVENT_CHARS) {
     this.modelName = modelName;
     this.includeUsage = includeUsage;
+    this.maxEventChars = maxEventChars;
   }
 
-  /** Feed bytes from the node; returns what to write to the client (maybe ""). */
+  /** Feed bytes from the node; returns what to write to the client (maybe ""); throws on an event over the bound. */
   push(chunk: string): string {
     this.buffer += chunk;
     let out = "";
@@ -36,6 +45,10 @@ export class SseRelay {
       const sep = this.buffer.slice(end).match(/^\r?\n\r?\n/)![0].length;
       this.buffer = this.buffer.slice(end + sep);
       out += this.rewrite(event);
+    }
+    if (this.buffer.length > this.maxEventChars) {
+      this.buffer = "";
+      throw new UpstreamResponseTooLargeError("stream event", this.maxEventChars);
     }
     return out;
   }

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { z } from "zod";
 import { defaultHfEndpoint } from "../crds/api/index.ts";
 import { parseQuantity } from "../crds/api/quantity.ts";
+import type { ModelSourcePolicy } from "../model-source/guarded-fetch.ts";
+import { modelSourcePolicy } from "../model-source/policy.ts";
 
 /** Keep-alive bytes of an admitted request, every this many milliseconds (node-contract.md). */
 export const defaultKeepAliveMs = 10_000;
@@ -28,6 +30,8 @@ const environment = z.object({
   POMONA_CACHE_MAX_BYTES: quantityText.optional(),
   POMONA_MODEL_MEMORY: quantityText.optional(),
   POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
+  POMONA_MODEL_ALLOWED_HOSTS: z.string().optional(),
+  POMONA_MODEL_MAX_BYTES: quantityText.optional(),
   POMONA_THREADS: z.coerce.number().int().min(1).max(512).optional(),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   POMONA_LEASE_RENEW_SECONDS: z.coerce.number().positive().default(10),
@@ -55,6 +59,8 @@ export interface NodeAgentConfig {
   leaseRenewSeconds: number;
   /** Where hf: file references download from: the Hugging Face Hub or a mirror of it. */
   hfEndpoint: string;
+  /** Where model files may be downloaded from, and size and time limits (model-source/). */
+  modelSources: ModelSourcePolicy;
   /** Requests that may wait for a free sequence, per replica, before 429 replica_busy. */
   queueLimit: number;
   /** Milliseconds between keep-alive bytes of an admitted request. */
@@ -80,6 +86,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeAgentConfi
   const nodeToken = e.POMONA_NODE_TOKEN ?? (e.POMONA_NODE_TOKEN_FILE ? readToken(e.POMONA_NODE_TOKEN_FILE) : undefined);
   if (!nodeToken)
     throw new Error("invalid node-agent configuration: POMONA_NODE_TOKEN or POMONA_NODE_TOKEN_FILE is required");
+  let modelSources: ModelSourcePolicy;
+  try {
+    modelSources = modelSourcePolicy({
+      allowedHosts: e.POMONA_MODEL_ALLOWED_HOSTS,
+      hfEndpoint: e.POMONA_HF_ENDPOINT,
+      maxBytes: e.POMONA_MODEL_MAX_BYTES ? parseQuantity(e.POMONA_MODEL_MAX_BYTES) : undefined,
+    });
+  } catch (err) {
+    throw new Error(`invalid node-agent configuration: POMONA_MODEL_ALLOWED_HOSTS: ${(err as Error).message}`);
+  }
   return {
     nodeName: e.POMONA_NODE_NAME ?? hostname().toLowerCase().split(".")[0]!,
     nodeMode: e.POMONA_NODE_MODE ?? (platform() === "darwin" ? "virtual" : "attached"),
@@ -90,6 +106,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeAgentConfi
     cacheMaxBytes: e.POMONA_CACHE_MAX_BYTES ? parseQuantity(e.POMONA_CACHE_MAX_BYTES) : undefined,
     modelMemoryBytes: e.POMONA_MODEL_MEMORY ? parseQuantity(e.POMONA_MODEL_MEMORY) : undefined,
     hfEndpoint: e.POMONA_HF_ENDPOINT,
+    modelSources,
     threads: e.POMONA_THREADS,
     logLevel: e.POMONA_LOG_LEVEL,
     leaseRenewSeconds: e.POMONA_LEASE_RENEW_SECONDS,

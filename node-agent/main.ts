@@ -38,7 +38,7 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
     progressLogs: false,
     maxThreads: threads,
   });
-  const cache = new ModelCache(config.cacheDir, config.cacheMaxBytes, config.hfEndpoint);
+  const cache = new ModelCache(config.cacheDir, config.cacheMaxBytes, config.hfEndpoint, config.modelSources);
   await cache.init();
 
   let draining = false;

@@ -1,16 +1,19 @@
 /**
  * The node's cache of GGUF files. A path source is used in place; an https source is downloaded into the
- * cache resumably (HTTP Range onto a .part file), checked against its sha256, and kept under an LRU byte
- * limit; an hf: source is resolved by node-llama-cpp's own downloader.
+ * cache resumably (HTTP Range onto a .part file) through the guarded fetcher (model-source/: allowed hosts,
+ * no redirects to private addresses, size and idle limits), checked against its sha256, and kept under an
+ * LRU byte limit; an hf:owner/repo:quant source is resolved by node-llama-cpp's own downloader.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { resolveModelFile } from "node-llama-cpp";
 import { defaultHfEndpoint, hfFileUrl, type ModelSource } from "../crds/api/index.ts";
+import { fetchModelSource, ModelSourceError, type ModelSourcePolicy } from "../model-source/guarded-fetch.ts";
+import { modelSourcePolicy } from "../model-source/policy.ts";
+import { showUrl as redactUrl } from "../model-source/show-url.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 
 export interface DownloadProgress {
@@ -33,13 +36,20 @@ export class ModelCache {
   readonly dir: string;
   private maxBytes: number | undefined;
   private readonly hfEndpoint: string;
+  private readonly sources: ModelSourcePolicy;
   /** Files in use by loaded replicas are never evicted. */
   private readonly pinned = new Map<string, number>();
 
-  constructor(dir: string, maxBytes: number | undefined, hfEndpoint = defaultHfEndpoint) {
+  constructor(
+    dir: string,
+    maxBytes: number | undefined,
+    hfEndpoint = defaultHfEndpoint,
+    sources = modelSourcePolicy({ allowedHosts: undefined, hfEndpoint }),
+  ) {
     this.dir = dir;
     this.maxBytes = maxBytes;
     this.hfEndpoint = hfEndpoint;
+    this.sources = sources;
   }
 
   async init(): Promise<void> {
@@ -101,23 +111,32 @@ export class ModelCache {
     }
     const part = `${final}.part`;
     const done = (await stat(part).catch(() => undefined))?.size ?? 0;
-    const response = await fetch(url, {
+    const response = await fetchModelSource(url, this.sources, {
       headers: done > 0 ? { range: `bytes=${done}-` } : {},
       signal: options.signal,
     }).catch((err: unknown) => {
+      if (err instanceof ModelSourceError) throw new ReplicaFailure(err.reason, err.message);
+      if (options.signal?.aborted) throw err;
       throw new ReplicaFailure("DownloadFailed", `cannot download ${redactUrl(url)}: ${(err as Error).message}`);
     });
-    if (response.status === 404) throw new ReplicaFailure("FileNotFound", `${redactUrl(url)} answered 404 Not Found`);
-    if (!response.ok || !response.body)
-      throw new ReplicaFailure("DownloadFailed", `${redactUrl(url)} answered ${response.status}`);
+    const failed = (failure: ReplicaFailure) => {
+      response.body.destroy();
+      return failure;
+    };
+    if (response.status === 404)
+      throw failed(new ReplicaFailure("FileNotFound", `${redactUrl(url)} answered 404 Not Found`));
+    if (response.status !== 200 && response.status !== 206)
+      throw failed(new ReplicaFailure("DownloadFailed", `${redactUrl(url)} answered ${response.status}`));
     // A server that ignores Range sends the whole file again: start over rather than append it twice.
     const resumed = response.status === 206 && done > 0;
-    const length = Number(response.headers.get("content-length") ?? Number.NaN);
+    const length = Number(response.headers["content-length"] ?? Number.NaN);
     const bytesTotal = Number.isFinite(length) ? length + (resumed ? done : 0) : undefined;
-    await this.makeRoom(bytesTotal ?? 0);
+    await this.makeRoom(bytesTotal ?? 0).catch((err: unknown) => {
+      throw failed(err as ReplicaFailure);
+    });
     let bytesDone = resumed ? done : 0;
     let lastReport = 0;
-    const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream<Uint8Array>);
+    const body = response.body;
     body.on("data", (chunk: Buffer) => {
       bytesDone += chunk.length;
       const now = Date.now();
@@ -136,6 +155,7 @@ export class ModelCache {
             `the disk of the model cache ${this.dir} is full after ${bytesDone} bytes of ${redactUrl(url)}`,
           );
         if (options.signal?.aborted) throw err;
+        if (err instanceof ModelSourceError) throw new ReplicaFailure(err.reason, err.message);
         throw new ReplicaFailure("DownloadFailed", `downloading ${redactUrl(url)} failed: ${err.message}`);
       },
     );
@@ -214,14 +234,4 @@ async function exists(path: string): Promise<boolean> {
 async function touch(path: string): Promise<void> {
   const now = new Date();
   await utimes(path, now, now).catch(() => {});
-}
-
-/** URLs may carry signed tokens in their query; messages and status show only the origin and path. */
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    return `${u.origin}${u.pathname}`;
-  } catch {
-    return "the model URL";
-  }
 }

@@ -2,6 +2,8 @@
 import { hostname } from "node:os";
 import { z } from "zod";
 import { defaultHfEndpoint, defaultSystemNamespace } from "../crds/api/index.ts";
+import type { ModelSourcePolicy } from "../model-source/guarded-fetch.ts";
+import { modelSourcePolicy } from "../model-source/policy.ts";
 
 const schema = z.object({
   POMONA_NAMESPACE: z.string().min(1).default(defaultSystemNamespace),
@@ -24,6 +26,7 @@ const schema = z.object({
     .min(30)
     .max(90 * 86_400)
     .default(7 * 86_400),
+  POMONA_MODEL_ALLOWED_HOSTS: z.string().optional(),
 });
 
 export interface OperatorConfig {
@@ -39,6 +42,8 @@ export interface OperatorConfig {
   nodeAgentServiceAccount: string;
   /** Lifetime of the node and gateway certificates the operator signs; renewed two thirds in. */
   nodeCertLifetimeMs: number;
+  /** Where GGUF headers may be read from (model-source/). */
+  modelSources: ModelSourcePolicy;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -48,6 +53,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     throw new Error(`invalid ${String(issue?.path[0])}: ${issue?.message}`);
   }
   const c = parsed.data;
+  let modelSources: ModelSourcePolicy;
+  try {
+    modelSources = modelSourcePolicy({ allowedHosts: c.POMONA_MODEL_ALLOWED_HOSTS, hfEndpoint: c.POMONA_HF_ENDPOINT });
+  } catch (err) {
+    throw new Error(`invalid POMONA_MODEL_ALLOWED_HOSTS: ${(err as Error).message}`);
+  }
   return {
     namespace: c.POMONA_NAMESPACE,
     identity: c.POMONA_OPERATOR_ID,
@@ -59,5 +70,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
       : undefined,
     nodeAgentServiceAccount: c.POMONA_NODE_AGENT_SERVICE_ACCOUNT,
     nodeCertLifetimeMs: c.POMONA_NODE_CERT_LIFETIME_SECONDS * 1000,
+    modelSources,
   };
 }

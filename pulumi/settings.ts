@@ -49,6 +49,12 @@ export const settingsFields = z.object({
       logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
       limitsOnRedisFailure: z.enum(["allow", "deny"]).default("allow"),
       resources: resources.default({ requests: { cpu: "250m", memory: "256Mi" }, limits: { memory: "1Gi" } }),
+      /** The internal port of /metrics and the probes; only the pomona-gateway-admin Service exposes it. */
+      adminPort: z.int().min(1).max(65535).default(9090),
+      /** Addresses or CIDRs of the proxies in front (the Ingress controller) whose X-Forwarded-For is believed. */
+      trustedProxies: z.array(z.string().min(1)).default([]),
+      /** Open connections one client address may hold on the public port (trusted proxies are exempt). */
+      maxConnectionsPerClient: z.int().min(1).default(256),
       service: z
         .object({
           type: z.enum(["ClusterIP", "NodePort", "LoadBalancer"]).default("ClusterIP"),
@@ -93,6 +99,8 @@ export const settingsFields = z.object({
       resources: resources.default({ requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } }),
     })
     .prefault({}),
+  /** Hosts model files may come from, beyond Hugging Face and its CDN (operator header reads, node downloads). */
+  modelSources: z.object({ allowedHosts: z.array(z.string().min(1)).default([]) }).prefault({}),
   serviceMonitor: z.object({ enabled: z.boolean().default(false), interval: z.string().default("30s") }).prefault({}),
   adminKey: z.object({ enabled: z.boolean().default(true), owner: z.string().min(1).default("admin") }).prefault({}),
 });

@@ -66,6 +66,7 @@ beforeAll(async () => {
   host = await startModelHost();
   agent = await startAgent("drill-cache-node", {
     NODE_EXTRA_CA_CERTS: host.caFile,
+    POMONA_MODEL_ALLOWED_HOSTS: host.url,
     POMONA_CACHE_DIR: mountPoint,
     POMONA_CACHE_MAX_BYTES: "64Mi",
   });

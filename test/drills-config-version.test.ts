@@ -38,7 +38,7 @@ const statusFor = async (key: string) =>
 
 /** The version the gateway serves, from its metric. */
 async function servedVersion(): Promise<number> {
-  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
   return Number(/^pomona_gateway_config_version (\S+)$/m.exec(text)?.[1] ?? 0);
 }
 

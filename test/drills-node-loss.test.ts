@@ -64,7 +64,7 @@ async function route(endpoints: { url: string; agent: TestAgent; replica: string
 /** Until the gateway process serves this config version (its metric says so). */
 const servesVersion = (version: number) =>
   eventually(`gateway on config version ${version}`, async () => {
-    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     const served = Number(text.match(/^pomona_gateway_config_version (\d+)/m)?.[1] ?? 0);
     return served >= version ? true : undefined;
   });
@@ -124,7 +124,7 @@ describe("a node-agent killed under load", () => {
     expect(b.process.child.signalCode).toBe("SIGKILL");
     expect(failures).toEqual([]);
     expect(answered).toBe(total);
-    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
   });
 
   it("ends the streams cut off with an error the client sees, and serves new streams", {

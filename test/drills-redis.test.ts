@@ -25,7 +25,7 @@ async function ask(gateway: GatewayProcess): Promise<{ status: number; body: { e
 }
 
 const metric = async (gateway: GatewayProcess, pattern: RegExp) =>
-  Number((await (await fetch(`${gateway.url}/metrics`)).text()).match(pattern)?.[1] ?? 0);
+  Number((await (await fetch(`${gateway.adminUrl}/metrics`)).text()).match(pattern)?.[1] ?? 0);
 
 beforeAll(async () => {
   await createNamespace(ns);

@@ -26,7 +26,7 @@ let printedKey: string;
 let curlLine: string;
 let upSeconds: number;
 let up: TestProcess;
-let ports: { gateway: number; agent: number; operator: number };
+let ports: { gateway: number; gatewayAdmin: number; agent: number; operator: number };
 let hub: Server;
 let hubUrl: string;
 const k = (args: string[], input?: string) => kubectlOk(args, input, kubeconfig);
@@ -79,8 +79,13 @@ describe("Pomona end to end, as a user", () => {
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), "pomona-e2e-"));
     hubUrl = await startHubStandIn();
-    const [gatewayPort, agentPort, operatorPort] = [await freePort(), await freePort(), await freePort()];
-    ports = { gateway: gatewayPort, agent: agentPort, operator: operatorPort };
+    const [gatewayPort, gatewayAdminPort, agentPort, operatorPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    ports = { gateway: gatewayPort, gatewayAdmin: gatewayAdminPort, agent: agentPort, operator: operatorPort };
     const started = Date.now();
     // `npm start` is `node cli/pomona.ts up`; no KUBECONFIG, so it starts its own control plane as on a fresh machine.
     up = startNode(
@@ -91,6 +96,8 @@ describe("Pomona end to end, as a user", () => {
         stateDir,
         "--gateway-port",
         `${gatewayPort}`,
+        "--gateway-admin-port",
+        `${gatewayAdminPort}`,
         "--agent-port",
         `${agentPort}`,
         "--operator-port",
@@ -278,7 +285,9 @@ describe("Pomona end to end, as a user", () => {
     expect(status).toMatch(/^stories\s+2\/2\s+quickstart/m);
     expect(status.match(/^stories-\S+\s+stories\s+\S+\s+Ready/gm)).toHaveLength(2);
     expect(status).toMatch(/^second-node\s+cpu/m);
-    expect(status.match(/^https:\/\/\S+\s+closed/gm)?.length).toBeGreaterThanOrEqual(2);
+    // Breakers by model, replica and node, read from the gateway's internal port; no endpoint URLs.
+    expect(status.match(/^default\/stories\s+stories-\S+\s+\S+\s+closed/gm)?.length).toBeGreaterThanOrEqual(2);
+    expect(status).not.toMatch(/^http:\/\//m);
     const { stdout: keys } = await cli(["keys", "list"]);
     expect(keys).toMatch(/^quickstart\s+/m);
     expect(keys).not.toContain(await keyFromSecret());
@@ -369,6 +378,8 @@ describe("Pomona end to end, as a user", () => {
           stateDir,
           "--gateway-port",
           `${ports.gateway}`,
+          "--gateway-admin-port",
+          `${ports.gatewayAdmin}`,
           "--agent-port",
           `${ports.agent}`,
           "--operator-port",

@@ -215,7 +215,7 @@ describe("the OpenAI API through the official client", () => {
   });
 
   it("exports metrics by model, owner and status without any key", async () => {
-    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(text).toMatch(
       /pomona_gateway_requests_total\{route="\/v1\/chat\/completions",model="tiny",owner="team-full",status="200"\} \d+/,
     );
@@ -232,8 +232,8 @@ describe("the OpenAI API through the official client", () => {
   });
 
   it("is ready once it holds a config", async () => {
-    const ready = await fetch(`${gateway.url}/readyz`);
+    const ready = await fetch(`${gateway.adminUrl}/readyz`);
     expect(ready.status).toBe(200);
-    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
   });
 });

@@ -38,7 +38,7 @@ let feed: ConfigFeed;
 const tiny = () => model(ns, "tiny", { endpoints: [node.endpoint(ns, "tiny-a")] });
 const client = (apiKey: string) => new OpenAI({ apiKey, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
 const metric = async (name: string) => {
-  const text = await (await fetch(`${gateway.url}/metrics`)).text();
+  const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
   return Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
 };
 
@@ -81,14 +81,14 @@ afterAll(async () => {
 
 describe("following the published config", () => {
   it("is not ready and answers 503 until a config is published", async () => {
-    expect((await fetch(`${gateway.url}/readyz`)).status).toBe(503);
+    expect((await fetch(`${gateway.adminUrl}/readyz`)).status).toBe(503);
     const err = await client(first.secret)
       .models.list()
       .catch((e: unknown) => e);
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(503);
     await feed.publish({ models: [tiny()], keys: [first, ...crowd] });
     await gateway.waitForVersion(feed.version);
-    expect((await fetch(`${gateway.url}/readyz`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/readyz`)).status).toBe(200);
     expect(await metric("pomona_gateway_config_version")).toBe(feed.version);
   });
 
@@ -142,7 +142,7 @@ describe("following the published config", () => {
     );
     expect(gateway.holder.version).toBe(current);
     expect((await client(first.secret).models.list()).data).toHaveLength(1);
-    expect((await fetch(`${gateway.url}/readyz`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/readyz`)).status).toBe(200);
     // The operator's next good config is taken again.
     feed.version = current + 100;
     feed.forgetWritten();

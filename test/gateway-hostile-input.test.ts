@@ -375,6 +375,6 @@ describe("hostile and malformed requests", () => {
       body: JSON.stringify(valid),
     });
     expect(ok.status).toBe(200);
-    expect((await fetch(`${gateway.url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${gateway.adminUrl}/healthz`)).status).toBe(200);
   });
 });

@@ -237,7 +237,7 @@ describe("when Redis cannot be reached", () => {
         } else {
           expect(outcome.status).toBe(200);
         }
-        const text = await (await fetch(`${gateway.url}/metrics`)).text();
+        const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
         expect(text).toContain(`pomona_gateway_limits_on_redis_failure{mode="${mode}"} 1`);
         expect(text).toMatch(new RegExp(`pomona_gateway_limiter_failures_total\\{mode="${mode}"\\} 1`));
       } finally {

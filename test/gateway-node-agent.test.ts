@@ -183,7 +183,7 @@ describe("real inference through the gateway", () => {
   });
 
   it("charges the node's real usage to the key's owner", async () => {
-    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    const text = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     const completion = Number(
       /pomona_gateway_tokens_total\{model="stories",owner="team-k",direction="completion"\} (\d+)/.exec(text)?.[1],
     );

@@ -104,10 +104,10 @@ describe("nodes failing", () => {
     expect(answeredBy.slice(0, 40)).toContain("from mac-a");
     // Once the breaker opened, node a gets no more traffic: the last answers all come from b.
     expect(answeredBy.slice(-50).every((who) => who === "from mac-b")).toBe(true);
-    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     // Open, or half-open if its reset time passed since: not closed.
     expect(metrics).toMatch(
-      /pomona_gateway_breaker_state\{model="gw-resilience\/tiny",endpoint="[^"]+\/tiny-a",replica="tiny-a",node="mac-a"\} [12]/,
+      /pomona_gateway_breaker_state\{model="gw-resilience\/tiny",replica="tiny-a",node="mac-a"\} [12]/,
     );
     // Without a breaker, about half of the 240 requests after the kill would try node a first and fail.
     const failed = Number(
@@ -191,7 +191,7 @@ describe("nodes failing", () => {
       expect((err as Error).message).toContain("longer than the context");
       expect((err as InstanceType<typeof OpenAI.APIError>).param).toBe("messages");
     }
-    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_breaker_state\{model="gw-resilience\/picky",[^}]*\} 0/);
     expect(picky.seen).toHaveLength(6);
   });
@@ -221,7 +221,7 @@ describe("nodes failing", () => {
     expect(slow.chunksWritten).toBe(written);
     expect(written).toBeLessThan(100);
     expect(slow.streamsFinished).toBe(0);
-    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_requests_in_flight 0/);
   });
 

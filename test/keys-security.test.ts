@@ -196,7 +196,7 @@ describe("a key brought in a Secret that opted in", () => {
     // The config now holds the new hash only; once the gateway serves it, dropping the previous key is safe.
     const config = await readGatewayConfig(system);
     await eventually("the gateway to serve the re-hashed config", async () => {
-      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
       const version = Number(metrics.match(/^pomona_gateway_config_version (\d+)/m)?.[1]);
       return version >= (config?.version ?? Number.POSITIVE_INFINITY) ? true : undefined;
     });
@@ -300,7 +300,7 @@ describe("an address that keeps sending invalid keys", () => {
       }
       expect(statuses).toEqual([401, 401, 401, 401, 401, 429, 429, 429]);
       expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
-      const metrics = await (await fetch(`${strict.url}/metrics`)).text();
+      const metrics = await (await fetch(`${strict.adminUrl}/metrics`)).text();
       expect(metrics).toMatch(/^pomona_gateway_auth_failures_total\{reason="invalid"\} 5$/m);
       expect(metrics).toMatch(/^pomona_gateway_auth_throttled_total 3$/m);
       expect(metrics).toMatch(/^pomona_gateway_auth_throttled_addresses_total 1$/m);

@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { modelSourcePolicy } from "../model-source/policy.ts";
 import { ModelCache } from "../node-agent/model-cache.ts";
 import { ReplicaFailure } from "../node-agent/replica-failure.ts";
 import { tinyModel, tinyModelSha256 } from "./support/node-agent.ts";
@@ -51,7 +52,14 @@ beforeAll(async () => {
 
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-const newCache = (maxBytes?: number) => new ModelCache(mkdtempSync(join(tmpdir(), "pomona-cache-")), maxBytes);
+// The CDN stand-in listens on loopback: allowed as an origin, as an administrator would list a mirror.
+const newCache = (maxBytes?: number) =>
+  new ModelCache(
+    mkdtempSync(join(tmpdir(), "pomona-cache-")),
+    maxBytes,
+    undefined,
+    modelSourcePolicy({ allowedHosts: base, hfEndpoint: "https://huggingface.co" }),
+  );
 
 describe("model cache", () => {
   it("resumes a partial download with a Range request and checks the whole file's sha256", async () => {

@@ -133,7 +133,8 @@ beforeAll(async () => {
   await createNamespace(ns);
   host = await startModelHost();
   recordPhases();
-  agent = await startAgent(nodeName, { NODE_EXTRA_CA_CERTS: host.caFile });
+  // The model host is a loopback stand-in: allowed as an origin, as an administrator would list a mirror.
+  agent = await startAgent(nodeName, { NODE_EXTRA_CA_CERTS: host.caFile, POMONA_MODEL_ALLOWED_HOSTS: host.url });
   await createReplica("story-a", { path: tinyModel });
   await waitForPhase("story-a", "Ready");
 }, 180_000);

@@ -118,6 +118,42 @@ describe("the Pomona Helm chart", () => {
     }
   });
 
+  test("metrics and probes are on the gateway's internal port, which the client-facing Service and Ingress never route to", () => {
+    const objects = renderChart({ ...everyOption, namespace, serviceMonitor: { enabled: true } });
+    const find = (kind: string, name: string) => objects.find((o) => o.kind === kind && o.metadata.name === name)!;
+    type Container = {
+      ports: { name: string; containerPort: number }[];
+      livenessProbe: { httpGet: { port: string } };
+      readinessProbe: { httpGet: { port: string } };
+    };
+    const gateway = (find("Deployment", "pomona-gateway").spec as { template: { spec: { containers: Container[] } } })
+      .template.spec.containers[0]!;
+    expect(gateway.ports).toEqual([
+      { name: "http", containerPort: 8080 },
+      { name: "admin", containerPort: 9090 },
+    ]);
+    expect([gateway.livenessProbe.httpGet.port, gateway.readinessProbe.httpGet.port]).toEqual(["admin", "admin"]);
+    const targets = (name: string) =>
+      (find("Service", name).spec as { ports: { targetPort: string }[] }).ports.map((p) => p.targetPort);
+    expect(targets("pomona-gateway")).toEqual(["http"]);
+    expect(targets("pomona-gateway-admin")).toEqual(["admin"]);
+    const ingress = JSON.stringify(find("Ingress", "pomona-gateway").spec);
+    expect(ingress).toContain('"name":"pomona-gateway"');
+    expect(ingress).not.toContain("admin");
+    // The ServiceMonitor selects the internal Service (by its listener label) and scrapes its admin port.
+    const monitor = find("ServiceMonitor", "pomona-gateway").spec as {
+      selector: { matchLabels: Record<string, string> };
+      endpoints: { port: string; path: string }[];
+    };
+    expect(monitor.endpoints).toEqual([expect.objectContaining({ port: "admin", path: "/metrics" })]);
+    const selected = objects.filter(
+      (o) =>
+        o.kind === "Service" &&
+        Object.entries(monitor.selector.matchLabels).every(([k, v]) => o.metadata.labels?.[k] === v),
+    );
+    expect(selected.map((o) => o.metadata.name)).toEqual(["pomona-gateway-admin"]);
+  });
+
   test("helm install, then upgrade, keeps the random node token and NOTES tell how to reach the gateway", async () => {
     const kubeconfig = inject("kubeconfig");
     const dir = mkdtempSync(join(tmpdir(), "pomona-helm-"));

@@ -99,6 +99,8 @@ export const everyOption: PomonaSettingsInput = {
     autoscaling: { enabled: true },
     ingress: { enabled: true, className: "nginx", tlsSecretName: "pomona-tls" },
     service: { type: "NodePort", nodePort: 30080 },
+    trustedProxies: ["10.0.0.0/8", "fd00::/8"],
   },
   nodeAgent: { modelMemory: "6Gi" },
+  modelSources: { allowedHosts: ["models.example.com", "*.cdn.example.com"] },
 };

@@ -1,4 +1,4 @@
-/** Liveness, readiness (a valid config is in use) and Prometheus metrics. */
+/** Liveness, readiness (a valid config is in use) and Prometheus metrics: served by the internal listener only. */
 import type { FastifyInstance } from "fastify";
 import type { ConfigHolder } from "../config-source/config-holder.ts";
 import { NotReadyError } from "../errors.ts";

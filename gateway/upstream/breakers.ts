@@ -52,9 +52,9 @@ export class EndpointBreakers {
   }
 
   private labelsOf(model: GatewayModel, endpoint: GatewayEndpoint) {
+    // Names only: an endpoint's URL says where a node listens and has no place in metrics.
     return {
       model: `${model.namespace}/${model.name}`,
-      endpoint: endpoint.url,
       replica: endpoint.replica,
       node: endpoint.node,
     };

@@ -6,6 +6,7 @@
  */
 import type { ModelReplica } from "../../crds/api/index.ts";
 import { API_VERSION, type InferenceModel, labels } from "../../crds/api/index.ts";
+import type { ModelSourcePolicy } from "../../model-source/guarded-fetch.ts";
 import { type Cluster, replicasOfModel } from "../cluster.ts";
 import { setCondition } from "../runtime/conditions.ts";
 import type { Result } from "../runtime/controller.ts";
@@ -22,6 +23,8 @@ const memoryRetryMs = 60_000;
 export interface ModelControllerOptions {
   nodeLostAfterSeconds: number;
   hfEndpoint: string;
+  /** Where GGUF headers may be read from; defaults to the Hub's hosts and the HF endpoint. */
+  modelSources?: ModelSourcePolicy;
 }
 
 export function createModelReconciler(cluster: Cluster, options: ModelControllerOptions) {
@@ -91,7 +94,7 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     const memoryKey = `${model.metadata.uid}/${generation}`;
     let memory = memoryCache.get(memoryKey);
     if (!memory) {
-      memory = await replicaMemory(spec, { hfEndpoint: options.hfEndpoint });
+      memory = await replicaMemory(spec, { hfEndpoint: options.hfEndpoint, sources: options.modelSources });
       // An unreadable header may be a passing network failure: only a figure is kept, an error is retried.
       if (!("error" in memory)) memoryCache.set(memoryKey, memory);
     }
@@ -158,10 +161,10 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     if ("error" in memory) {
       conditions = setCondition(
         conditions,
-        { type: "Scheduled", status: "False", reason: "MemoryUnknown", message: memory.error },
+        { type: "Scheduled", status: "False", reason: memory.reason, message: memory.error },
         generation,
       );
-      cluster.events.record(model, "Warning", "MemoryUnknown", memory.error);
+      cluster.events.record(model, "Warning", memory.reason, memory.error);
       requeue.push(memoryRetryMs);
     } else {
       const bytes = memory.bytes;

@@ -14,6 +14,9 @@ import { image } from "./operator.ts";
 import { serviceAccountName } from "./rbac.ts";
 
 export const gatewayName = "pomona-gateway";
+/** The Service of the internal port (/metrics, probes); the client-facing Service and Ingress never expose it. */
+export const gatewayAdminName = "pomona-gateway-admin";
+const adminListenerLabel = { "pomona.dev/listener": "admin" };
 
 /** The gateway's address inside the cluster. */
 export const redisUrl = (settings: PomonaSettings) => `redis://pomona-redis.${settings.namespace}.svc:6379`;
@@ -25,6 +28,10 @@ function deployment(settings: PomonaSettings): KubeObject {
     fieldEnv("POMONA_NAMESPACE", "metadata.namespace"),
     { name: "POMONA_GATEWAY_PORT", value: "8080" },
     { name: "POMONA_GATEWAY_HOST", value: "0.0.0.0" },
+    { name: "POMONA_GATEWAY_ADMIN_PORT", value: String(gateway.adminPort) },
+    { name: "POMONA_GATEWAY_ADMIN_HOST", value: "0.0.0.0" },
+    { name: "POMONA_GATEWAY_TRUSTED_PROXIES", value: gateway.trustedProxies.join(",") },
+    { name: "POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT", value: String(gateway.maxConnectionsPerClient) },
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_LOG_LEVEL", value: gateway.logLevel },
     { name: "POMONA_LIMITS_ON_REDIS_FAILURE", value: gateway.limitsOnRedisFailure },
@@ -50,8 +57,11 @@ function deployment(settings: PomonaSettings): KubeObject {
               imagePullPolicy: settings.image.pullPolicy,
               command: ["node", "gateway/main.ts"],
               env,
-              ports: [{ name: "http", containerPort: 8080 }],
-              ...httpProbes("http"),
+              ports: [
+                { name: "http", containerPort: 8080 },
+                { name: "admin", containerPort: gateway.adminPort },
+              ],
+              ...httpProbes("admin"),
               volumeMounts: [{ name: "node-token", mountPath: nodeTokenMountPath, readOnly: true }],
               resources: gateway.resources,
               securityContext: containerSecurityContext,
@@ -77,6 +87,23 @@ function service(settings: PomonaSettings): KubeObject {
     kind: "Service",
     metadata: { name: gatewayName, namespace: settings.namespace, labels: componentLabels("gateway") },
     spec: { type: service.type, selector: selectorLabels("gateway"), ports: [port] },
+  };
+}
+
+function adminService(settings: PomonaSettings): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      name: gatewayAdminName,
+      namespace: settings.namespace,
+      labels: { ...componentLabels("gateway"), ...adminListenerLabel },
+    },
+    spec: {
+      type: "ClusterIP",
+      selector: selectorLabels("gateway"),
+      ports: [{ name: "admin", port: settings.gateway.adminPort, targetPort: "admin" }],
+    },
   };
 }
 
@@ -140,6 +167,7 @@ export function gatewayObjects(settings: PomonaSettings): KubeObject[] {
   const objects = [
     deployment(settings),
     service(settings),
+    adminService(settings),
     {
       apiVersion: "policy/v1",
       kind: "PodDisruptionBudget",
@@ -158,8 +186,9 @@ export function gatewayObjects(settings: PomonaSettings): KubeObject[] {
       kind: "ServiceMonitor",
       metadata: { name: gatewayName, namespace: settings.namespace, labels: componentLabels("gateway") },
       spec: {
-        selector: { matchLabels: selectorLabels("gateway") },
-        endpoints: [{ port: "http", path: "/metrics", interval: settings.serviceMonitor.interval }],
+        // The internal Service only: metrics are not on the client-facing port.
+        selector: { matchLabels: { ...selectorLabels("gateway"), ...adminListenerLabel } },
+        endpoints: [{ port: "admin", path: "/metrics", interval: settings.serviceMonitor.interval }],
       },
     });
   }

@@ -29,6 +29,7 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_CACHE_DIR", value: cacheMountPath },
     ...(nodeAgent.modelMemory ? [{ name: "POMONA_MODEL_MEMORY", value: nodeAgent.modelMemory }] : []),
+    { name: "POMONA_MODEL_ALLOWED_HOSTS", value: settings.modelSources.allowedHosts.join(",") },
     // node-llama-cpp writes beside HOME; the root filesystem is read-only.
     { name: "HOME", value: "/tmp" },
   ];

@@ -55,6 +55,7 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                     name: "POMONA_NODE_AGENT_SERVICE_ACCOUNT",
                     value: `${settings.namespace}/${serviceAccountName("node-agent")}`,
                   },
+                  { name: "POMONA_MODEL_ALLOWED_HOSTS", value: settings.modelSources.allowedHosts.join(",") },
                 ],
                 ports: [{ name: "http", containerPort: 8081 }],
                 ...httpProbes("http"),

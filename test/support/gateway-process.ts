@@ -6,7 +6,10 @@ import { eventually, startNode, type TestProcess } from "./processes.ts";
 
 export interface GatewayProcess {
   process: TestProcess;
+  /** The public port: the OpenAI API. */
   url: string;
+  /** The internal port: /healthz, /readyz and /metrics. */
+  adminUrl: string;
 }
 
 export async function startGatewayProcess(
@@ -17,11 +20,14 @@ export async function startGatewayProcess(
   const port = await freePort();
   // As the operator would have; configs published by ConfigFeed are hashed with this key.
   await writeHashingSecret(namespace, "create-if-absent", kubeconfig);
+  const adminPort = await freePort();
   const process = startNode("gateway/main.ts", [], {
     KUBECONFIG: kubeconfig,
     POMONA_NAMESPACE: namespace,
     POMONA_GATEWAY_PORT: String(port),
     POMONA_GATEWAY_HOST: "127.0.0.1",
+    POMONA_GATEWAY_ADMIN_PORT: String(adminPort),
+    POMONA_GATEWAY_ADMIN_HOST: "127.0.0.1",
     POMONA_NODE_TOKEN: NODE_TOKEN,
     // Stand-in configs without an operator to sign certificates: plain HTTP; test/node-identity.test.ts runs TLS.
     POMONA_NODE_TLS: "off",
@@ -29,15 +35,18 @@ export async function startGatewayProcess(
     // Every test client is 127.0.0.1: see RELAXED_INVALID_KEYS.
     POMONA_INVALID_KEY_BURST: "1000000",
     POMONA_INVALID_KEY_REFILL_PER_MINUTE: "1000000",
+    // The test process plays many clients from one address: the per-address cap would count them as one.
+    POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: "100000",
     ...env,
   });
   const url = `http://127.0.0.1:${port}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
   await eventually(
     "gateway process ready",
-    async () => ((await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined),
+    async () => ((await fetch(`${adminUrl}/readyz`).catch(() => undefined))?.status === 200 ? true : undefined),
     60_000,
   );
-  return { process, url };
+  return { process, url, adminUrl };
 }
 
 /** Resident memory of a process in bytes, from /proc (Linux). */

@@ -14,7 +14,9 @@ import {
   keyHashingDataKeys,
   keyHashingSecret,
 } from "../../crds/api/index.ts";
+import { buildAdminApp } from "../../gateway/admin-app.ts";
 import { buildApp, type GatewayDeps } from "../../gateway/app.ts";
+import { defaultClientLimits } from "../../gateway/client-connections.ts";
 import { ConfigHolder } from "../../gateway/config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher.ts";
 import { HashingKeysHolder, HashingKeysWatcher } from "../../gateway/key-hashing.ts";
@@ -130,7 +132,10 @@ export class ConfigFeed {
 
 export interface TestGateway {
   app: FastifyInstance;
+  /** The public port: the OpenAI API. */
   url: string;
+  /** The internal port: /healthz, /readyz and /metrics. */
+  adminUrl: string;
   holder: ConfigHolder;
   metrics: GatewayMetrics;
   watcher: GatewayConfigWatcher;
@@ -147,6 +152,8 @@ export async function startGateway(
     now?: () => number;
     upstream?: Partial<GatewayDeps["upstream"]>;
     bodyLimitBytes?: number;
+    answerLimitBytes?: number;
+    clients?: GatewayDeps["clients"];
     metrics?: GatewayMetrics;
     invalidKeys?: GatewayDeps["invalidKeys"];
   } = {},
@@ -165,6 +172,9 @@ export async function startGateway(
     nodeToken: options.nodeToken ?? NODE_TOKEN,
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
+    answerLimitBytes: options.answerLimitBytes,
+    // The test process plays many clients from one address: the per-address cap would count them as one.
+    clients: options.clients ?? { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
     now: options.now,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
   });
@@ -188,9 +198,13 @@ export async function startGateway(
   hashingWatcher.start();
   await app.listen({ port: 0, host: "127.0.0.1" });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  const admin = await buildAdminApp({ holder, hashingKeys, metrics, logLevel: "silent" });
+  await admin.listen({ port: 0, host: "127.0.0.1" });
+  const adminUrl = `http://127.0.0.1:${(admin.server.address() as AddressInfo).port}`;
   return {
     app,
     url,
+    adminUrl,
     holder,
     metrics,
     watcher,
@@ -204,6 +218,7 @@ export async function startGateway(
       watcher.stop();
       hashingWatcher.stop();
       await closeGracefully(app, 500);
+      await admin.close();
       await limiter.close();
     },
   };
