@@ -80,6 +80,7 @@ try {
       `| ${t.label} | ${f(median(p50.get(t) ?? []))} / ${f(median(p99.get(t) ?? []))} | ${t === direct ? "–" : `${f(added(t, p50, d50))} / ${f(added(t, p99, d99))}`} |`,
   );
   const redisAdded = added(redisGateway, p50, d50);
+  const memoryAdded = added(memoryGateway, p50, d50);
   console.log(`### Added latency with the Redis limiter, measured directly (median of ${ROUNDS} round${ROUNDS > 1 ? "s" : ""})
 ${quickNote()}
 ${SEQUENTIAL} sequential non-streaming requests per target and round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests; the targets take turns. The key's policy has limits that never bind (${generousPolicy.requestsPerMinute} requests and tokens per minute, ${generousPolicy.concurrentRequests} concurrent), so every request runs the limiter's admit and settle in Redis and is admitted. Redis on loopback, each part its own process.
@@ -87,6 +88,8 @@ ${SEQUENTIAL} sequential non-streaming requests per target and round (or as many
 | target | p50 / p99 ms | added p50 / p99 ms |
 |---|---|---|
 ${rows.join("\n")}
+
+Of the added p50 with Redis, ${f(redisAdded - memoryAdded)} ms is the Redis limiter (Redis − in-memory gateway, same rounds) and ${f(memoryAdded)} ms the rest of the gateway.
 
 ${targetTable([
   {

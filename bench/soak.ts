@@ -1,0 +1,302 @@
+/**
+ * Soak (manual; not in `npm run bench` nor CI): `npm run soak -- --minutes 30`.
+ *
+ * Runs `npm start`'s own stack (bench/_pomona-up.ts) and, for the given minutes, a mix of clients against
+ * its gateway, each a loop of its own: streaming clients that read every answer, non-streaming clients,
+ * slow readers that take one chunk at a time with a pause between reads, and clients that cancel a
+ * stream once its first text arrives. Then it reports:
+ * - RSS growth of the gateway and the node-agent: the median of the last three samples under load
+ *   against the median of the first three after the warm-up (samples every SAMPLE_SECONDS);
+ * - leaked sockets and file descriptors: each process's count at rest before the load against its count
+ *   at rest after (given up to SETTLE_SECONDS to fall back, e.g. for keep-alive connections to close);
+ * - leaked sequences: the node-agent's running requests and queue depth (its /metrics) back to 0, and
+ *   the gateway's requests in flight;
+ * - answers by kind: 5xx (target: none), busy (429/503) with and without Retry-After, others.
+ *
+ *   npm run soak -- --minutes 2      (POMONA_SOAK_* below tune the mix)
+ */
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { BENCH_PROMPT } from "./_bench-model.ts";
+import { startPomonaUp } from "./_pomona-up.ts";
+import { median } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
+import { agentMetricsUrl, gatewayMetricsUrl } from "./_user-config.ts";
+
+const { values } = parseArgs({ options: { minutes: { type: "string", default: "30" } } });
+const MINUTES = Number(values.minutes);
+if (!(MINUTES > 0)) throw new Error(`--minutes must be a positive number, got ${values.minutes}`);
+const count = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
+const MIX = {
+  streaming: count("POMONA_SOAK_STREAMING", 2),
+  nonStreaming: count("POMONA_SOAK_NON_STREAMING", 2),
+  slow: count("POMONA_SOAK_SLOW", 1),
+  cancelled: count("POMONA_SOAK_CANCELLED", 1),
+};
+const SLOW_READ_PAUSE_MS = 100;
+const SAMPLE_SECONDS = 5;
+const WARMUP_SECONDS = Math.min(60, Math.max(10, MINUTES * 6));
+const SETTLE_SECONDS = 30;
+const RSS_GROWTH_TARGET = 0.05;
+
+interface Answers {
+  ok: number;
+  busyWithRetryAfter: number;
+  busyWithoutRetryAfter: number;
+  serverErrors: Map<number, number>;
+  otherStatus: Map<number, number>;
+  networkErrors: number;
+  firstNetworkError: string | undefined;
+  cancelled: number;
+}
+const answers: Answers = {
+  ok: 0,
+  busyWithRetryAfter: 0,
+  busyWithoutRetryAfter: 0,
+  serverErrors: new Map(),
+  otherStatus: new Map(),
+  networkErrors: 0,
+  firstNetworkError: undefined,
+  cancelled: 0,
+};
+const bump = (m: Map<number, number>, k: number) => m.set(k, (m.get(k) ?? 0) + 1);
+
+/** Counts the answer's status; true if it is a 200 whose body the caller should read. */
+function tally(res: Response): boolean {
+  if (res.status === 200) {
+    answers.ok++;
+    return true;
+  }
+  if (res.status === 429 || res.status === 503) {
+    if (res.headers.get("retry-after")) answers.busyWithRetryAfter++;
+    else answers.busyWithoutRetryAfter++;
+  } else if (res.status >= 500) bump(answers.serverErrors, res.status);
+  else bump(answers.otherStatus, res.status);
+  return false;
+}
+
+function rssBytes(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const kb = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/)?.[1];
+    return kb ? Number(kb) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function descriptors(pid: number | undefined): { fds: number; sockets: number } | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fds = readdirSync(`/proc/${pid}/fd`);
+    const sockets = fds.filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
+      } catch {
+        return false;
+      }
+    }).length;
+    return { fds: fds.length, sockets };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sum of a metric's samples in a Prometheus text page; undefined if the page cannot be read. */
+async function metricSum(url: string, name: string): Promise<number | undefined> {
+  const text = await fetch(url).then(
+    (r) => (r.ok ? r.text() : undefined),
+    () => undefined,
+  );
+  if (text === undefined) return undefined;
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+}
+
+const up = await startPomonaUp();
+const pids = up.pids();
+if (!pids.gateway || !pids.agent) {
+  await up.stop();
+  throw new Error(`could not find the gateway (${pids.gateway}) and node-agent (${pids.agent}) processes of pomona up`);
+}
+const headers = { authorization: `Bearer ${up.key}`, "content-type": "application/json" };
+const chatBody = (stream: boolean, maxTokens: number) =>
+  JSON.stringify({
+    model: up.model,
+    messages: [{ role: "user", content: BENCH_PROMPT }],
+    max_tokens: maxTokens,
+    stream,
+  });
+const randomTokens = () => 16 + Math.floor(Math.random() * 112);
+
+type Client = (until: number) => Promise<void>;
+const post = (body: string, signal?: AbortSignal) =>
+  fetch(`${up.gatewayUrl}/v1/chat/completions`, { method: "POST", headers, body, signal });
+const guarded =
+  (one: () => Promise<void>): Client =>
+  async (until) => {
+    while (Date.now() < until) {
+      try {
+        await one();
+      } catch (err) {
+        answers.networkErrors++;
+        answers.firstNetworkError ??= (err as Error).message;
+        await sleep(100);
+      }
+    }
+  };
+const streaming = guarded(async () => {
+  const res = await post(chatBody(true, randomTokens()));
+  if (tally(res)) await res.text();
+  else await res.body?.cancel();
+});
+const nonStreaming = guarded(async () => {
+  const res = await post(chatBody(false, randomTokens()));
+  if (tally(res)) await res.json();
+  else await res.body?.cancel();
+});
+const slowReader = guarded(async () => {
+  const res = await post(chatBody(true, 128));
+  if (!tally(res) || !res.body) return void (await res.body?.cancel());
+  const reader = res.body.getReader();
+  while (!(await reader.read()).done) await sleep(SLOW_READ_PAUSE_MS);
+});
+const canceller = guarded(async () => {
+  const abort = new AbortController();
+  const res = await post(chatBody(true, 200), abort.signal);
+  if (!tally(res) || !res.body) return void (await res.body?.cancel());
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!/"content":"[^"]/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    text += decoder.decode(value, { stream: true });
+  }
+  abort.abort();
+  answers.cancelled++;
+  await reader.cancel().catch(() => {});
+});
+
+const mb = (b: number | undefined) => (b === undefined ? "–" : (b / 2 ** 20).toFixed(1));
+const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
+try {
+  await sleep(2_000);
+  const before = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
+  const rss = { gateway: [] as number[], agent: [] as number[] };
+  const started = Date.now();
+  const until = started + MINUTES * 60_000;
+  const clients = [
+    ...Array.from({ length: MIX.streaming }, () => streaming),
+    ...Array.from({ length: MIX.nonStreaming }, () => nonStreaming),
+    ...Array.from({ length: MIX.slow }, () => slowReader),
+    ...Array.from({ length: MIX.cancelled }, () => canceller),
+  ].map((c) => c(until));
+  let peakBusySequences = 0;
+  const sampler = (async () => {
+    await sleep(WARMUP_SECONDS * 1000);
+    while (Date.now() < until) {
+      const g = rssBytes(pids.gateway);
+      const a = rssBytes(pids.agent);
+      if (g !== undefined) rss.gateway.push(g);
+      if (a !== undefined) rss.agent.push(a);
+      peakBusySequences = Math.max(
+        peakBusySequences,
+        (await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests")) ?? 0,
+      );
+      await sleep(SAMPLE_SECONDS * 1000);
+    }
+  })();
+  await Promise.all([...clients, sampler]);
+  const loadSeconds = (Date.now() - started) / 1000;
+
+  // At rest again: sequences, requests in flight and descriptors back where they were.
+  const settleBy = Date.now() + SETTLE_SECONDS * 1000;
+  let running: number | undefined;
+  let queued: number | undefined;
+  let inFlight: number | undefined;
+  let after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
+  const settled = () =>
+    running === 0 &&
+    queued === 0 &&
+    inFlight === 0 &&
+    (after.gateway?.sockets ?? Infinity) <= (before.gateway?.sockets ?? 0) &&
+    (after.agent?.sockets ?? Infinity) <= (before.agent?.sockets ?? 0);
+  do {
+    await sleep(1_000);
+    running = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests");
+    queued = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth");
+    inFlight = await metricSum(gatewayMetricsUrl(up.gatewayUrl), "pomona_gateway_requests_in_flight");
+    after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
+  } while (!settled() && Date.now() < settleBy);
+
+  const growth = (samples: number[]) => {
+    if (samples.length < 2) return undefined;
+    const first = median(samples.slice(0, 3));
+    const last = median(samples.slice(-3));
+    return { first, last, peak: Math.max(...samples), growth: (last - first) / first };
+  };
+  const g = growth(rss.gateway);
+  const a = growth(rss.agent);
+  const fivexx = [...answers.serverErrors.values()].reduce((s, n) => s + n, 0);
+  const list = (m: Map<number, number>) =>
+    m.size === 0
+      ? "none"
+      : [...m]
+          .sort()
+          .map(([k, n]) => `${n} × ${k}`)
+          .join(", ");
+  const leaked = (b?: { sockets: number; fds: number }, e?: { sockets: number; fds: number }) =>
+    b && e ? { sockets: e.sockets - b.sockets, fds: e.fds - b.fds } : undefined;
+  const gl = leaked(before.gateway, after.gateway);
+  const al = leaked(before.agent, after.agent);
+  console.log(`### Soak: ${MINUTES} minute(s) of mixed clients against \`npm start\`'s stack
+
+${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each a loop: ${MIX.streaming} streaming (read to the end), ${MIX.nonStreaming} non-streaming, ${MIX.slow} slow reader (a pause of ${SLOW_READ_PAUSE_MS} ms after each read), ${MIX.cancelled} cancelling once the first text arrives; chat completions of 16–128 tokens (slow: 128, cancelled: up to 200) from the quickstart model, with a key whose limits never bind. Node-agent threads as its default picked them: ${up.agentThreads ?? "not found in its log"}. RSS sampled every ${SAMPLE_SECONDS} s after ${WARMUP_SECONDS} s of warm-up; the most sequences busy at a sample: ${peakBusySequences}.
+
+| answers | count |
+|---|---|
+| 200 | ${answers.ok} |
+| busy (429/503) with Retry-After | ${answers.busyWithRetryAfter} |
+| busy (429/503) without Retry-After | ${answers.busyWithoutRetryAfter} |
+| 5xx | ${list(answers.serverErrors)} |
+| other statuses | ${list(answers.otherStatus)} |
+| network errors (not counting the cancels) | ${answers.networkErrors}${answers.firstNetworkError ? ` (first: ${answers.firstNetworkError})` : ""} |
+| streams cancelled by the client | ${answers.cancelled} |
+
+| process | RSS after warm-up MiB | RSS at the end MiB | peak MiB | growth | sockets / fds at rest before | after |
+|---|---|---|---|---|---|---|
+| gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${mb(g?.peak)} | ${g ? pct(g.growth) : "–"} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
+| node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
+
+After the load (given up to ${SETTLE_SECONDS} s): node-agent running requests ${running ?? "unreadable"}, queue depth ${queued ?? "unreadable"}; gateway requests in flight ${inFlight ?? "unreadable"}.
+
+${targetTable([
+  {
+    target: `gateway RSS growth < ${pct(RSS_GROWTH_TARGET)}`,
+    measured: g ? pct(g.growth) : "too few samples",
+    met: g ? g.growth < RSS_GROWTH_TARGET : undefined,
+  },
+  {
+    target: `node-agent RSS growth < ${pct(RSS_GROWTH_TARGET)}`,
+    measured: a ? pct(a.growth) : "too few samples",
+    met: a ? a.growth < RSS_GROWTH_TARGET : undefined,
+  },
+  {
+    target: "no leaked sockets (at rest, after − before)",
+    measured: `gateway ${gl?.sockets ?? "–"}, node-agent ${al?.sockets ?? "–"} (fds: ${gl?.fds ?? "–"}, ${al?.fds ?? "–"})`,
+    met: gl && al ? gl.sockets <= 0 && al.sockets <= 0 : undefined,
+  },
+  {
+    target: "no leaked sequences (node-agent busy sequences and queue back to 0)",
+    measured: `running ${running ?? "–"}, queued ${queued ?? "–"}`,
+    met: running === undefined || queued === undefined ? undefined : running === 0 && queued === 0,
+  },
+  { target: "zero 5xx", measured: String(fivexx), met: fivexx === 0 },
+])}`);
+} finally {
+  await up.stop();
+}
