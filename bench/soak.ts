@@ -16,8 +16,10 @@
  *   npm run soak -- --minutes 2      (POMONA_SOAK_* below tune the mix)
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { get } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
+import { Agent, fetch, type Response } from "undici";
 import { BENCH_PROMPT } from "./_bench-model.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { median } from "./_stats.ts";
@@ -103,12 +105,26 @@ function descriptors(pid: number | undefined): { fds: number; sockets: number } 
   }
 }
 
+/** A page over a connection of its own that closes after it, so reading metrics leaves no socket open. */
+function getOnce(url: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = get(url, { agent: false, timeout: 10_000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve(res.statusCode === 200 ? body : undefined));
+      res.on("error", () => resolve(undefined));
+    });
+    req.on("error", () => resolve(undefined));
+    req.on("timeout", () => req.destroy());
+  });
+}
+
 /** Sum of a metric's samples in a Prometheus text page; undefined if the page cannot be read. */
 async function metricSum(url: string, name: string): Promise<number | undefined> {
-  const text = await fetch(url).then(
-    (r) => (r.ok ? r.text() : undefined),
-    () => undefined,
-  );
+  const text = await getOnce(url);
   if (text === undefined) return undefined;
   return text
     .split("\n")
@@ -133,8 +149,10 @@ const chatBody = (stream: boolean, maxTokens: number) =>
 const randomTokens = () => 16 + Math.floor(Math.random() * 112);
 
 type Client = (until: number) => Promise<void>;
+// The clients' own connection pool, closed when the load ends so their sockets do not count as the gateway's.
+const clientAgent = new Agent({ connections: 64 });
 const post = (body: string, signal?: AbortSignal) =>
-  fetch(`${up.gatewayUrl}/v1/chat/completions`, { method: "POST", headers, body, signal });
+  fetch(`${up.gatewayUrl}/v1/chat/completions`, { method: "POST", headers, body, signal, dispatcher: clientAgent });
 const guarded =
   (one: () => Promise<void>): Client =>
   async (until) => {
@@ -212,6 +230,7 @@ try {
   })();
   await Promise.all([...clients, sampler]);
   const loadSeconds = (Date.now() - started) / 1000;
+  await clientAgent.close();
 
   // At rest again: sequences, requests in flight and descriptors back where they were.
   const settleBy = Date.now() + SETTLE_SECONDS * 1000;
