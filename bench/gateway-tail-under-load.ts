@@ -142,11 +142,17 @@ try {
   }
   const rows: string[] = [];
   const ratios = new Map<string, number>();
+  const ratioNotes: string[] = [];
   for (const [proxy, list] of rounds) {
     const med = (pick: (r: ProxyRound) => number) => median(list.map(pick));
     const addedSingle = (r: ProxyRound) => r.singleP99 - r.directSingleP99;
     const addedLoaded = (r: ProxyRound) => r.loadedP99 - r.directLoadedP99;
-    const ratio = med((r) => addedLoaded(r) / addedSingle(r));
+    // A ratio needs a positive added p99 at one client; a round where the proxy's p99 was not above the
+    // direct one (noise) has no ratio and is left out (the report says how many rounds gave one).
+    const valid = list.filter((r) => addedSingle(r) > 0);
+    const ratio = valid.length ? median(valid.map((r) => addedLoaded(r) / addedSingle(r))) : Number.NaN;
+    if (valid.length < list.length)
+      ratioNotes.push(`${proxy.label}: ${valid.length} of ${list.length} rounds gave a ratio`);
     ratios.set(proxy.label, ratio);
     rows.push(
       `| ${proxy.label} | ${f(
@@ -174,7 +180,10 @@ ${rows.join("\n")}
 ${targetTable([
   {
     target: `gateway: added p99 under load ÷ at one client ≤ ${TARGET_RATIO}`,
-    measured: g === undefined ? "not measured" : `${f(g, 2)}×`,
+    measured:
+      g === undefined || Number.isNaN(g)
+        ? "not measured (no round had a positive added p99 at one client)"
+        : `${f(g, 2)}×${ratioNotes.length ? ` (${ratioNotes.join("; ")})` : ""}`,
     met: g === undefined || Number.isNaN(g) ? undefined : g <= TARGET_RATIO,
   },
 ])}
