@@ -46,8 +46,9 @@ interface Answers {
   ok: number;
   busyWithRetryAfter: number;
   busyWithoutRetryAfter: number;
-  serverErrors: Map<number, number>;
-  otherStatus: Map<number, number>;
+  /** By status, the gateway's error code and the kind of client. */
+  serverErrors: Map<string, number>;
+  otherStatus: Map<string, number>;
   networkErrors: number;
   firstNetworkError: string | undefined;
   cancelled: number;
@@ -62,19 +63,22 @@ const answers: Answers = {
   firstNetworkError: undefined,
   cancelled: 0,
 };
-const bump = (m: Map<number, number>, k: number) => m.set(k, (m.get(k) ?? 0) + 1);
+const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
 
-/** Counts the answer's status; true if it is a 200 whose body the caller should read. */
-function tally(res: Response): boolean {
+/** Counts the answer's status; true if it is a 200 whose body the caller should read (else it is read here). */
+async function tally(res: Response, kind: string): Promise<boolean> {
   if (res.status === 200) {
     answers.ok++;
     return true;
   }
+  const text = await res.text().catch(() => "");
+  const what = `${res.status} ${/"code":"([a-z_]+)"/.exec(text)?.[1] ?? "(no code)"} (${kind})`;
   if (res.status === 429 || res.status === 503) {
     if (res.headers.get("retry-after")) answers.busyWithRetryAfter++;
     else answers.busyWithoutRetryAfter++;
-  } else if (res.status >= 500) bump(answers.serverErrors, res.status);
-  else bump(answers.otherStatus, res.status);
+    if (res.status === 503) bump(answers.otherStatus, what);
+  } else if (res.status >= 500) bump(answers.serverErrors, what);
+  else bump(answers.otherStatus, what);
   return false;
 }
 
@@ -168,24 +172,22 @@ const guarded =
   };
 const streaming = guarded(async () => {
   const res = await post(chatBody(true, randomTokens()));
-  if (tally(res)) await res.text();
-  else await res.body?.cancel();
+  if (await tally(res, "streaming")) await res.text();
 });
 const nonStreaming = guarded(async () => {
   const res = await post(chatBody(false, randomTokens()));
-  if (tally(res)) await res.json();
-  else await res.body?.cancel();
+  if (await tally(res, "non-streaming")) await res.json();
 });
 const slowReader = guarded(async () => {
   const res = await post(chatBody(true, 128));
-  if (!tally(res) || !res.body) return void (await res.body?.cancel());
+  if (!(await tally(res, "slow reader")) || !res.body) return;
   const reader = res.body.getReader();
   while (!(await reader.read()).done) await sleep(SLOW_READ_PAUSE_MS);
 });
 const canceller = guarded(async () => {
   const abort = new AbortController();
   const res = await post(chatBody(true, 200), abort.signal);
-  if (!tally(res) || !res.body) return void (await res.body?.cancel());
+  if (!(await tally(res, "cancelling")) || !res.body) return;
   const reader = res.body.getReader();
   const decoder = new TextDecoder();
   let text = "";
@@ -261,7 +263,7 @@ try {
   const g = growth(rss.gateway);
   const a = growth(rss.agent);
   const fivexx = [...answers.serverErrors.values()].reduce((s, n) => s + n, 0);
-  const list = (m: Map<number, number>) =>
+  const list = (m: Map<string, number>) =>
     m.size === 0
       ? "none"
       : [...m]
@@ -282,7 +284,7 @@ ${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each 
 | busy (429/503) with Retry-After | ${answers.busyWithRetryAfter} |
 | busy (429/503) without Retry-After | ${answers.busyWithoutRetryAfter} |
 | 5xx | ${list(answers.serverErrors)} |
-| other statuses | ${list(answers.otherStatus)} |
+| other statuses (and the 503s among the busy) | ${list(answers.otherStatus)} |
 | network errors (not counting the cancels) | ${answers.networkErrors}${answers.firstNetworkError ? ` (first: ${answers.firstNetworkError})` : ""} |
 | streams cancelled by the client | ${answers.cancelled} |
 
