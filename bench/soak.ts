@@ -92,21 +92,73 @@ function rssBytes(pid: number | undefined): number | undefined {
   }
 }
 
-function descriptors(pid: number | undefined): { fds: number; sockets: number } | undefined {
+interface Descriptors {
+  fds: number;
+  sockets: number;
+  /** Sockets by what they are: "listening :port", "in on :port" (accepted), "out to :port", "other". */
+  kinds: Map<string, number>;
+}
+
+/** TCP sockets of a process's network namespace by inode: state, local and remote port (/proc/<pid>/net/tcp*). */
+function tcpByInode(pid: number): Map<string, { state: string; local: number; remote: number }> {
+  const byInode = new Map<string, { state: string; local: number; remote: number }>();
+  for (const table of ["tcp", "tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const port = (address: string) => Number.parseInt(address.split(":")[1] ?? "0", 16);
+      byInode.set(f[9] as string, { state: f[3] as string, local: port(f[1] as string), remote: port(f[2] as string) });
+    }
+  }
+  return byInode;
+}
+
+function descriptors(pid: number | undefined): Descriptors | undefined {
   if (pid === undefined) return undefined;
   try {
     const fds = readdirSync(`/proc/${pid}/fd`);
-    const sockets = fds.filter((fd) => {
+    const inodes = fds.flatMap((fd) => {
       try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
+        const link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        return link.startsWith("socket:[") ? [link.slice(8, -1)] : [];
       } catch {
-        return false;
+        return [];
       }
-    }).length;
-    return { fds: fds.length, sockets };
+    });
+    const tcp = tcpByInode(pid);
+    const listening = new Set([...tcp.values()].filter((t) => t.state === "0A").map((t) => t.local));
+    const kinds = new Map<string, number>();
+    for (const inode of inodes) {
+      const t = tcp.get(inode);
+      const kind = !t
+        ? "other"
+        : t.state === "0A"
+          ? `listening :${t.local}`
+          : listening.has(t.local)
+            ? `in on :${t.local}`
+            : `out to :${t.remote}`;
+      kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+    }
+    return { fds: fds.length, sockets: inodes.length, kinds };
   } catch {
     return undefined;
   }
+}
+
+/** The kinds of socket there are more of after than before, e.g. "+1 out to :8090". */
+function extraSockets(before: Descriptors | undefined, after: Descriptors | undefined): string {
+  if (!before || !after) return "–";
+  const extra = [...after.kinds]
+    .map(([kind, n]) => [kind, n - (before.kinds.get(kind) ?? 0)] as const)
+    .filter(([, d]) => d > 0)
+    .map(([kind, d]) => `+${d} ${kind}`);
+  return extra.length ? extra.join(", ") : "none";
 }
 
 /** A page over a connection of its own that closes after it, so reading metrics leaves no socket open. */
@@ -270,7 +322,7 @@ try {
           .sort()
           .map(([k, n]) => `${n} × ${k}`)
           .join(", ");
-  const leaked = (b?: { sockets: number; fds: number }, e?: { sockets: number; fds: number }) =>
+  const leaked = (b?: Descriptors, e?: Descriptors) =>
     b && e ? { sockets: e.sockets - b.sockets, fds: e.fds - b.fds } : undefined;
   const gl = leaked(before.gateway, after.gateway);
   const al = leaked(before.agent, after.agent);
@@ -292,6 +344,8 @@ ${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each 
 |---|---|---|---|---|---|---|
 | gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${mb(g?.peak)} | ${g ? pct(g.growth) : "–"} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
 | node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
+
+Sockets at rest after the load that were not there before: gateway ${extraSockets(before.gateway, after.gateway)}; node-agent ${extraSockets(before.agent, after.agent)} (ports: gateway ${new URL(up.gatewayUrl).port}, node-agent ${new URL(up.agentUrl).port}; others are the API server's or Redis's).
 
 After the load (given up to ${SETTLE_SECONDS} s): node-agent running requests ${running ?? "unreadable"}, queue depth ${queued ?? "unreadable"}; gateway requests in flight ${inFlight ?? "unreadable"}.
 
