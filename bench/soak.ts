@@ -11,7 +11,8 @@
  *   at rest after (given up to SETTLE_SECONDS to fall back, e.g. for keep-alive connections to close);
  * - leaked sequences: the node-agent's running requests and queue depth (its /metrics) back to 0, and
  *   the gateway's requests in flight;
- * - answers by kind: 5xx (target: none), busy (429/503) with and without Retry-After, others.
+ * - answers by kind: 5xx (target: none), busy (429/503) with and without Retry-After, others. A client
+ *   that gets a busy answer waits as its Retry-After says (at most MAX_RETRY_WAIT_MS) before asking again.
  *
  *   npm run soak -- --minutes 2      (POMONA_SOAK_* below tune the mix)
  */
@@ -39,7 +40,11 @@ const MIX = {
 const SLOW_READ_PAUSE_MS = 100;
 const SAMPLE_SECONDS = 5;
 const WARMUP_SECONDS = Math.min(60, Math.max(10, MINUTES * 6));
-const SETTLE_SECONDS = 30;
+// Longer than the keep-alive an idle pooled connection may be held (Fastify's server keep-alive is 72 s), so
+// connections kept for reuse have closed and what is left is a leak.
+const SETTLE_SECONDS = 90;
+/** The longest a client waits after a busy answer, whatever its Retry-After says. */
+const MAX_RETRY_WAIT_MS = 10_000;
 const RSS_GROWTH_TARGET = 0.05;
 
 interface Answers {
@@ -74,9 +79,12 @@ async function tally(res: Response, kind: string): Promise<boolean> {
   const text = await res.text().catch(() => "");
   const what = `${res.status} ${/"code":"([a-z_]+)"/.exec(text)?.[1] ?? "(no code)"} (${kind})`;
   if (res.status === 429 || res.status === 503) {
-    if (res.headers.get("retry-after")) answers.busyWithRetryAfter++;
+    const retryAfter = Number(res.headers.get("retry-after") ?? Number.NaN);
+    if (Number.isFinite(retryAfter)) answers.busyWithRetryAfter++;
     else answers.busyWithoutRetryAfter++;
     if (res.status === 503) bump(answers.otherStatus, what);
+    // A well-behaved client waits as told (or a second when not told) before it asks again.
+    await sleep(Math.min(MAX_RETRY_WAIT_MS, Number.isFinite(retryAfter) ? retryAfter * 1000 : 1000));
   } else if (res.status >= 500) bump(answers.serverErrors, what);
   else bump(answers.otherStatus, what);
   return false;
