@@ -1,7 +1,9 @@
 /**
  * The real gateway app in its own process with a fixed config handed over on the command line instead of
  * watched from the API server, so a benchmark measures the serving path without Kubernetes. Limits are
- * in memory, or in Redis when a URL is given (as with POMONA_REDIS_URL). Reports its port over IPC.
+ * in memory, or in Redis when a URL is given (as with POMONA_REDIS_URL). Every other setting (timeouts,
+ * body limit, log level) is the gateway's own default from gateway/config.ts, as `npm start` and the
+ * chart run it (bench/_user-config.ts). Reports its port over IPC.
  *
  *   node bench/_static-gateway.ts '<StaticGatewaySpec as JSON>'
  */
@@ -15,8 +17,10 @@ import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
 import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
 import { BENCH_HASHING_KEY, type StaticGatewaySpec } from "./_gateway-config.ts";
+import { defaultGatewaySettings } from "./_user-config.ts";
 
 const spec = JSON.parse(process.argv[2] ?? "{}") as StaticGatewaySpec;
+const settings = defaultGatewaySettings(spec.nodeToken);
 const holder = new ConfigHolder();
 holder.offer(spec.config);
 const metrics = createMetrics();
@@ -24,6 +28,8 @@ let limiter: Limiter = new MemoryLimiter();
 if (spec.redisUrl) {
   const shared = new RedisLimiter({ url: spec.redisUrl, onFailure: "deny", metrics });
   // As gateway/main.ts does: take traffic only once Redis answers, so no request is decided by the failure mode.
+  // "deny" rather than the default "allow": a Redis failure during a run shows as refused requests (which
+  // fail the benchmark) instead of quietly skipping the limiter and looking faster.
   if (!(await shared.connected(10_000))) throw new Error(`Redis at ${spec.redisUrl} did not answer`);
   limiter = shared;
 }
@@ -32,13 +38,13 @@ const app = await buildApp({
   limiter,
   metrics,
   nodeToken: spec.nodeToken,
-  upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 600_000, breakerResetMs: 5_000 },
-  bodyLimitBytes: 4 * 1024 * 1024,
+  upstream: settings.upstream,
+  bodyLimitBytes: settings.bodyLimitBytes,
   hashingKeys: new HashingKeysHolder({ current: BENCH_HASHING_KEY }),
   // One load generator stands in for many clients: the per-address connection cap would count them as one.
   clients: { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
-  // Access logs on, as in production; the benchmarks discard this process's stdout.
-  logLevel: "info",
+  // Access logs at the default level, as in production; the benchmarks discard this process's stdout.
+  logLevel: settings.logLevel,
 });
 await app.listen({ port: 0, host: "127.0.0.1" });
 process.send?.({ port: (app.server.address() as AddressInfo).port });

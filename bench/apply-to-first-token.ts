@@ -20,9 +20,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, startControlPlane } from "../controlplane/local-control-plane.ts";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS } from "./_bench-model.ts";
 import { type Component, startComponent } from "./_child.ts";
+import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
 
-const RUNS = 5;
+const RUNS = size(5, 1);
 const POLL_MS = 20;
 const RUN_TIMEOUT_MS = 120_000;
 const NS = "bench";
@@ -165,7 +166,7 @@ try {
   }
   const m = median(figures);
   console.log(`### From \`kubectl apply\` to the first token through the gateway (median of ${RUNS})
-
+${quickNote()}
 Local kube-apiserver and etcd, the operator, one node-agent (virtual node, ${BENCH_THREADS} thread(s)) and the gateway, each its own process; ${BENCH_MODEL.split("/").pop()} from a path on the node, context ${BENCH_ENGINE.contextSize} over ${BENCH_ENGINE.parallelSequences} sequences; a key minted by the operator. Includes kubectl's start, scheduling, the model load and warm-up, the config publication and the gateway's swap; the gateway is asked every ${POLL_MS} ms.
 
 | runs (s) | median (s) |

@@ -16,19 +16,20 @@ import { Pool } from "undici";
 import { cpuSeconds, startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { LITELLM_VERSION, type LiteLLMProxy, startLiteLLM } from "./_litellm.ts";
+import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
 const API_KEY = "sk-pomona-bench";
 const LITELLM_KEY = "sk-litellm-bench";
-const SEQUENTIAL = 2_000;
-const WARMUP = 200;
+const SEQUENTIAL = size(2_000, 200);
+const WARMUP = size(200, 20);
 // A slow proxy stops early rather than stretch the run: at ~20 ms a request, LiteLLM still gives 500 samples.
-const SEQUENTIAL_MAX_SECONDS = 10;
+const SEQUENTIAL_MAX_SECONDS = size(10, 2);
 const WARMUP_MAX_SECONDS = 2;
-const THROUGHPUT_SECONDS = 4;
+const THROUGHPUT_SECONDS = size(4, 1);
 const CONNECTIONS = 32;
-const ROUNDS = 3;
+const ROUNDS = size(3, 1);
 
 interface Target {
   label: string;
@@ -203,7 +204,7 @@ try {
     );
   }
   console.log(`### Gateway overhead on loopback (median of ${ROUNDS} rounds)
-
+${quickNote()}
 Latency: ${SEQUENTIAL} sequential requests per round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests. Throughput: ${CONNECTIONS} connections for ${THROUGHPUT_SECONDS} s per round. Load generator, upstream and proxy each in their own process, sharing the machine's cores. LiteLLM ${LITELLM_VERSION}, one uvicorn worker, no database or callbacks (bench/_litellm.ts).
 ${litellmProblem ? `\n**LiteLLM could not be measured: ${litellmProblem}**\n` : ""}
 | request | direct p50 / p99 ms | gateway added p50 / p99 ms | LiteLLM added p50 / p99 ms |

@@ -17,11 +17,12 @@ import { LlamaCompletion, type LlamaContextSequence } from "node-llama-cpp";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchLlama } from "./_bench-model.ts";
 import { startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const ROUNDS = 5;
-const MAX_TOKENS = 400;
+const ROUNDS = size(5, 1);
+const MAX_TOKENS = size(400, 32);
 const CONCURRENCY = [1, 4, 8];
 const API_KEY = "sk-pomona-bench";
 
@@ -185,7 +186,7 @@ try {
   // What llama.cpp itself gains from batching on this machine: the ceiling for the stack's gain.
   const directScale = figure(aggregate, directLabel, 8) / figure(aggregate, directLabel, 1);
   console.log(`### Inference through the stack (median of ${ROUNDS} rounds after a warm-up round)
-
+${quickNote()}
 ${BENCH_MODEL.split("/").pop()}, ${BENCH_THREADS} thread(s), context ${BENCH_ENGINE.contextSize} shared by ${BENCH_ENGINE.parallelSequences} sequences, prompt "${BENCH_PROMPT}", up to ${MAX_TOKENS} tokens per stream, temperature 0. Figures are tokens/s: per stream (median of the streams) / aggregate (all streams' tokens over the batch's wall time).
 
 | path | ${CONCURRENCY.map((c) => `${c} stream${c > 1 ? "s" : ""}`).join(" | ")} |

@@ -23,14 +23,18 @@ import { createMetrics } from "../gateway/metrics.ts";
 import { startRedis } from "../test/support/redis.ts";
 import { type BenchChild, startBenchChild } from "./_child.ts";
 import { benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const RUNS = 5;
-const REQUESTS = 1_000;
+const RUNS = size(5, 1);
+const REQUESTS = size(1_000, 300);
 const HOLD_MS = 1_000;
 const USAGE_TOKENS = 13;
-const LATENCY_REQUESTS = 2_000;
+const LATENCY_REQUESTS = size(2_000, 200);
+const LATENCY_ROUNDS = size(3, 1);
+const COST_ROUNDS_MEMORY = size(20_000, 2_000);
+const COST_ROUNDS_REDIS = size(2_000, 200);
 const body = JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16 });
 
 interface Scenario {
@@ -214,24 +218,24 @@ try {
   }
 
   // 2. Cost per request.
-  const memoryCost = await limiterCost(new MemoryLimiter(), 20_000);
+  const memoryCost = await limiterCost(new MemoryLimiter(), COST_ROUNDS_MEMORY);
   const shared = new RedisLimiter({
     url: redis.url,
     onFailure: "deny",
     metrics: createMetrics(),
     prefix: "bench:cost:",
   });
-  const redisCost = await limiterCost(shared, 2_000);
+  const redisCost = await limiterCost(shared, COST_ROUNDS_REDIS);
   await shared.close();
   const p50 = { memory: [] as number[], redis: [] as number[] };
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < LATENCY_ROUNDS; round++) {
     p50.memory.push(percentile(await latencies(memoryGateway as Pool), 50));
     p50.redis.push(percentile(await latencies(onFast[0] as Pool), 50));
   }
   const inPath = median(p50.redis.map((r, i) => r - (p50.memory[i] ?? 0)));
 
   console.log(`### Over-admission: two gateways sharing one Redis, ${REQUESTS} requests at once (${RUNS} runs)
-
+${quickNote()}
 Half the requests go to each gateway process; every run uses a fresh key with the policy below.
 
 | limit (per key) | measured as | median | worst over the limit | answers other than 200/429, all runs |
@@ -244,7 +248,7 @@ ${rows.join("\n")}
 |---|---|
 | in-memory limiter alone (admit + settle, median of 5 rounds) | ${memoryCost.toFixed(2)} µs |
 | Redis limiter alone (one Lua round trip each way, loopback, median of 5 rounds) | ${redisCost.toFixed(1)} µs |
-| gateway p50 latency, Redis limits minus in-memory limits (${LATENCY_REQUESTS} sequential requests, median of 3 rounds) | ${(inPath * 1000).toFixed(0)} µs |
+| gateway p50 latency, Redis limits minus in-memory limits (${LATENCY_REQUESTS} sequential requests, median of ${LATENCY_ROUNDS} rounds) | ${(inPath * 1000).toFixed(0)} µs |
 
 ${targetTable(targets)}`);
 } finally {

@@ -1,0 +1,134 @@
+/**
+ * Load shapes for the HTTP benchmarks: one request at a time, closed loop (N always in flight: the most
+ * a target serves) and open loop (requests sent on a fixed schedule whatever the answers do).
+ *
+ * Open loop measures each request from the time it was scheduled to be sent, not from when it was
+ * really sent: if the target (or the load generator) falls behind, the wait shows in the latency
+ * instead of silently slowing the schedule (coordinated omission). Requests go out from a 1 ms timer in
+ * batches of those due; a request due while MAX_IN_FLIGHT are already out is counted as dropped, which
+ * bounds memory when a target stalls.
+ */
+import type { Pool } from "undici";
+
+export interface HttpTarget {
+  label: string;
+  pool: Pool;
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+  /** The process doing the proxying, whose CPU time may be counted; none for the direct calls. */
+  pid?: number;
+}
+
+export async function send(target: HttpTarget): Promise<void> {
+  const res = await target.pool.request({
+    method: "POST",
+    path: target.path,
+    headers: target.headers,
+    body: target.body,
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${target.label} answered ${res.statusCode}: ${text.slice(0, 200)}`);
+}
+
+/** Latencies in ms of requests one at a time, after a warm-up; stops at `count` or after `maxSeconds`. */
+export async function sequential(target: HttpTarget, count: number, maxSeconds: number, warmup: number) {
+  const warmupEnd = performance.now() + 2_000;
+  for (let i = 0; i < warmup && performance.now() < warmupEnd; i++) await send(target);
+  const out: number[] = [];
+  const end = performance.now() + maxSeconds * 1000;
+  for (let i = 0; i < count && performance.now() < end; i++) {
+    const started = performance.now();
+    await send(target);
+    out.push(performance.now() - started);
+  }
+  return out;
+}
+
+/** Requests per second with `connections` requests always in flight for `seconds`. */
+export async function closedLoopRate(target: HttpTarget, connections: number, seconds: number): Promise<number> {
+  const started = performance.now();
+  const deadline = started + seconds * 1000;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < deadline) {
+        await send(target);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - started) / 1000);
+}
+
+export interface OpenLoopResult {
+  /** ms from each request's scheduled send time to the end of its answer. */
+  latencies: number[];
+  scheduled: number;
+  /** Not sent because MAX_IN_FLIGHT were already out. */
+  dropped: number;
+  failed: number;
+  firstError: string | undefined;
+  /** Answers per second over the schedule's length. */
+  achievedRate: number;
+}
+
+export const MAX_IN_FLIGHT = 2_048;
+
+/** `rate` requests per second for `seconds`, on schedule; resolves when every answer is in. */
+export async function openLoop(target: HttpTarget, rate: number, seconds: number): Promise<OpenLoopResult> {
+  const total = Math.max(1, Math.round(rate * seconds));
+  const interval = 1000 / rate;
+  const latencies: number[] = [];
+  let sent = 0;
+  let inFlight = 0;
+  let dropped = 0;
+  let failed = 0;
+  let firstError: string | undefined;
+  const start = performance.now() + 5;
+  const done = new Promise<void>((resolve) => {
+    const settle = () => {
+      if (sent + dropped === total && inFlight === 0) resolve();
+    };
+    const fire = (scheduledAt: number) => {
+      inFlight++;
+      send(target)
+        .then(
+          () => {
+            latencies.push(performance.now() - scheduledAt);
+          },
+          (err: Error) => {
+            failed++;
+            firstError ??= err.message;
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          settle();
+        });
+    };
+    const tick = () => {
+      const now = performance.now();
+      while (sent + dropped < total && start + (sent + dropped) * interval <= now) {
+        const scheduledAt = start + (sent + dropped) * interval;
+        if (inFlight >= MAX_IN_FLIGHT) dropped++;
+        else {
+          sent++;
+          fire(scheduledAt);
+        }
+      }
+      if (sent + dropped < total) setTimeout(tick, 1);
+      else settle();
+    };
+    setTimeout(tick, 5);
+  });
+  await done;
+  return {
+    latencies,
+    scheduled: total,
+    dropped,
+    failed,
+    firstError,
+    achievedRate: latencies.length / seconds,
+  };
+}

@@ -1,0 +1,107 @@
+/**
+ * Added latency with the Redis limiter, measured directly: a gateway whose limits live in Redis (as with
+ * POMONA_REDIS_URL) and whose key's policy has limits that never bind, against the same upstream called
+ * directly, one request at a time. A gateway with in-memory limits is measured in the same rounds for
+ * comparison. Added p50 = the gateway's p50 − the direct p50 of the same round; the median over rounds.
+ *
+ * Real redis-server on loopback (test/support/redis.ts), the real gateway app at its default settings
+ * (bench/_static-gateway.ts), the fast stand-in upstream (bench/_overhead-upstream.ts); each its own
+ * process. The three targets take turns within each round.
+ */
+import { Pool } from "undici";
+import { startRedis } from "../test/support/redis.ts";
+import { startBenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { type HttpTarget, sequential } from "./_load.ts";
+import { quickNote, size } from "./_size.ts";
+import { median, percentile } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
+
+const API_KEY = "sk-pomona-bench";
+const ROUNDS = size(5, 1);
+const SEQUENTIAL = size(2_000, 200);
+const SEQUENTIAL_MAX_SECONDS = size(10, 2);
+const WARMUP = size(200, 20);
+const TARGET_MS = 0.5;
+
+const body = JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16 });
+const json = { "content-type": "application/json" };
+
+const redis = await startRedis();
+const upstream = await startBenchChild("_overhead-upstream.ts");
+const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
+const spec = (redisUrl?: string) =>
+  JSON.stringify(
+    staticGatewaySpec({
+      model: "tiny",
+      endpoint: upstreamBase,
+      contextSize: 4096,
+      keys: [benchKey(API_KEY, generousPolicy.name)],
+      policies: [generousPolicy],
+      redisUrl,
+    }),
+  );
+const withRedis = await startBenchChild("_static-gateway.ts", [spec(redis.url)]);
+const inMemory = await startBenchChild("_static-gateway.ts", [spec()]);
+const target = (label: string, port: number, path: string, authorization: string): HttpTarget => ({
+  label,
+  pool: new Pool(`http://127.0.0.1:${port}`, { connections: 1 }),
+  path,
+  headers: { ...json, authorization },
+  body,
+});
+const direct = target(
+  "direct",
+  upstream.port,
+  "/replicas/bench/tiny-a/v1/chat/completions",
+  `Bearer ${BENCH_NODE_TOKEN}`,
+);
+const redisGateway = target("gateway, Redis limits", withRedis.port, "/v1/chat/completions", `Bearer ${API_KEY}`);
+const memoryGateway = target("gateway, in-memory limits", inMemory.port, "/v1/chat/completions", `Bearer ${API_KEY}`);
+const targets = [direct, redisGateway, memoryGateway];
+
+const f = (n: number) => (Number.isNaN(n) ? "–" : n.toFixed(3));
+try {
+  const p50 = new Map<HttpTarget, number[]>(targets.map((t) => [t, []]));
+  const p99 = new Map<HttpTarget, number[]>(targets.map((t) => [t, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const t of targets) {
+      const l = await sequential(t, SEQUENTIAL, SEQUENTIAL_MAX_SECONDS, WARMUP);
+      p50.get(t)?.push(percentile(l, 50));
+      p99.get(t)?.push(percentile(l, 99));
+    }
+  }
+  const d50 = p50.get(direct) ?? [];
+  const d99 = p99.get(direct) ?? [];
+  const added = (t: HttpTarget, m: Map<HttpTarget, number[]>, d: number[]) =>
+    median((m.get(t) ?? []).map((v, i) => v - (d[i] ?? Number.NaN)));
+  const rows = targets.map(
+    (t) =>
+      `| ${t.label} | ${f(median(p50.get(t) ?? []))} / ${f(median(p99.get(t) ?? []))} | ${t === direct ? "–" : `${f(added(t, p50, d50))} / ${f(added(t, p99, d99))}`} |`,
+  );
+  const redisAdded = added(redisGateway, p50, d50);
+  const memoryAdded = added(memoryGateway, p50, d50);
+  console.log(`### Added latency with the Redis limiter, measured directly (median of ${ROUNDS} round${ROUNDS > 1 ? "s" : ""})
+${quickNote()}
+${SEQUENTIAL} sequential non-streaming requests per target and round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests; the targets take turns. The key's policy has limits that never bind (${generousPolicy.requestsPerMinute} requests and tokens per minute, ${generousPolicy.concurrentRequests} concurrent), so every request runs the limiter's admit and settle in Redis and is admitted. Redis on loopback, each part its own process.
+
+| target | p50 / p99 ms | added p50 / p99 ms |
+|---|---|---|
+${rows.join("\n")}
+
+Of the added p50 with Redis, ${f(redisAdded - memoryAdded)} ms is the Redis limiter (Redis − in-memory gateway, same rounds) and ${f(memoryAdded)} ms the rest of the gateway.
+
+${targetTable([
+  {
+    target: `added p50 with the Redis limiter ≤ ${TARGET_MS} ms`,
+    measured: `${f(redisAdded)} ms`,
+    met: Number.isNaN(redisAdded) ? undefined : redisAdded <= TARGET_MS,
+  },
+])}`);
+} finally {
+  for (const t of targets) await t.pool.close();
+  await withRedis.stop();
+  await inMemory.stop();
+  await upstream.stop();
+  await redis.stop();
+}

@@ -1,0 +1,197 @@
+/**
+ * Tail latency under load: the latency the gateway adds at p99 under an open-loop load at half of its
+ * own measured saturation rate, divided by the p99 it adds at one client; and the same for LiteLLM at
+ * half of its own saturation rate. Non-streaming chat completions against the fast stand-in upstream
+ * (bench/_overhead-upstream.ts), as in bench/gateway-overhead.ts.
+ *
+ * Each round, for each proxy:
+ * 1. saturation: requests per second with CONNECTIONS always in flight (closed loop);
+ * 2. one client: p99 of sequential requests, through the proxy and directly, taken in turn;
+ * 3. under load: an open-loop schedule at half of that saturation rate for OPEN_SECONDS, through the
+ *    proxy and directly at the same rate, taken in turn; latency counts from each request's scheduled
+ *    send time (bench/_load.ts), so a stall cannot hide by delaying the next sends.
+ * Added p99 = the proxy's p99 − the direct p99 at the same load in the same round. Ratio = added p99
+ * under load ÷ added p99 at one client, per round; the report gives the medians over rounds.
+ *
+ * The gateway is the real app at its default settings (bench/_static-gateway.ts), LiteLLM as
+ * bench/_litellm.ts runs it. Load generator, proxy and upstream share the machine's cores.
+ */
+import { Pool } from "undici";
+import { startBenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { LITELLM_VERSION, type LiteLLMProxy, startLiteLLM } from "./_litellm.ts";
+import { closedLoopRate, type HttpTarget, MAX_IN_FLIGHT, openLoop, sequential } from "./_load.ts";
+import { QUICK, quickNote, size } from "./_size.ts";
+import { median, percentile } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
+
+const API_KEY = "sk-pomona-bench";
+const LITELLM_KEY = "sk-litellm-bench";
+const ROUNDS = size(3, 1);
+const SATURATION_SECONDS = size(4, 1);
+const CONNECTIONS = 32;
+const SEQUENTIAL = size(2_000, 200);
+const SEQUENTIAL_MAX_SECONDS = size(10, 2);
+const WARMUP = size(200, 20);
+const OPEN_SECONDS = size(10, 2);
+const TARGET_RATIO = 2;
+
+const body = JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16 });
+const json = { "content-type": "application/json" };
+
+interface ProxyRound {
+  saturation: number;
+  rate: number;
+  singleP99: number;
+  directSingleP99: number;
+  loadedP99: number;
+  directLoadedP99: number;
+  achieved: number;
+  dropped: number;
+}
+
+const upstream = await startBenchChild("_overhead-upstream.ts");
+const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
+const gateway = await startBenchChild("_static-gateway.ts", [
+  JSON.stringify(
+    staticGatewaySpec({
+      model: "tiny",
+      endpoint: upstreamBase,
+      contextSize: 4096,
+      keys: [benchKey(API_KEY, generousPolicy.name)],
+      policies: [generousPolicy],
+    }),
+  ),
+]);
+let litellm: LiteLLMProxy | undefined;
+let litellmProblem: string | undefined;
+try {
+  litellm = await startLiteLLM({
+    model: "tiny",
+    apiBase: `${upstreamBase}/v1`,
+    upstreamKey: BENCH_NODE_TOKEN,
+    masterKey: LITELLM_KEY,
+  });
+} catch (err) {
+  litellmProblem = (err as Error).message;
+}
+
+// Enough connections for an open-loop burst; undici opens them as needed.
+const pool = (port: number) => new Pool(`http://127.0.0.1:${port}`, { connections: 512 });
+const direct: HttpTarget = {
+  label: "direct",
+  pool: pool(upstream.port),
+  path: "/replicas/bench/tiny-a/v1/chat/completions",
+  headers: { ...json, authorization: `Bearer ${BENCH_NODE_TOKEN}` },
+  body,
+};
+const proxies: HttpTarget[] = [
+  {
+    label: "gateway",
+    pool: pool(gateway.port),
+    path: "/v1/chat/completions",
+    headers: { ...json, authorization: `Bearer ${API_KEY}` },
+    body,
+  },
+];
+if (litellm)
+  proxies.push({
+    label: "LiteLLM",
+    pool: pool(litellm.port),
+    path: "/v1/chat/completions",
+    headers: { ...json, authorization: `Bearer ${LITELLM_KEY}` },
+    body,
+  });
+
+async function measureRound(proxy: HttpTarget): Promise<ProxyRound> {
+  const saturation = await closedLoopRate(proxy, CONNECTIONS, SATURATION_SECONDS);
+  const rate = saturation / 2;
+  const directSingle = await sequential(direct, SEQUENTIAL, SEQUENTIAL_MAX_SECONDS, WARMUP);
+  const single = await sequential(proxy, SEQUENTIAL, SEQUENTIAL_MAX_SECONDS, WARMUP);
+  const directLoaded = await openLoop(direct, rate, OPEN_SECONDS);
+  const loaded = await openLoop(proxy, rate, OPEN_SECONDS);
+  for (const r of [directLoaded, loaded])
+    if (r.failed > 0) throw new Error(`${r.failed} requests failed under load: ${r.firstError}`);
+  return {
+    saturation,
+    rate,
+    singleP99: percentile(single, 99),
+    directSingleP99: percentile(directSingle, 99),
+    loadedP99: percentile(loaded.latencies, 99),
+    directLoadedP99: percentile(directLoaded.latencies, 99),
+    achieved: loaded.achievedRate,
+    dropped: loaded.dropped,
+  };
+}
+
+const f = (n: number | undefined, digits = 3) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(digits));
+
+try {
+  const rounds = new Map<HttpTarget, ProxyRound[]>(proxies.map((p) => [p, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [proxy, list] of rounds) {
+      try {
+        list.push(await measureRound(proxy));
+      } catch (err) {
+        // Only LiteLLM may drop out; a failure of the direct path or the gateway is a failed benchmark.
+        if (proxy.label === "gateway") throw err;
+        litellmProblem = `failed during the run: ${(err as Error).message}`;
+        rounds.delete(proxy);
+      }
+    }
+  }
+  const rows: string[] = [];
+  const ratios = new Map<string, number>();
+  const ratioNotes: string[] = [];
+  for (const [proxy, list] of rounds) {
+    const med = (pick: (r: ProxyRound) => number) => median(list.map(pick));
+    const addedSingle = (r: ProxyRound) => r.singleP99 - r.directSingleP99;
+    const addedLoaded = (r: ProxyRound) => r.loadedP99 - r.directLoadedP99;
+    // A ratio needs a positive added p99 at one client; a round where the proxy's p99 was not above the
+    // direct one (noise) has no ratio and is left out (the report says how many rounds gave one).
+    const valid = list.filter((r) => addedSingle(r) > 0);
+    const ratio = valid.length ? median(valid.map((r) => addedLoaded(r) / addedSingle(r))) : Number.NaN;
+    if (valid.length < list.length)
+      ratioNotes.push(`${proxy.label}: ${valid.length} of ${list.length} rounds gave a ratio`);
+    ratios.set(proxy.label, ratio);
+    rows.push(
+      `| ${proxy.label} | ${f(
+        med((r) => r.saturation),
+        0,
+      )} | ${f(
+        med((r) => r.rate),
+        0,
+      )} (${f(
+        med((r) => r.achieved),
+        0,
+      )} answered/s, ${med((r) => r.dropped)} dropped) | ${f(med((r) => r.directSingleP99))} / ${f(med((r) => r.singleP99))} | ${f(med(addedSingle))} | ${f(med((r) => r.directLoadedP99))} / ${f(med((r) => r.loadedP99))} | ${f(med(addedLoaded))} | **${f(ratio, 2)}×** |`,
+    );
+  }
+  const g = ratios.get("gateway");
+  const l = ratios.get("LiteLLM");
+  console.log(`### Added latency p99 under an open-loop load at half saturation ÷ at one client (median of ${ROUNDS} round${ROUNDS > 1 ? "s" : ""})
+${quickNote()}
+Non-streaming chat completions against the fast stand-in upstream. Saturation: ${CONNECTIONS} connections for ${SATURATION_SECONDS} s (closed loop). One client: ${SEQUENTIAL} sequential requests (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s). Under load: each proxy's own half-saturation rate for ${OPEN_SECONDS} s on a fixed schedule, latency from the scheduled send time (at most ${MAX_IN_FLIGHT} in flight; more are dropped and counted); the direct path at the same rate and schedule for the subtraction. Gateway at its default settings; LiteLLM ${LITELLM_VERSION}, one uvicorn worker (bench/_litellm.ts).
+${litellmProblem ? `\n**LiteLLM could not be measured: ${litellmProblem}**\n` : ""}
+| proxy | saturation req/s | open-loop rate req/s | one client: direct / proxy p99 ms | added p99 at one client ms | under load: direct / proxy p99 ms | added p99 under load ms | ratio |
+|---|---|---|---|---|---|---|---|
+${rows.join("\n")}
+
+${targetTable([
+  {
+    target: `gateway: added p99 under load ÷ at one client ≤ ${TARGET_RATIO}`,
+    measured:
+      g === undefined || Number.isNaN(g)
+        ? "not measured (no round had a positive added p99 at one client)"
+        : `${f(g, 2)}×${ratioNotes.length ? ` (${ratioNotes.join("; ")})` : ""}`,
+    met: g === undefined || Number.isNaN(g) ? undefined : g <= TARGET_RATIO,
+  },
+])}
+
+LiteLLM's ratio for comparison (no target): ${l === undefined ? "not measured" : `${f(l, 2)}×`}.${QUICK ? "" : "\n\nA ratio is taken per round and the median given; the other columns are medians of their own."}`);
+} finally {
+  for (const target of [direct, ...proxies]) await target.pool.close();
+  await litellm?.stop();
+  await gateway.stop();
+  await upstream.stop();
+}

@@ -1,0 +1,152 @@
+/**
+ * `npm start`'s own stack against node-llama-cpp alone, same machine, same run:
+ * 1. time to first token p50/p99 at 1, 4, 8 and 16 concurrent streams, through the gateway and the
+ *    node-agent, against node-llama-cpp called directly in this process;
+ * 2. tokens/s of one stream through the stack ÷ node-llama-cpp at its best thread count.
+ *
+ * The stack is `node cli/pomona.ts up` itself (bench/_pomona-up.ts): its control plane, operator,
+ * node-agent and gateway at their defaults, serving the quickstart model from the fixture file — so the
+ * node-agent runs llama.cpp with the thread count its default configuration picks, whatever that is
+ * (the count it logged is printed). The only change is a key whose policy never binds, and the same
+ * limits on the quickstart's policy, so the limiter runs but never refuses.
+ *
+ * The direct side loads the same file with the quickstart's engine settings (sequences and per-sequence
+ * context) at each candidate thread count (1, 2 and every usable CPU, at most the usable CPUs), in one
+ * process with the same model; the best one is taken for each figure: the lowest p99 time to first token
+ * at each concurrency, the highest tokens/s for one stream. A stream's time to first token runs from the
+ * request to the first piece of text (the first SSE event carrying text over HTTP), including any wait
+ * for a free sequence; its tokens/s are its completion tokens over the time from the request to its last
+ * token. The paths take turns batch by batch, never together.
+ */
+import { usableCpus } from "../node-agent/hardware.ts";
+import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
+import { type DirectEngine, httpStream, loadDirect, type StreamFigures } from "./_direct-llama.ts";
+import { startPomonaUp } from "./_pomona-up.ts";
+import { quickNote, size } from "./_size.ts";
+import { median, percentile } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
+import { quickstartEngine } from "./_user-config.ts";
+
+const CONCURRENCY = [1, 4, 8, 16];
+/** Time-to-first-token samples per path and concurrency (batches of `concurrency` streams until reached). */
+const TTFT_SAMPLES = size(100, 4);
+const TTFT_MAX_TOKENS = size(64, 16);
+const TPS_ROUNDS = size(5, 1);
+const TPS_MAX_TOKENS = size(200, 32);
+const TTFT_FACTOR = 1.1;
+const TTFT_SLACK_MS = 2;
+const TPS_TARGET = 0.9;
+
+const engine = quickstartEngine();
+const cpus = usableCpus();
+const candidates = [...new Set([1, 2, cpus])].filter((t) => t <= cpus).sort((a, b) => a - b);
+
+type Run = (maxTokens: number) => Promise<StreamFigures>;
+
+async function batch(concurrency: number, run: Run, maxTokens: number): Promise<StreamFigures[]> {
+  return Promise.all(Array.from({ length: concurrency }, () => run(maxTokens)));
+}
+
+const up = await startPomonaUp();
+const direct = await loadDirect(FIXTURE_MODEL, engine, candidates).catch(async (err) => {
+  await up.stop();
+  throw err;
+});
+const stackRun: Run = (maxTokens) =>
+  httpStream(`${up.gatewayUrl}/v1/completions`, `Bearer ${up.key}`, {
+    model: up.model,
+    prompt: BENCH_PROMPT,
+    max_tokens: maxTokens,
+  });
+const directRun =
+  (e: DirectEngine): Run =>
+  (maxTokens) =>
+    e.stream(BENCH_PROMPT, maxTokens);
+const paths: [string, Run][] = [
+  ["stack", stackRun],
+  ...direct.engines.map((e): [string, Run] => [`direct ${e.threads}t`, directRun(e)]),
+];
+
+const f = (n: number | undefined, digits = 1) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(digits));
+
+try {
+  for (const [, run] of paths) await run(TTFT_MAX_TOKENS); // warm-up, not counted
+
+  // 1. Time to first token.
+  const ttft = new Map<string, Map<number, number[]>>(
+    paths.map(([l]) => [l, new Map(CONCURRENCY.map((c) => [c, []]))]),
+  );
+  for (const c of CONCURRENCY) {
+    const batches = Math.ceil(TTFT_SAMPLES / c);
+    for (let b = 0; b < batches; b++) {
+      for (const [label, run] of paths) {
+        const streams = await batch(c, run, TTFT_MAX_TOKENS);
+        if (streams.some((s) => s.firstTextMs === undefined)) throw new Error(`${label}: a stream sent no text`);
+        ttft
+          .get(label)
+          ?.get(c)
+          ?.push(...streams.map((s) => s.firstTextMs as number));
+      }
+    }
+  }
+  // 2. Tokens/s of one stream.
+  const tps = new Map<string, number[]>(paths.map(([l]) => [l, []]));
+  for (let r = 0; r < TPS_ROUNDS; r++) {
+    for (const [label, run] of paths) {
+      const [s] = await batch(1, run, TPS_MAX_TOKENS);
+      if (s) tps.get(label)?.push(s.tokens / s.seconds);
+    }
+  }
+
+  const at = (label: string, c: number) => ttft.get(label)?.get(c) ?? [];
+  const directLabels = direct.engines.map((e) => `direct ${e.threads}t`);
+  const show = (label: string) => label.replace(/^direct (\d+)t$/, "$1 thread(s)");
+  // node-llama-cpp alone at the thread count the node-agent chose, when it is among the candidates: the
+  // stack against it is the cost of the HTTP path; it against the best is the cost of the thread count.
+  const agentLabel = directLabels.find((l) => l === `direct ${up.agentThreads}t`);
+  const ttftRows: string[] = [];
+  const targets: Parameters<typeof targetTable>[0] = [];
+  for (const c of CONCURRENCY) {
+    const best = directLabels.reduce((a, b) => (percentile(at(b, c), 99) < percentile(at(a, c), 99) ? b : a));
+    const stackP99 = percentile(at("stack", c), 99);
+    const directP99 = percentile(at(best, c), 99);
+    const limit = TTFT_FACTOR * directP99 + TTFT_SLACK_MS;
+    ttftRows.push(
+      `| ${c} | ${f(percentile(at("stack", c), 50))} / ${f(stackP99)} | ${directLabels.map((l) => `${f(percentile(at(l, c), 50))} / ${f(percentile(at(l, c), 99))}`).join(" | ")} | ${show(best)} | ${f(stackP99 / directP99, 2)}× | ${agentLabel ? `${f(stackP99 / percentile(at(agentLabel, c), 99), 2)}×` : "–"} |`,
+    );
+    targets.push({
+      target: `TTFT p99 at ${c} stream${c > 1 ? "s" : ""} ≤ ${TTFT_FACTOR} × direct + ${TTFT_SLACK_MS} ms`,
+      measured: `${f(stackP99)} ms vs limit ${f(limit)} ms`,
+      met: Number.isNaN(stackP99) || Number.isNaN(directP99) ? undefined : stackP99 <= limit,
+    });
+  }
+  const tpsOf = (l: string) => median(tps.get(l) ?? []);
+  const bestTps = directLabels.reduce((a, b) => (tpsOf(b) > tpsOf(a) ? b : a));
+  const ratio = tpsOf("stack") / tpsOf(bestTps);
+  targets.push({
+    target: `one stream through npm start's stack ÷ node-llama-cpp at its best thread count ≥ ${TPS_TARGET}`,
+    measured: `${f(ratio, 3)} (${f(tpsOf("stack"), 0)} ÷ ${f(tpsOf(bestTps), 0)} tokens/s at ${show(bestTps)})`,
+    met: Number.isNaN(ratio) ? undefined : ratio >= TPS_TARGET,
+  });
+  // The gap split in two, from this run's figures: the thread count the default picks, and the rest.
+  const cause = agentLabel
+    ? ` Split of the one-stream gap: node-llama-cpp alone at the agent's ${show(agentLabel)} gives ${f(tpsOf(agentLabel) / tpsOf(bestTps), 3)} of its best (the thread count), and the stack gives ${f(tpsOf("stack") / tpsOf(agentLabel), 3)} of node-llama-cpp at that same count (the HTTP path, the gateway and the processes beside it).`
+    : ` The agent's thread count (${up.agentThreads ?? "not logged"}) is not among the counts measured directly, so the gap cannot be split here.`;
+  const samples = CONCURRENCY.map((c) => `${Math.ceil(TTFT_SAMPLES / c) * c}`).join("/");
+  console.log(`### \`npm start\`'s stack against node-llama-cpp alone: time to first token and tokens/s
+${quickNote()}
+\`node cli/pomona.ts up\` in a temp state dir (its own control plane, operator, node-agent and gateway at their defaults; the quickstart model from the fixture file, context ${engine.contextSize} over ${engine.parallelSequences} sequences). Its node-agent started llama.cpp with **${up.agentThreads ?? "an unlogged number of"} thread(s)** — what its default configuration picks on this machine (${cpus} usable CPUs); no thread setting was passed. node-llama-cpp alone in this process with the same file and engine settings at ${candidates.join(" and ")} thread(s). Prompt "${BENCH_PROMPT}", temperature 0.
+
+Time to first token (ms, p50 / p99): ${samples} streams per path at 1/4/8/16 concurrent (batches of that many, paths taking turns), up to ${TTFT_MAX_TOKENS} tokens each; includes any wait for one of the ${engine.parallelSequences} sequences.
+
+| streams | stack p50 / p99 | ${directLabels.map((l) => `direct, ${show(l)} p50 / p99`).join(" | ")} | best direct | stack p99 ÷ best direct p99 | stack p99 ÷ direct p99 at the agent's thread count |
+|---|---|${directLabels.map(() => "---|").join("")}---|---|---|
+${ttftRows.join("\n")}
+
+Tokens/s of one stream (median of ${TPS_ROUNDS}, up to ${TPS_MAX_TOKENS} tokens): stack ${f(tpsOf("stack"), 0)}; ${directLabels.map((l) => `direct at ${show(l)} ${f(tpsOf(l), 0)}`).join("; ")}.${cause}
+
+${targetTable(targets)}`);
+} finally {
+  await direct.close();
+  await up.stop();
+}
