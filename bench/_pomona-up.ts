@@ -21,7 +21,11 @@ const NEVER_BINDS = { requestsPerMinute: 1_000_000_000, tokensPerMinute: 1_000_0
 
 export interface PomonaUp {
   gatewayUrl: string;
+  /** The gateway's internal port: /metrics, /healthz, /readyz. */
+  gatewayAdminUrl: string;
+  /** The node-agent serves HTTPS with a certificate of the node CA, `agentCa`. */
   agentUrl: string;
+  agentCa: string;
   /** The quickstart model's name. */
   model: string;
   /** A key whose policy never binds. */
@@ -63,7 +67,12 @@ function descendants(pid: number): { pid: number; cmdline: string }[] {
 
 export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
   const stateDir = mkdtempSync(join(tmpdir(), "pomona-bench-up-"));
-  const [gatewayPort, agentPort, operatorPort] = [await freePort(), await freePort(), await freePort()];
+  const [gatewayPort, adminPort, agentPort, operatorPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   const env = { ...process.env };
   for (const name of HAND_TUNING_VARIABLES) delete env[name];
   const child: ChildProcess = spawn(
@@ -71,7 +80,7 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
     [
       join(root, "cli", "pomona.ts"),
       "up",
-      ...["--state-dir", stateDir, "--gateway-port", `${gatewayPort}`],
+      ...["--state-dir", stateDir, "--gateway-port", `${gatewayPort}`, "--gateway-admin-port", `${adminPort}`],
       ...["--agent-port", `${agentPort}`, "--operator-port", `${operatorPort}`],
     ],
     { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] },
@@ -107,8 +116,12 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
     const model = quickstartEngine().name;
     const key = await benchKey(kube, gatewayUrl, model);
     const logDir = join(stateDir, "logs");
-    const agentLog = readFileSync(join(logDir, "node-agent.log"), "utf8");
-    const threads = agentLog.match(/(\d+) llama\.cpp thread/)?.[1] ?? agentLog.match(/"threads":(\d+)/)?.[1];
+    const threads = await replicaThreads(kube, model);
+    const caSecret = await kube.core.readNamespacedSecret({
+      name: "pomona-gateway-node-client",
+      namespace: "pomona-system",
+    });
+    const agentCa = Buffer.from(caSecret.data?.["ca.crt"] ?? "", "base64").toString("utf8");
     const pids = () => {
       const tree = child.pid ? descendants(child.pid) : [];
       return {
@@ -118,11 +131,13 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
     };
     return {
       gatewayUrl,
-      agentUrl: `http://127.0.0.1:${agentPort}`,
+      gatewayAdminUrl: `http://127.0.0.1:${adminPort}`,
+      agentUrl: `https://127.0.0.1:${agentPort}`,
+      agentCa,
       model,
       key,
       kube,
-      agentThreads: threads ? Number(threads) : undefined,
+      agentThreads: threads,
       logDir,
       pids,
       output: () => output,
@@ -174,4 +189,15 @@ async function benchKey(kube: Kube, gatewayUrl: string, model: string): Promise<
     await sleep(250);
   }
   throw new Error(`the bench key was not served within 120 s (last answer: ${last})`);
+}
+
+/** The llama.cpp threads the model's replica runs with, as its node-agent measured and reported them. */
+async function replicaThreads(kube: Kube, model: string): Promise<number | undefined> {
+  const list = (await kube.custom.listNamespacedCustomObject({
+    group: "pomona.dev",
+    version: "v1alpha1",
+    namespace: "default",
+    plural: "modelreplicas",
+  })) as { items: { spec: { model: string }; status?: { phase?: string; threads?: number } }[] };
+  return list.items.find((r) => r.spec.model === model && r.status?.phase === "Ready")?.status?.threads;
 }

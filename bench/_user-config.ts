@@ -19,12 +19,9 @@ export function defaultGatewaySettings(nodeToken: string) {
   return loadSettings({ POMONA_NODE_TOKEN: nodeToken });
 }
 
-/**
- * Where the gateway serves /metrics. Today on its traffic port; once it moves to an admin port
- * (POMONA_GATEWAY_ADMIN_PORT, default 9090), change this one function.
- */
-export function gatewayMetricsUrl(gatewayBaseUrl: string): string {
-  return `${gatewayBaseUrl}/metrics`;
+/** Where the gateway serves /metrics: its internal port (POMONA_GATEWAY_ADMIN_PORT, default 9090). */
+export function gatewayMetricsUrl(gatewayAdminUrl: string): string {
+  return `${gatewayAdminUrl}/metrics`;
 }
 
 /** Where the node-agent serves /metrics: its one port. */

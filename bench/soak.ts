@@ -18,6 +18,7 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { get } from "node:http";
+import { get as httpsGet } from "node:https";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Agent, fetch, type Response } from "undici";
@@ -170,9 +171,10 @@ function extraSockets(before: Descriptors | undefined, after: Descriptors | unde
 }
 
 /** A page over a connection of its own that closes after it, so reading metrics leaves no socket open. */
-function getOnce(url: string): Promise<string | undefined> {
+function getOnce(url: string, ca?: string): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const req = get(url, { agent: false, timeout: 10_000 }, (res) => {
+    const options = { agent: false as const, timeout: 10_000 };
+    const onResponse = (res: import("node:http").IncomingMessage) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => {
@@ -180,15 +182,18 @@ function getOnce(url: string): Promise<string | undefined> {
       });
       res.on("end", () => resolve(res.statusCode === 200 ? body : undefined));
       res.on("error", () => resolve(undefined));
-    });
+    };
+    const req = url.startsWith("https:")
+      ? httpsGet(url, { ...options, ca }, onResponse)
+      : get(url, options, onResponse);
     req.on("error", () => resolve(undefined));
     req.on("timeout", () => req.destroy());
   });
 }
 
 /** Sum of a metric's samples in a Prometheus text page; undefined if the page cannot be read. */
-async function metricSum(url: string, name: string): Promise<number | undefined> {
-  const text = await getOnce(url);
+async function metricSum(url: string, name: string, ca?: string): Promise<number | undefined> {
+  const text = await getOnce(url, ca);
   if (text === undefined) return undefined;
   return text
     .split("\n")
@@ -285,7 +290,7 @@ try {
       if (a !== undefined) rss.agent.push(a);
       peakBusySequences = Math.max(
         peakBusySequences,
-        (await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests")) ?? 0,
+        (await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests", up.agentCa)) ?? 0,
       );
       await sleep(SAMPLE_SECONDS * 1000);
     }
@@ -308,9 +313,9 @@ try {
     (after.agent?.sockets ?? Infinity) <= (before.agent?.sockets ?? 0);
   do {
     await sleep(1_000);
-    running = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests");
-    queued = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth");
-    inFlight = await metricSum(gatewayMetricsUrl(up.gatewayUrl), "pomona_gateway_requests_in_flight");
+    running = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests", up.agentCa);
+    queued = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth", up.agentCa);
+    inFlight = await metricSum(gatewayMetricsUrl(up.gatewayAdminUrl), "pomona_gateway_requests_in_flight");
     after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   } while (!settled() && Date.now() < settleBy);
 
@@ -336,7 +341,7 @@ try {
   const al = leaked(before.agent, after.agent);
   console.log(`### Soak: ${MINUTES} minute(s) of mixed clients against \`npm start\`'s stack
 
-${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each a loop: ${MIX.streaming} streaming (read to the end), ${MIX.nonStreaming} non-streaming, ${MIX.slow} slow reader (a pause of ${SLOW_READ_PAUSE_MS} ms after each read), ${MIX.cancelled} cancelling once the first text arrives; chat completions of 16–128 tokens (slow: 128, cancelled: up to 200) from the quickstart model, with a key whose limits never bind. Node-agent threads as its default picked them: ${up.agentThreads ?? "not found in its log"}. RSS sampled every ${SAMPLE_SECONDS} s after ${WARMUP_SECONDS} s of warm-up; the most sequences busy at a sample: ${peakBusySequences}.
+${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each a loop: ${MIX.streaming} streaming (read to the end), ${MIX.nonStreaming} non-streaming, ${MIX.slow} slow reader (a pause of ${SLOW_READ_PAUSE_MS} ms after each read), ${MIX.cancelled} cancelling once the first text arrives; chat completions of 16–128 tokens (slow: 128, cancelled: up to 200) from the quickstart model, with a key whose limits never bind. Node-agent threads as its default picked them (the replica's status.threads): ${up.agentThreads ?? "not reported"}. RSS sampled every ${SAMPLE_SECONDS} s after ${WARMUP_SECONDS} s of warm-up; the most sequences busy at a sample: ${peakBusySequences}.
 
 | answers | count |
 |---|---|
