@@ -23,12 +23,13 @@ import {
 import { assembleRouteTable, bucketsToRead } from "../gateway/config-source/config-assembler.ts";
 import { ConfigDecoder } from "../gateway/config-source/config-decoder.ts";
 import type { RouteTable } from "../gateway/config-source/route-table.ts";
+import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const KEYS = Number(process.env.POMONA_BENCH_KEYS ?? 100_000);
-const MODELS = 1_000;
-const ROUNDS = 5;
+const KEYS = Number(process.env.POMONA_BENCH_KEYS ?? size(100_000, 2_000));
+const MODELS = size(1_000, 20);
+const ROUNDS = size(5, 2);
 const STALL_TARGET_MS = 5;
 const hashOf = (i: number) => createHash("sha256").update(`sk-pomona-${i}`).digest("hex");
 
@@ -194,7 +195,7 @@ const row = (f: { stall: number[] }) => `${median(f.stall).toFixed(1)} / ${worst
 // Graded on the worst round of either change: the target is a bound, not a typical value.
 const stallOfChange = Math.max(...figures.key.stall, ...figures.model.stall);
 
-console.log(`### Config change in the gateway: ${KEYS.toLocaleString("en")} keys, ${modelCount.toLocaleString("en")} models (${ROUNDS} rounds, under a steady load of key lookups)
+console.log(`${quickNote()}### Config change in the gateway: ${KEYS.toLocaleString("en")} keys, ${modelCount.toLocaleString("en")} models (${ROUNDS} rounds, under a steady load of key lookups)
 
 | change | applied in (median) | buckets rebuilt | longest event-loop stall, median / worst |
 |---|---|---|---|

@@ -45,19 +45,20 @@ import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
 import { measureRevocation } from "./_revocation.ts";
+import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
 const root = join(import.meta.dirname, "..");
-const NODES = 100;
-const MODELS = 1_000;
-const KEYS = 100_000;
+const NODES = size(100, 4);
+const MODELS = size(1_000, 20);
+const KEYS = size(100_000, 1_000);
 const ns = "bench";
 const system = "bench-system";
-const APPLY_ROUNDS = 5;
-const CONVERGENCE_ROUNDS = 3;
-const PUBLISH_ROUNDS = 3;
-const REVOCATION_ROUNDS = 7;
+const APPLY_ROUNDS = size(5, 1);
+const CONVERGENCE_ROUNDS = size(3, 1);
+const PUBLISH_ROUNDS = size(3, 1);
+const REVOCATION_ROUNDS = size(7, 2);
 const REVOCATION_TARGET_MS = 500;
 
 const dir = mkdtempSync(join(tmpdir(), "pomona-bench-"));
@@ -393,7 +394,7 @@ const atScale: number[] = [];
     )?.status;
   while ((await status(0)) !== 200) await sleep(100);
   for (let round = 0; round < REVOCATION_ROUNDS; round++) {
-    const victim = 1_000 + round * 13;
+    const victim = Math.floor(KEYS / 100) + round * 13;
     await sleep(500);
     const started = performance.now();
     live = live.filter((k) => k.metadata.name !== `key-${victim}`);
@@ -411,7 +412,7 @@ progress("revocation at scale done");
 const revocation = await measureRevocation(cp.kubeconfigPath, cp.binaries.kubectl, REVOCATION_ROUNDS);
 progress("revocation done");
 const ms = (values: number[]) => `${median(values).toFixed(0)} ms`;
-console.log(`### Operator at scale (local kube-apiserver and etcd; ${NODES} virtual nodes)
+console.log(`${quickNote()}### Operator at scale (local kube-apiserver and etcd; ${NODES} virtual nodes)
 
 | what | median | runs |
 |---|---|---|
