@@ -31,6 +31,7 @@ const app = await buildApp({
   metrics,
   nodeToken: spec.nodeToken,
   upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 600_000, breakerResetMs: 5_000 },
+  queue: { timeoutMs: 5_000, maxPerModel: 256 },
   bodyLimitBytes: 4 * 1024 * 1024,
   // Access logs on, as in production; the benchmarks discard this process's stdout.
   logLevel: "info",

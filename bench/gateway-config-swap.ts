@@ -28,6 +28,7 @@ function config(version: number, extraKey: boolean): GatewayConfig {
           replica: `model-${i}-a`,
           node: `mac-${i % 500}`,
           weight: 1,
+          slots: 4,
         },
       ],
       fallbacks: [],

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import pino from "pino";
+import type { QueueSettings } from "./config.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
@@ -26,6 +27,7 @@ export interface GatewayDeps {
   metrics: GatewayMetrics;
   nodeToken: string;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  queue: QueueSettings;
   bodyLimitBytes: number;
   /** The clock of the limits; tests move it instead of sleeping through windows. */
   now?: () => number;
@@ -62,12 +64,24 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     throw new RouteNotFoundError(request.method);
   });
 
-  // Upstream: node calls, per-endpoint breakers and load, dispatch with retries and fallbacks.
+  // Upstream: node calls, per-endpoint breakers and load, dispatch with retries, fallbacks and a waiting line.
   const client = new NodeClient({ nodeToken: deps.nodeToken, firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs });
   const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
-  const dispatcher = new Dispatcher({ client, breakers, load: new EndpointLoad(), metrics: deps.metrics });
-  deps.holder.onChange((table) => breakers.retain(table.config.models));
+  const dispatcher = new Dispatcher({
+    client,
+    breakers,
+    load: new EndpointLoad(),
+    metrics: deps.metrics,
+    queue: deps.queue,
+  });
+  const follow = (models: Parameters<typeof breakers.retain>[0]) => {
+    breakers.retain(models);
+    dispatcher.retain(models);
+  };
+  if (deps.holder.current) follow(deps.holder.current.config.models);
+  deps.holder.onChange((table) => follow(table.config.models));
   app.addHook("onClose", async () => {
+    dispatcher.close();
     breakers.shutdown();
     client.close();
     logStream.flushSync();

@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     metrics,
     nodeToken: settings.nodeToken,
     upstream: settings.upstream,
+    queue: settings.queue,
     bodyLimitBytes: settings.bodyLimitBytes,
     logLevel: settings.logLevel,
   });

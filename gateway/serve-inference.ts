@@ -15,6 +15,7 @@ import {
   LimitsUnavailableError,
   ModelNotAllowedError,
   ModelNotFoundError,
+  NoReplicaError,
   RateLimitedError,
   UpstreamError,
   UpstreamTimeoutError,
@@ -116,8 +117,12 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
         mayAnswer: (m) => keyMayUse(caller, m) && (kind !== "embedding" || m.embeddings),
         signal: abort.signal,
         requestId: request.id,
+        party: caller.key.hash,
+        // The key's policy places its requests in the line; a model's policy is the same for everyone in it.
+        priority: table.policy(caller.key.namespace, caller.key.rateLimitPolicy)?.priorityClass ?? "interactive",
       });
       request.answeredModel = dispatched.model.name;
+      reply.header("x-pomona-queue-ms", String(dispatched.queuedMs));
       // The node may be generating now: without a usage report, the reservation stands.
       actualTokens = undefined;
       if (stream) {
@@ -172,6 +177,11 @@ async function admit(
   );
 }
 
+/**
+ * The node's JSON answer. It sent its headers when it admitted the request, then a space every keep-alive
+ * interval while it waited or generated (JSON.parse skips leading whitespace), then the answer. An error
+ * after the headers comes as the OpenAI error envelope with status 200 (docs/node-contract.md §2).
+ */
 async function readAnswer(dispatched: Dispatched): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
@@ -180,13 +190,27 @@ async function readAnswer(dispatched: Dispatched): Promise<Record<string, unknow
     if (size > ANSWER_LIMIT_BYTES) throw new UpstreamError("The model server's answer is too large.");
     chunks.push(chunk as Buffer);
   }
+  let parsed: unknown;
   try {
-    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+    parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
   } catch {
     // Reported below.
   }
-  throw new UpstreamError("The model server's answer is not a JSON object.");
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new UpstreamError("The model server's answer is not a JSON object.");
+  }
+  const answer = parsed as Record<string, unknown>;
+  if ("error" in answer) throw lateUpstreamError(dispatched.model.name, answer.error);
+  return answer;
+}
+
+/** A node's failure after it admitted the request: unloading or draining is "try again", anything else a failure. */
+function lateUpstreamError(model: string, error: unknown): Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "replica_unloading" || code === "node_draining") return new NoReplicaError(model);
+  return new UpstreamError(
+    `The model server failed while answering (${typeof code === "string" ? code.slice(0, 64) : "no code"}).`,
+  );
 }
 
 function countTokens(metrics: GatewayMetrics, model: string, owner: string, usage: Usage | undefined): void {
@@ -238,11 +262,12 @@ async function relayStream(
   let first = true;
   try {
     for await (const chunk of upstream) {
-      if (first) {
+      const out = relay.push(chunk as string);
+      // The node's keep-alive comments come before the first token; they are not it.
+      if (first && relay.events > 0) {
         first = false;
         deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
       }
-      const out = relay.push(chunk as string);
       if (out !== "" && !raw.write(out)) await drained(raw);
       if (raw.destroyed) break;
     }

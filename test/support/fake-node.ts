@@ -82,12 +82,14 @@ export class FakeNode {
     };
   }
 
-  endpoint(namespace: string, replica = this.options.name) {
+  /** `slots` is what the gateway may send at once; the fake itself has no limit, so the default is generous. */
+  endpoint(namespace: string, replica = this.options.name, slots = 64) {
     return {
       url: `http://127.0.0.1:${this.port}/replicas/${namespace}/${replica}`,
       replica,
       node: this.options.name,
       weight: 1,
+      slots,
     };
   }
 

@@ -105,6 +105,7 @@ export async function startGateway(
     limiter?: Limiter;
     now?: () => number;
     upstream?: Partial<GatewayDeps["upstream"]>;
+    queue?: Partial<GatewayDeps["queue"]>;
     bodyLimitBytes?: number;
     metrics?: GatewayMetrics;
   } = {},
@@ -118,6 +119,7 @@ export async function startGateway(
     metrics,
     nodeToken: options.nodeToken ?? NODE_TOKEN,
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
+    queue: { timeoutMs: 5_000, maxPerModel: 256, ...options.queue },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
     now: options.now,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
