@@ -8,7 +8,7 @@
 export const MAX_BUSY_BACKOFF_MS = 30_000;
 
 export class BusyEndpoints {
-  private readonly until = new Map<string, { timer: NodeJS.Timeout; model: string }>();
+  private readonly until = new Map<string, { timer: NodeJS.Timeout; model: string; at: number }>();
   private readonly onFree: (model: string) => void;
 
   constructor(onFree: (model: string) => void) {
@@ -30,7 +30,17 @@ export class BusyEndpoints {
       Math.min(Math.max(retryAfterMs, 1), MAX_BUSY_BACKOFF_MS),
     );
     timer.unref();
-    this.until.set(url, { timer, model });
+    this.until.set(url, { timer, model, at: performance.now() + Math.min(retryAfterMs, MAX_BUSY_BACKOFF_MS) });
+  }
+
+  /** How long until the first of these endpoints that is busy may be tried again; 0 if none is busy. */
+  soonestFreeMs(urls: readonly string[]): number {
+    let soonest = Number.POSITIVE_INFINITY;
+    for (const url of urls) {
+      const entry = this.until.get(url);
+      if (entry) soonest = Math.min(soonest, entry.at - performance.now());
+    }
+    return Number.isFinite(soonest) ? Math.max(0, soonest) : 0;
   }
 
   retain(urls: ReadonlySet<string>): void {

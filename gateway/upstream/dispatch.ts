@@ -122,7 +122,7 @@ export class Dispatcher {
       let place = this.line.length(lineOf) === 0 ? this.takeFromChain(chain, failed, req.affinity) : undefined;
       if (!place) {
         if (!this.mayWait(req.model, failed)) {
-          throw this.finalError(req.model, lastFailure, busyRetryAfterMs);
+          throw this.finalError(req.model, lastFailure, this.retryAfterMs(req.model, busyRetryAfterMs));
         }
         deadlineAt ??= performance.now() + this.waitBudgetMs(req.model);
         const since = performance.now();
@@ -138,13 +138,18 @@ export class Dispatcher {
         } catch (err) {
           if (!(err instanceof LineRefusal)) throw err;
           if (err.reason === "full") throw new ModelQueueFullError(req.model.name);
-          throw new NoReplicaError(req.model.name, busyRetryAfterMs / 1000);
+          throw new NoReplicaError(req.model.name, this.retryAfterMs(req.model, busyRetryAfterMs) / 1000);
         } finally {
           queuedMs += performance.now() - since;
         }
         resume = true;
       }
-      const { model, endpoint, release } = place;
+      const { model, endpoint } = place;
+      const ended = this.line.began(lineOf, req.party);
+      const release = () => {
+        ended();
+        place.release();
+      };
       try {
         const response = await this.breakers.call(model, endpoint, () =>
           this.client.post(`${endpoint.url}${req.path}`, req.payload(model.name), req.signal, req.requestId),
@@ -209,6 +214,12 @@ export class Dispatcher {
   private mayWait(model: GatewayModel, failed: ReadonlySet<string>): boolean {
     const current = this.models.get(modelId(model)) ?? model;
     return current.endpoints.some((e) => !failed.has(e.url) && !this.breakers.isOpen(e));
+  }
+
+  /** What to tell the client: the busy node's own Retry-After when a node said busy, at least. */
+  private retryAfterMs(model: GatewayModel, ownBusyMs: number): number {
+    const current = this.models.get(modelId(model)) ?? model;
+    return Math.max(ownBusyMs, this.busy.soonestFreeMs(current.endpoints.map((e) => e.url)));
   }
 
   private finalError(model: GatewayModel, lastFailure: UpstreamFailure | undefined, busyRetryAfterMs: number): Error {

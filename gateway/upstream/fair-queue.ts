@@ -1,8 +1,10 @@
 /**
  * Waiters of one priority class of one model's line, in sub-queues per party
- * (an API key), served round-robin over the parties: a key with a hundred
- * waiters and a key with one get turns alternately, so flooding cannot starve
- * anyone. A sub-queue exists only while it holds a waiter.
+ * (an API key). The next turn goes to the party with the fewest requests being
+ * served right now, ties in round-robin order: a key that floods the model
+ * already holds slots, so a key sending one request at a time goes next, and
+ * a hundred waiters of one key never push back another key's one. A
+ * sub-queue exists only while it holds a waiter.
  */
 export class FairQueue<W> {
   private readonly byParty = new Map<string, W[]>();
@@ -23,19 +25,28 @@ export class FairQueue<W> {
     this.size++;
   }
 
-  /** The waiter whose turn it is, left in place. */
-  peek(): W | undefined {
-    const party = this.ring[0];
-    return party === undefined ? undefined : this.byParty.get(party)?.[0];
+  /** The party whose turn it is and its first waiter, left in place; `serving` counts a party's requests in service. */
+  peek(serving: (party: string) => number): { party: string; waiter: W } | undefined {
+    let best: string | undefined;
+    let least = Number.POSITIVE_INFINITY;
+    for (const party of this.ring) {
+      const n = serving(party);
+      if (n < least) {
+        least = n;
+        best = party;
+        if (n === 0) break;
+      }
+    }
+    return best === undefined ? undefined : { party: best, waiter: this.byParty.get(best)![0]! };
   }
 
-  /** Remove the waiter whose turn it is; its party goes to the back of the round. */
-  shift(): W | undefined {
-    const party = this.ring.shift();
-    if (party === undefined) return undefined;
-    const queue = this.byParty.get(party)!;
+  /** Remove the first waiter of the party (whose turn it was); the party goes to the back of the round. */
+  shift(party: string): W | undefined {
+    const queue = this.byParty.get(party);
+    if (!queue) return undefined;
     const waiter = queue.shift();
     this.size--;
+    this.ring.splice(this.ring.indexOf(party), 1);
     if (queue.length > 0) this.ring.push(party);
     else this.byParty.delete(party);
     return waiter;

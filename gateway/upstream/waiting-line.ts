@@ -6,8 +6,9 @@
  * Order: interactive before batch, except that batch gets one turn in every
  * BATCH_TURN_EVERY places served while both wait, so a steady interactive load
  * slows batch down but never stops it (and a batch request never waits past
- * its deadline anyway). Within a class, parties (API keys) take turns
- * (FairQueue). A full line makes room for a newcomer by evicting the newest
+ * its deadline anyway). Within a class, the key with the fewest requests in
+ * service goes first, ties in turn (FairQueue); callers report requests in
+ * service with `began`, whether they waited or not. A full line makes room for a newcomer by evicting the newest
  * waiter of the party holding the most places (batch first for an interactive
  * newcomer), when that party holds more than the newcomer's would: so a flood
  * from one key cannot fill the line against everyone else.
@@ -87,6 +88,8 @@ class ModelLine<G> {
 
 export class WaitingLine<G> {
   private readonly lines = new Map<string, ModelLine<G>>();
+  /** Requests in service per model and party (only non-zero counts are kept). */
+  private readonly serving = new Map<string, Map<string, number>>();
   /** Models with series in the metrics, so those of a model that left the config can be removed. */
   private readonly labelled = new Set<string>();
   private readonly maxPerModel: number;
@@ -99,6 +102,28 @@ export class WaitingLine<G> {
 
   length(model: string): number {
     return this.lines.get(model)?.size ?? 0;
+  }
+
+  /** A request of the party holds a place of the model; call the returned function (once or more) when it ends. */
+  began(model: string, party: string): () => void {
+    let parties = this.serving.get(model);
+    if (!parties) {
+      parties = new Map();
+      this.serving.set(model, parties);
+    }
+    parties.set(party, (parties.get(party) ?? 0) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      const of = this.serving.get(model);
+      const n = (of?.get(party) ?? 1) - 1;
+      if (n > 0) of?.set(party, n);
+      else {
+        of?.delete(party);
+        if (of?.size === 0) this.serving.delete(model);
+      }
+    };
   }
 
   /** Wait for a place of the model; rejects with LineRefusal, or ClientGoneError when the signal aborts. */
@@ -140,14 +165,16 @@ export class WaitingLine<G> {
   pump(model: string): void {
     const line = this.lines.get(model);
     if (!line) return;
+    const parties = this.serving.get(model);
+    const servingOf = (party: string) => parties?.get(party) ?? 0;
     for (;;) {
       const priority = line.nextClass();
       if (priority === undefined) break;
       const queue = line.queueOf(priority);
-      const waiter = queue.peek()!;
+      const { party, waiter } = queue.peek(servingOf)!;
       const grant = waiter.options.take();
       if (grant === undefined) break;
-      queue.shift();
+      queue.shift(party);
       if (priority === "batch") line.interactiveStreak = 0;
       else if (line.batch.size > 0) line.interactiveStreak++;
       this.settle(model, waiter, "served");
