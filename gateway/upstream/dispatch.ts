@@ -90,6 +90,11 @@ export class Dispatcher {
     this.line.pumpAll();
   }
 
+  /** The node said, after admitting a request, that the replica cannot serve (unloading): leave it alone a while. */
+  unavailable(dispatched: Dispatched, retryAfterMs = 1_000): void {
+    this.busy.mark(dispatched.endpoint.url, modelId(dispatched.model), retryAfterMs);
+  }
+
   close(): void {
     this.line.close();
     this.busy.clear();
