@@ -25,10 +25,15 @@ const steady = new FakeNode({ name: "mac-steady", token: NODE_TOKEN });
 const unloading = new FakeNode({ name: "mac-unloading", token: NODE_TOKEN, retryAfterSeconds: 2 });
 const early = new FakeNode({ name: "mac-early", token: NODE_TOKEN, earlyHeaders: true, keepAliveMs: 50 });
 const late = new FakeNode({ name: "mac-late", token: NODE_TOKEN });
+const lateUnloading = new FakeNode({
+  name: "mac-late-unloading",
+  token: NODE_TOKEN,
+  lateErrorCode: "replica_unloading",
+});
 const held = new FakeNode({ name: "mac-held", token: NODE_TOKEN });
 const extra = new FakeNode({ name: "mac-extra", token: NODE_TOKEN });
 const shared = new FakeNode({ name: "mac-shared", token: NODE_TOKEN, capacity: 1, retryAfterSeconds: 1 });
-const nodes = [busy, steady, unloading, early, late, held, extra, shared];
+const nodes = [busy, steady, unloading, early, late, lateUnloading, held, extra, shared];
 const key = makeKey(ns, "k");
 const heavy = makeKey(ns, "heavy");
 const light = makeKey(ns, "light");
@@ -69,6 +74,7 @@ beforeAll(async () => {
   busy.mode = "busy";
   unloading.mode = "unloading";
   late.mode = "late-error";
+  lateUnloading.mode = "late-error";
   early.options.answerDelayMs = 1_500;
   gateway = await startGateway(ns, {
     upstream: { firstByteTimeoutMs: FIRST_BYTE_TIMEOUT_MS, breakerResetMs: 60_000 },
@@ -80,6 +86,9 @@ beforeAll(async () => {
     model(ns, "mixed", { endpoints: [unloading.endpoint(ns, "mixed-u"), steady.endpoint(ns, "mixed-s")] }),
     model(ns, "slow-json", { endpoints: [early.endpoint(ns, "slow-json-a")] }),
     model(ns, "late", { endpoints: [late.endpoint(ns, "late-a")] }),
+    model(ns, "late-unloading", {
+      endpoints: [lateUnloading.endpoint(ns, "lu-a"), steady.endpoint(ns, "lu-s")],
+    }),
     model(ns, "one-slot", { endpoints: [held.endpoint(ns, "one-slot-a", 1)] }),
     model(ns, "grows", { endpoints: [held.endpoint(ns, "grows-a", 1)] }),
     // The gateway may send 4, but the node is already busy with other gateways' requests beyond one.
@@ -167,6 +176,15 @@ describe("sign of life", () => {
     const answer = await post("late");
     expect(answer.status).toBe(502);
     expect(answer.body.error.code).toBe("upstream_error");
+  });
+
+  it("tries another replica when a node starts unloading after it admitted a non-streamed request", async () => {
+    for (let i = 0; i < 12; i++) {
+      const answer = await post("late-unloading");
+      expect(answer.status).toBe(200);
+      expect(answer.body.choices[0].message.content).toBe("from mac-steady");
+    }
+    expect(lateUnloading.seen.length).toBeGreaterThan(0);
   });
 });
 

@@ -42,6 +42,8 @@ export interface FakeNodeOptions {
   capacity?: number;
   /** Retry-After seconds of its busy answers. */
   retryAfterSeconds?: number;
+  /** The error code of its late-error answers (default internal_error). */
+  lateErrorCode?: string;
 }
 
 export interface SeenRequest {
@@ -169,7 +171,8 @@ export class FakeNode {
     if (this.mode === "late-error") {
       res.writeHead(200, { "content-type": "application/json" });
       res.write(" ");
-      res.end('{"error":{"message":"generation failed","type":"server_error","param":null,"code":"internal_error"}}');
+      const code = this.options.lateErrorCode ?? "internal_error";
+      res.end(JSON.stringify({ error: { message: "generation failed", type: "server_error", param: null, code } }));
       return;
     }
     this.active++;
