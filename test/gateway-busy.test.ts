@@ -30,9 +30,12 @@ const lateUnloading = new FakeNode({
   token: NODE_TOKEN,
   lateErrorCode: "replica_unloading",
 });
-const held = new FakeNode({ name: "mac-held", token: NODE_TOKEN });
-const extra = new FakeNode({ name: "mac-extra", token: NODE_TOKEN });
-const shared = new FakeNode({ name: "mac-shared", token: NODE_TOKEN, capacity: 1, retryAfterSeconds: 1 });
+// Nodes that hold answers send their headers at admission, as the contract says, so the 200 ms first-byte
+// timeout of this gateway measures admission only.
+const admitting = { token: NODE_TOKEN, earlyHeaders: true, keepAliveMs: 100 };
+const held = new FakeNode({ name: "mac-held", ...admitting });
+const extra = new FakeNode({ name: "mac-extra", ...admitting });
+const shared = new FakeNode({ name: "mac-shared", ...admitting, capacity: 1, retryAfterSeconds: 1 });
 const nodes = [busy, steady, unloading, early, late, lateUnloading, held, extra, shared];
 const key = makeKey(ns, "k");
 const heavy = makeKey(ns, "heavy");
@@ -46,11 +49,11 @@ const FIRST_BYTE_TIMEOUT_MS = 200;
 const QUEUE_TIMEOUT_MS = 4_000;
 const QUEUE_MAX = 3;
 
-async function post(modelName: string, secret = key.secret, signal?: AbortSignal) {
+async function post(modelName: string, secret = key.secret, signal?: AbortSignal, content = "hi") {
   const res = await fetch(`${gateway.url}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: modelName, messages: [{ role: "user", content: "hi" }] }),
+    body: JSON.stringify({ model: modelName, messages: [{ role: "user", content }] }),
     signal,
   });
   return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, any> };
@@ -139,7 +142,7 @@ describe("busy is not failure", () => {
 
   it("takes a 503 with Retry-After (replica unloading) as unavailable: another replica answers, no breaker counts it", async () => {
     for (let i = 0; i < 10; i++) {
-      const answer = await post("mixed");
+      const answer = await post("mixed", key.secret, undefined, `question ${i}`);
       expect(answer.status).toBe(200);
       expect(answer.body.choices[0].message.content).toBe("from mac-steady");
     }
@@ -180,7 +183,8 @@ describe("sign of life", () => {
 
   it("tries another replica when a node starts unloading after it admitted a non-streamed request", async () => {
     for (let i = 0; i < 12; i++) {
-      const answer = await post("late-unloading");
+      // Different questions, so conversation affinity does not pin them all to one replica.
+      const answer = await post("late-unloading", key.secret, undefined, `question ${i}`);
       expect(answer.status).toBe(200);
       expect(answer.body.choices[0].message.content).toBe("from mac-steady");
     }

@@ -19,22 +19,28 @@ function setup(maxPerModel = 100) {
   const line = new WaitingLine<true>({ maxPerModel, metrics: createMetrics() });
   const room = places();
   const served: string[] = [];
+  const refused: unknown[] = [];
   const wait = (
     party: string,
     priority: PriorityClass = "interactive",
     label = party,
     signal = new AbortController().signal,
   ) =>
-    line.wait("ns/m", { party, priority, deadlineAt: performance.now() + 60_000, signal, take: room.take }).then(() => {
-      served.push(label);
-    });
+    line.wait("ns/m", { party, priority, deadlineAt: performance.now() + 60_000, signal, take: room.take }).then(
+      () => {
+        served.push(label);
+      },
+      (err: unknown) => {
+        refused.push(err);
+      },
+    );
   /** Free one place and let the line hand it out. */
   const freeOne = async () => {
     room.state.free++;
     line.pump("ns/m");
     await new Promise((r) => setImmediate(r));
   };
-  return { line, room, served, wait, freeOne };
+  return { line, room, served, refused, wait, freeOne };
 }
 
 describe("the waiting line", () => {
@@ -55,8 +61,8 @@ describe("the waiting line", () => {
 
   it("serves interactive before batch, but batch gets one turn in every BATCH_TURN_EVERY", async () => {
     const { line, served, wait, freeOne } = setup();
-    for (let i = 0; i < 3; i++) void wait("b", "batch", "batch").catch(() => {});
-    for (let i = 0; i < 2 * BATCH_TURN_EVERY; i++) void wait(`i${i}`, "interactive", "interactive").catch(() => {});
+    for (let i = 0; i < 3; i++) void wait("b", "batch", "batch");
+    for (let i = 0; i < 2 * BATCH_TURN_EVERY; i++) void wait(`i${i}`, "interactive", "interactive");
     for (let i = 0; i < 2 * BATCH_TURN_EVERY; i++) await freeOne();
     expect(served.slice(0, BATCH_TURN_EVERY)).toEqual([...Array(BATCH_TURN_EVERY - 1).fill("interactive"), "batch"]);
     expect(served.filter((s) => s === "batch")).toHaveLength(2);
@@ -64,17 +70,17 @@ describe("the waiting line", () => {
   });
 
   it("when full, evicts the newest waiter of the key holding the most places, or refuses the newcomer", async () => {
-    const { line, wait } = setup(3);
-    const outcomes: string[] = [];
-    const heavy = [0, 1, 2].map((i) =>
-      wait("heavy", "interactive", `heavy-${i}`).catch((e: LineRefusal) => outcomes.push(`heavy-${i}:${e.reason}`)),
-    );
+    const { line, wait, refused } = setup(3);
+    const heavy = [0, 1, 2].map((i) => wait("heavy", "interactive", `heavy-${i}`));
     // The same key once more: refused.
-    await wait("heavy").catch((e: LineRefusal) => outcomes.push(`newcomer:${e.reason}`));
+    await wait("heavy");
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ reason: "full" });
     // Another key: the heavy key's newest leaves for it.
-    void wait("light").catch(() => {});
+    void wait("light");
     await heavy[2];
-    expect(outcomes).toEqual(["newcomer:full", "heavy-2:full"]);
+    expect(refused).toHaveLength(2);
+    expect(refused[1]).toMatchObject({ reason: "full" });
     expect(line.length("ns/m")).toBe(3);
     line.close();
   });
