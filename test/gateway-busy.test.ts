@@ -146,6 +146,7 @@ describe("busy is not failure", () => {
       expect(answer.status).toBe(200);
       expect(answer.body.choices[0].message.content).toBe("from mac-steady");
     }
+    expect(unloading.seen.length).toBeGreaterThan(0);
     expect(await metrics()).toMatch(
       /pomona_gateway_breaker_state\{model="gw-busy\/mixed",[^}]*replica="mixed-u"[^}]*\} 0/,
     );
