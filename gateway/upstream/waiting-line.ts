@@ -129,15 +129,13 @@ export class WaitingLine<G> {
   /** Wait for a place of the model; rejects with LineRefusal, or ClientGoneError when the signal aborts. */
   wait(model: string, options: WaitOptions<G>): Promise<G> {
     if (options.signal.aborted) return Promise.reject(new ClientGoneError());
-    let line = this.lines.get(model);
-    if (!line) {
-      line = new ModelLine<G>();
-      this.lines.set(model, line);
-    }
+    const line = this.lines.get(model) ?? new ModelLine<G>();
     if (line.size >= this.maxPerModel && !this.evictFor(model, line, options)) {
       this.observe(model, options.priority, "full", 0);
       return Promise.reject(new LineRefusal("full"));
     }
+    // A line exists in the map only while someone waits in it.
+    this.lines.set(model, line);
     const promise = new Promise<G>((resolve, reject) => {
       const waiter: Waiter<G> = {
         options,
