@@ -219,14 +219,17 @@ describe("fairness and priority in the line", () => {
   it("serves a light key's requests within twice an idle request's time while a heavy key sends 10× its share", async () => {
     // Long enough that an answer's time is generation, not HTTP and scheduling noise.
     const body = chat("stories", 200);
-    // One request on the idle replica, measured end to end (median of 3).
+    // One request on the idle replica, measured end to end: the median of 3 before and 3 after the load,
+    // since other work on this shared machine changes the speed of everything from minute to minute.
     const idle: number[] = [];
-    for (let i = 0; i < 3; i++) {
-      const a = await call(roomyGateway, light.secret, body);
-      expect(a.status).toBe(200);
-      idle.push(a.ms);
-    }
-    const idleMs = percentile(idle, 50);
+    const measureIdle = async () => {
+      for (let i = 0; i < 3; i++) {
+        const a = await call(roomyGateway, light.secret, body);
+        expect(a.status).toBe(200);
+        idle.push(a.ms);
+      }
+    };
+    await measureIdle();
 
     // Two keys, two slots: each key's share is one slot; the heavy key keeps 10× that in flight.
     let lightDone = false;
@@ -251,6 +254,8 @@ describe("fairness and priority in the line", () => {
     }
     lightDone = true;
     await Promise.all(heavyWorkers);
+    await measureIdle();
+    const idleMs = percentile(idle, 50);
     console.log(
       `fairness: idle request ${idleMs.toFixed(0)} ms; heavy requests ${heavyStatuses.length}, served in ${percentile(heavyMs, 50).toFixed(0)} ms (median, without waiting); light key's waits in the line (ms): ${waits.join(", ")}`,
     );
