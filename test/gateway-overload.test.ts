@@ -235,11 +235,13 @@ describe("fairness and priority in the line", () => {
     let lightDone = false;
     const heavyStatuses: number[] = [];
     const heavyMs: number[] = [];
+    const heavyWaits: number[] = [];
     const heavyWorker = async () => {
       while (!lightDone) {
         const a = await call(roomyGateway, heavy.secret, body);
         heavyStatuses.push(a.status);
         heavyMs.push(a.ms - Number(a.headers.get("x-pomona-queue-ms")));
+        heavyWaits.push(Number(a.headers.get("x-pomona-queue-ms")));
       }
     };
     const heavyWorkers = Array.from({ length: 10 * (SEQUENCES / 2) }, heavyWorker);
@@ -261,8 +263,9 @@ describe("fairness and priority in the line", () => {
     );
     expect(lightStatuses).toEqual(Array(10).fill(200));
     expect(heavyStatuses.every((s) => s === 200)).toBe(true);
-    // The light key waited at all (the heavy key filled the slots), yet no longer than two idle requests.
-    expect(Math.max(...waits)).toBeGreaterThan(0);
+    // The model was saturated (the heavy key's requests waited in the line), yet the light key waited no
+    // longer than two idle requests.
+    expect(Math.max(...heavyWaits)).toBeGreaterThan(0);
     expect(percentile(waits, 99)).toBeLessThan(2 * idleMs);
   });
 

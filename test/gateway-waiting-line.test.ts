@@ -85,6 +85,18 @@ describe("the waiting line", () => {
     line.close();
   });
 
+  it("shares a model's slots equally among the keys active on it; a key alone may use them all", () => {
+    const line = new WaitingLine<true>({ maxPerModel: 10, metrics: createMetrics() });
+    expect(line.shareOf("ns/m", "heavy", 4)).toBe(4);
+    const end = line.began("ns/m", "light");
+    expect(line.shareOf("ns/m", "heavy", 4)).toBe(2);
+    expect(line.shareOf("ns/m", "third", 4)).toBe(2);
+    expect(line.shareOf("ns/m", "fourth", 5)).toBe(2);
+    end();
+    line.retain(new Set());
+    expect(line.shareOf("ns/m", "heavy", 4)).toBe(4);
+  });
+
   it("ends a wait at its deadline, when its client leaves, and when the model leaves the config", async () => {
     const line = new WaitingLine<true>({ maxPerModel: 10, metrics: createMetrics() });
     const never = () => undefined;

@@ -124,7 +124,8 @@ export class Dispatcher {
     let resume = false;
     for (;;) {
       // Newcomers go behind those already waiting for the model; only an empty line may be passed by.
-      let place = this.line.length(lineOf) === 0 ? this.takeFromChain(chain, failed, req.affinity) : undefined;
+      let place =
+        this.line.length(lineOf) === 0 ? this.takeFromChain(chain, failed, req.affinity, req.party) : undefined;
       if (!place) {
         if (!this.mayWait(req.model, failed)) {
           throw this.finalError(req.model, lastFailure, this.retryAfterMs(req.model, busyRetryAfterMs));
@@ -138,7 +139,7 @@ export class Dispatcher {
             deadlineAt,
             signal: req.signal,
             resume,
-            take: () => this.take(this.models.get(lineOf) ?? req.model, failed, req.affinity),
+            take: () => this.take(this.models.get(lineOf) ?? req.model, failed, req.affinity, req.party),
           });
         } catch (err) {
           if (!(err instanceof LineRefusal)) throw err;
@@ -185,23 +186,36 @@ export class Dispatcher {
     }
   }
 
-  private takeFromChain(chain: GatewayModel[], failed: ReadonlySet<string>, affinity: string | undefined) {
+  private takeFromChain(
+    chain: GatewayModel[],
+    failed: ReadonlySet<string>,
+    affinity: string | undefined,
+    party: string,
+  ) {
     for (const model of chain) {
-      const place = this.take(model, failed, affinity);
+      const place = this.take(model, failed, affinity, party);
       if (place) return place;
     }
     return undefined;
   }
 
-  /** Take a slot on an endpoint of the model with room, if there is one. */
-  private take(model: GatewayModel, failed: ReadonlySet<string>, affinity: string | undefined): Place | undefined {
+  /** Take a slot on an endpoint of the model with room, if there is one and the party is within its share. */
+  private take(
+    model: GatewayModel,
+    failed: ReadonlySet<string>,
+    affinity: string | undefined,
+    party: string,
+  ): Place | undefined {
+    const line = modelId(model);
+    let slots = 0;
+    for (const e of model.endpoints) slots += e.slots;
+    if (this.line.servingOf(line, party) >= this.line.shareOf(line, party, slots)) return undefined;
     const candidates = model.endpoints.filter(
       (e) => !failed.has(e.url) && !this.busy.has(e.url) && this.load.of(e.url) < e.slots && !this.breakers.isOpen(e),
     );
     const endpoint = pickEndpoint(candidates, this.load, affinity);
     if (!endpoint) return undefined;
     const free = this.load.acquire(endpoint.url);
-    const line = modelId(model);
     return {
       model,
       endpoint,

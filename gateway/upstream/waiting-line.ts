@@ -30,6 +30,9 @@ export type PriorityClass = "interactive" | "batch";
 
 export const BATCH_TURN_EVERY = 8;
 
+/** A party counts as active on a model while it has a request in service or waiting, or had one this recently. */
+export const ACTIVE_WINDOW_MS = 2_000;
+
 export type LineExit = "full" | "deadline" | "closed";
 
 /** Why a wait ended without a place: the line was full, the deadline passed, or the model left the config. */
@@ -90,6 +93,8 @@ export class WaitingLine<G> {
   private readonly lines = new Map<string, ModelLine<G>>();
   /** Requests in service per model and party (only non-zero counts are kept). */
   private readonly serving = new Map<string, Map<string, number>>();
+  /** When each party was last active on each model; entries older than ACTIVE_WINDOW_MS are dropped. */
+  private readonly active = new Map<string, Map<string, number>>();
   /** Models with series in the metrics, so those of a model that left the config can be removed. */
   private readonly labelled = new Set<string>();
   private readonly maxPerModel: number;
@@ -106,6 +111,7 @@ export class WaitingLine<G> {
 
   /** A request of the party holds a place of the model; call the returned function (once or more) when it ends. */
   began(model: string, party: string): () => void {
+    this.touch(model, party);
     let parties = this.serving.get(model);
     if (!parties) {
       parties = new Map();
@@ -116,6 +122,7 @@ export class WaitingLine<G> {
     return () => {
       if (ended) return;
       ended = true;
+      this.touch(model, party);
       const of = this.serving.get(model);
       const n = (of?.get(party) ?? 1) - 1;
       if (n > 0) of?.set(party, n);
@@ -126,9 +133,43 @@ export class WaitingLine<G> {
     };
   }
 
+  /** Requests of the party in service on the model. */
+  servingOf(model: string, party: string): number {
+    return this.serving.get(model)?.get(party) ?? 0;
+  }
+
+  /**
+   * The most of the model's `slots` the party may hold now: an equal share among the parties active on the
+   * model. A key flooding the model then leaves a slot free for a key that sends one request at a time,
+   * instead of making it wait for one of the flood's answers to end; alone, a key may use every slot.
+   */
+  shareOf(model: string, party: string, slots: number): number {
+    this.touch(model, party);
+    const parties = this.active.get(model)!;
+    const now = performance.now();
+    // Oldest first: stop at the first party active within the window.
+    for (const [p, at] of parties) {
+      if (now - at <= ACTIVE_WINDOW_MS) break;
+      if (this.servingOf(model, p) === 0) parties.delete(p);
+    }
+    return Math.max(1, Math.ceil(slots / parties.size));
+  }
+
+  private touch(model: string, party: string): void {
+    let parties = this.active.get(model);
+    if (!parties) {
+      parties = new Map();
+      this.active.set(model, parties);
+    }
+    // Re-inserted, so the map stays in order of last activity.
+    parties.delete(party);
+    parties.set(party, performance.now());
+  }
+
   /** Wait for a place of the model; rejects with LineRefusal, or ClientGoneError when the signal aborts. */
   wait(model: string, options: WaitOptions<G>): Promise<G> {
     if (options.signal.aborted) return Promise.reject(new ClientGoneError());
+    this.touch(model, options.party);
     const line = this.lines.get(model) ?? new ModelLine<G>();
     if (line.size >= this.maxPerModel && !this.evictFor(model, line, options)) {
       this.observe(model, options.priority, "full", 0);
@@ -194,6 +235,11 @@ export class WaitingLine<G> {
         waiter.reject(new LineRefusal("closed"));
       }
       this.lines.delete(model);
+    }
+    for (const model of [...this.active.keys(), ...this.serving.keys()]) {
+      if (models.has(model)) continue;
+      this.active.delete(model);
+      this.serving.delete(model);
     }
     for (const model of this.labelled) if (!models.has(model)) this.forget(model);
   }
