@@ -6,7 +6,7 @@
  *   node bench/_agent-replica.ts <model.gguf> <threads> <node token>
  */
 import type { AddressInfo } from "node:net";
-import { buildApp } from "../node-agent/app.ts";
+import { buildApp, createLogger } from "../node-agent/app.ts";
 import { createMetrics } from "../node-agent/metrics.ts";
 import { ReplicaEngine } from "../node-agent/replica-engine.ts";
 import type { ReplicaSlot } from "../node-agent/replica-manager.ts";
@@ -15,7 +15,12 @@ import { BENCH_ENGINE, benchLlama } from "./_bench-model.ts";
 const [modelPath, threadsText, token] = process.argv.slice(2);
 const threads = Number(threadsText);
 const llama = await benchLlama(threads);
-const engine = await ReplicaEngine.load(llama, modelPath!, { ...BENCH_ENGINE }, { threads, queueLimit: 64 });
+const engine = await ReplicaEngine.load(
+  llama,
+  modelPath!,
+  { ...BENCH_ENGINE, threads },
+  { maxThreads: threads, queueLimit: 64 },
+);
 const slot: ReplicaSlot = {
   namespace: "bench",
   name: "replica",
@@ -35,7 +40,7 @@ const app = buildApp({
   metrics,
   nodeToken: token!,
   // Fastify's request logs on, as the agent runs by default; the benchmarks discard this process's stdout.
-  logLevel: "info",
+  log: createLogger("info"),
   isDraining: () => false,
   isReady: () => true,
 });

@@ -8,10 +8,12 @@
  * times (seen on two cores with two threads: a stream went past the gateway's 30 s first-byte timeout),
  * which would measure contention, not the stack. llama.cpp's own default oversubscribes even more.
  */
+import { resolve } from "node:path";
 import { getLlama, type Llama } from "node-llama-cpp";
 import { usableCpus } from "../node-agent/hardware.ts";
 
-export const BENCH_MODEL = process.env.POMONA_BENCH_MODEL ?? "/work/shared/models/stories260K.gguf";
+export const BENCH_MODEL =
+  process.env.POMONA_BENCH_MODEL ?? resolve(import.meta.dirname, "..", "..", "shared", "models", "stories260K.gguf");
 export const BENCH_THREADS = Number(process.env.POMONA_THREADS ?? Math.max(1, usableCpus() - 1));
 /** Eight sequences of 512 tokens: the tiny model's training context, room for prompt and completion. */
 export const BENCH_ENGINE = { contextSize: 8 * 512, parallelSequences: 8, embeddings: false } as const;

@@ -1,8 +1,9 @@
 /** Gateway configs for the benchmarks' static gateway (bench/_static-gateway.ts): one model, keys, policies. */
-import { createHash } from "node:crypto";
-import type { GatewayConfig, GatewayKey, GatewayPolicy } from "../crds/api/index.ts";
+import { type GatewayConfig, type GatewayKey, type GatewayPolicy, hashingKey, keyedHash } from "../crds/api/index.ts";
 
 export const BENCH_NODE_TOKEN = "bench-node-token";
+/** The static gateway's hashing key (in production a random one the operator keeps in pomona-key-hashing). */
+export const BENCH_HASHING_KEY = hashingKey(Buffer.alloc(32, "bench-hashing-key"));
 
 export interface StaticGatewaySpec {
   config: GatewayConfig;
@@ -21,7 +22,7 @@ export const generousPolicy: GatewayPolicy = {
 };
 
 export function benchKey(secret: string, policy: string): GatewayKey {
-  const hash = createHash("sha256").update(secret).digest("hex");
+  const hash = keyedHash(secret, BENCH_HASHING_KEY);
   return { hash, namespace: "bench", name: `key-${hash.slice(0, 8)}`, owner: "bench", rateLimitPolicy: policy };
 }
 

@@ -8,11 +8,12 @@
 import type { AddressInfo } from "node:net";
 import { buildApp } from "../gateway/app.ts";
 import { ConfigHolder } from "../gateway/config-source/config-holder.ts";
+import { HashingKeysHolder } from "../gateway/key-hashing.ts";
 import type { Limiter } from "../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
 import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
-import type { StaticGatewaySpec } from "./_gateway-config.ts";
+import { BENCH_HASHING_KEY, type StaticGatewaySpec } from "./_gateway-config.ts";
 
 const spec = JSON.parse(process.argv[2] ?? "{}") as StaticGatewaySpec;
 const holder = new ConfigHolder();
@@ -33,6 +34,7 @@ const app = await buildApp({
   upstream: { firstByteTimeoutMs: 30_000, totalTimeoutMs: 600_000, breakerResetMs: 5_000 },
   queue: { timeoutMs: 5_000, maxPerModel: 256 },
   bodyLimitBytes: 4 * 1024 * 1024,
+  hashingKeys: new HashingKeysHolder({ current: BENCH_HASHING_KEY }),
   // Access logs on, as in production; the benchmarks discard this process's stdout.
   logLevel: "info",
 });

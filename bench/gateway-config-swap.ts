@@ -1,20 +1,38 @@
 /**
- * Gateway config swap at scale: the time to assemble a config of 100,000 keys
- * and 1,000 models from its stored parts and build the gateway's lookups, the
- * time to re-assemble after one key changed with the other buckets cached, and
- * the cost of a key lookup.
+ * Gateway config changes at scale (100,000 keys, 1,000 models), through the
+ * gateway's own path: the worker decoder and config-assembler.ts, which
+ * rebuild only the key buckets whose sha256 changed and take a turn of the
+ * event loop between buckets. Measured: the time to apply a one-key change,
+ * a one-model change and a whole new config (every bucket, as at start or on
+ * a resync), and the longest event-loop stall during each while the loop also
+ * serves a steady load of key lookups (a sha256 and a table lookup per
+ * simulated request, as authentication does). The stall is the longest gap
+ * seen by a 1 ms timer. Target (issue 12): stall ≤ 5 ms during a 100k-key change.
+ * Run: node bench/gateway-config-swap.ts   (POMONA_BENCH_KEYS=1000 for a small run)
  */
 import { createHash } from "node:crypto";
-import { decodeCorePart, decodeGatewayConfig, encodeGatewayConfig, type GatewayConfig } from "../crds/api/index.ts";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import {
+  type CorePart,
+  decodeCorePart,
+  type EncodedConfig,
+  encodeGatewayConfig,
+  type GatewayConfig,
+} from "../crds/api/index.ts";
+import { assembleRouteTable, bucketsToRead } from "../gateway/config-source/config-assembler.ts";
 import { ConfigDecoder } from "../gateway/config-source/config-decoder.ts";
-import { RouteTable } from "../gateway/config-source/route-table.ts";
+import type { RouteTable } from "../gateway/config-source/route-table.ts";
 import { median } from "./_stats.ts";
+import { targetTable } from "./_targets.ts";
 
-const KEYS = 100_000;
+const KEYS = Number(process.env.POMONA_BENCH_KEYS ?? 100_000);
 const MODELS = 1_000;
+const ROUNDS = 5;
+const STALL_TARGET_MS = 5;
 const hashOf = (i: number) => createHash("sha256").update(`sk-pomona-${i}`).digest("hex");
 
-function config(version: number, extraKey: boolean): GatewayConfig {
+function config(version: number, keyCount: number, modelTag: string): GatewayConfig {
   return {
     version,
     generatedAt: new Date().toISOString(),
@@ -24,8 +42,8 @@ function config(version: number, extraKey: boolean): GatewayConfig {
       aliases: [`alias-${i}`],
       endpoints: [
         {
-          url: `http://10.0.${i % 250}.1:8090/replicas/team-${i % 50}/model-${i}-a`,
-          replica: `model-${i}-a`,
+          url: `http://10.0.${i % 250}.1:8090/replicas/team-${i % 50}/model-${i}-${i === 0 ? modelTag : "a"}`,
+          replica: `model-${i}-${i === 0 ? modelTag : "a"}`,
           node: `mac-${i % 500}`,
           weight: 1,
           slots: 4,
@@ -41,7 +59,7 @@ function config(version: number, extraKey: boolean): GatewayConfig {
       requestsPerMinute: 600,
       scope: "PerKey" as const,
     })),
-    keys: Array.from({ length: KEYS + (extraKey ? 1 : 0) }, (_, i) => ({
+    keys: Array.from({ length: keyCount }, (_, i) => ({
       hash: hashOf(i),
       namespace: `team-${i % 50}`,
       name: `key-${i}`,
@@ -52,35 +70,44 @@ function config(version: number, extraKey: boolean): GatewayConfig {
   };
 }
 
-const first = encodeGatewayConfig(config(1, false));
-const second = encodeGatewayConfig(config(2, true));
-const changed = second.buckets.filter((b, i) => b.sha256 !== first.buckets[i]?.sha256).length;
+const decoder = new ConfigDecoder();
+const bucketBytes = (encoded: EncodedConfig) => new Map(encoded.buckets.map((b, i) => [i, b.bytes] as const));
 
-const full: number[] = [];
-const incremental: number[] = [];
-let table: RouteTable | undefined;
-for (let round = 0; round < 5; round++) {
-  let started = performance.now();
-  table = new RouteTable(
-    decodeGatewayConfig(
-      decodeCorePart(first.core),
-      first.buckets.map((b) => b.bytes),
-    ),
-  );
-  full.push(performance.now() - started);
-  // The watcher reads only the changed bucket; decoding still assembles every bucket from its cache.
-  started = performance.now();
-  table = new RouteTable(
-    decodeGatewayConfig(
-      decodeCorePart(second.core),
-      second.buckets.map((b) => b.bytes),
-    ),
-  );
-  incremental.push(performance.now() - started);
+/** Applies `encoded` on top of `current` the way the watcher does (decode the core, then the changed buckets). */
+async function apply(current: RouteTable | undefined, encoded: EncodedConfig) {
+  const core: CorePart = await decoder.decodeCore(encoded.core);
+  const wanted = new Set(bucketsToRead(current, core));
+  const read = new Map([...bucketBytes(encoded)].filter(([i]) => wanted.has(i)));
+  return assembleRouteTable(current, core, read, decoder);
 }
 
-/** The longest the event loop was blocked while `work` ran, sampled by a 1 ms timer. */
-async function longestStall(work: () => Promise<unknown>): Promise<number> {
+/** Steady request-like work on the event loop: a key hashed and looked up, 20 per turn, every turn. */
+function startLoad(table: () => RouteTable | undefined) {
+  let running = true;
+  let served = 0;
+  const keys = Array.from({ length: 1_000 }, (_, i) => `sk-pomona-${i * 97}`);
+  const turn = () => {
+    if (!running) return;
+    for (let i = 0; i < 20; i++) {
+      const hash = createHash("sha256")
+        .update(keys[served % keys.length] ?? "")
+        .digest("hex");
+      table()?.keyByHash(hash);
+      served++;
+    }
+    setImmediate(turn);
+  };
+  setImmediate(turn);
+  return {
+    stop: () => {
+      running = false;
+      return served;
+    },
+  };
+}
+
+/** The longest the event loop was blocked while `work` ran, seen by a 1 ms timer. */
+async function longestStall<T>(work: () => Promise<T>): Promise<{ stallMs: number; ms: number; value: T }> {
   let longest = 0;
   let last = performance.now();
   const timer = setInterval(() => {
@@ -88,39 +115,101 @@ async function longestStall(work: () => Promise<unknown>): Promise<number> {
     longest = Math.max(longest, now - last);
     last = now;
   }, 1);
-  await work();
+  const started = performance.now();
+  const value = await work();
+  const ms = performance.now() - started;
   await new Promise((r) => setTimeout(r, 5));
   clearInterval(timer);
-  return Math.max(longest, performance.now() - last);
+  // The sampler's own period is not a stall.
+  return { stallMs: Math.max(0, Math.max(longest, performance.now() - last) - 1), ms, value };
 }
 
-const decoder = new ConfigDecoder();
-const core = decodeCorePart(second.core);
-const bytes = second.buckets.map((b) => b.bytes);
-await decoder.decode(core, bytes); // start the worker
-const inlineStalls: number[] = [];
-const workerStalls: number[] = [];
-for (let round = 0; round < 5; round++) {
-  inlineStalls.push(await longestStall(async () => new RouteTable(decodeGatewayConfig(core, bytes))));
-  workerStalls.push(await longestStall(async () => new RouteTable(await decoder.decode(core, bytes))));
+const base = encodeGatewayConfig(config(1, KEYS, "a"));
+let table = (await apply(undefined, base)).table;
+let current: RouteTable | undefined = table;
+const load = startLoad(() => current);
+
+const figures = {
+  idle: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
+  key: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
+  model: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
+  full: { ms: [] as number[], stall: [] as number[], rebuilt: 0 },
+};
+// Every version is encoded before any is measured, and the heap collected before each change: building 100,000
+// keys of JSON is the bench's own garbage, not the gateway's.
+let version = 1;
+const versions = Array.from({ length: ROUNDS }, (_, round) => ({
+  oneKey: encodeGatewayConfig(config(++version, KEYS + 1 + round, "a")),
+  oneModel: encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`)),
+  whole: encodeGatewayConfig(config(++version, KEYS + 1 + round, `r${round}`)),
+}));
+setFlagsFromString("--expose-gc");
+const gc = runInNewContext("gc") as () => void;
+const settle = async () => {
+  gc();
+  await new Promise((r) => setTimeout(r, 50));
+};
+for (const { oneKey, oneModel, whole } of versions) {
+  // The same load and sampler with no config change: what the machine itself adds (other processes, GC).
+  await settle();
+  const idle = await longestStall(() => new Promise((resolve) => setTimeout(resolve, 100)));
+  figures.idle.stall.push(idle.stallMs);
+  // One key added (the next version of the config: one bucket differs).
+  await settle();
+  let r = await longestStall(() => apply(current, oneKey));
+  current = r.value.table;
+  figures.key.ms.push(r.ms);
+  figures.key.stall.push(r.stallMs);
+  figures.key.rebuilt = r.value.rebuilt;
+  // One model changed (a replica replaced): the core only.
+  await settle();
+  r = await longestStall(() => apply(current, oneModel));
+  current = r.value.table;
+  figures.model.ms.push(r.ms);
+  figures.model.stall.push(r.stallMs);
+  figures.model.rebuilt = r.value.rebuilt;
+  // A whole new config (every bucket), as at start or on a resync after many changes.
+  await settle();
+  r = await longestStall(() => apply(undefined, whole));
+  current = r.value.table;
+  figures.full.ms.push(r.ms);
+  figures.full.stall.push(r.stallMs);
+  figures.full.rebuilt = r.value.rebuilt;
 }
+const served = load.stop();
 await decoder.close();
+table = current;
 
 const hashes = Array.from({ length: 10_000 }, (_, i) => hashOf(i * 7));
 const lookups: number[] = [];
 for (let round = 0; round < 5; round++) {
   const started = performance.now();
-  for (const h of hashes) table!.keyByHash(h);
+  for (const h of hashes) table.keyByHash(h);
   lookups.push(((performance.now() - started) * 1000) / hashes.length);
 }
+const stored = base.core.length + base.buckets.reduce((n, b) => n + b.bytes.length, 0);
+const modelCount = decodeCorePart(base.core).models.length;
+const ms = (v: number[]) => `${median(v).toFixed(0)} ms`;
+const worst = (v: number[]) => `${Math.max(...v).toFixed(1)} ms`;
+const row = (f: { stall: number[] }) => `${median(f.stall).toFixed(1)} / ${worst(f.stall)}`;
+// Graded on the worst round of either change: the target is a bound, not a typical value.
+const stallOfChange = Math.max(...figures.key.stall, ...figures.model.stall);
 
-console.log(`### Config swap: ${KEYS.toLocaleString("en")} keys, ${MODELS.toLocaleString("en")} models (median of 5)
+console.log(`### Config change in the gateway: ${KEYS.toLocaleString("en")} keys, ${modelCount.toLocaleString("en")} models (${ROUNDS} rounds, under a steady load of key lookups)
 
-| step | figure |
-|---|---|
-| stored size (core + 64 buckets, gzip) | ${((first.core.length + first.buckets.reduce((n, b) => n + b.bytes.length, 0)) / 1024).toFixed(0)} KiB |
-| assemble and build lookups | ${median(full).toFixed(0)} ms |
-| next version, one key added (${changed} bucket read from the API server) | ${median(incremental).toFixed(0)} ms |
-| longest event-loop stall during a swap, decoding inline | ${median(inlineStalls).toFixed(0)} ms |
-| longest event-loop stall during a swap, decoding in the worker (as the gateway does) | ${median(workerStalls).toFixed(0)} ms |
-| key lookup by hash | ${median(lookups).toFixed(3)} µs |`);
+| change | applied in (median) | buckets rebuilt | longest event-loop stall, median / worst |
+|---|---|---|---|
+| one key added | ${ms(figures.key.ms)} | ${figures.key.rebuilt} | ${row(figures.key)} |
+| one model changed | ${ms(figures.model.ms)} | ${figures.model.rebuilt} | ${row(figures.model)} |
+| whole config (start, resync) | ${ms(figures.full.ms)} | ${figures.full.rebuilt} | ${row(figures.full)} |
+| no change (100 ms of the load alone: what the machine itself adds) | | | ${row(figures.idle)} |
+
+Stored size (core + 64 buckets, gzip): ${(stored / 1024).toFixed(0)} KiB. Key lookup by hash: ${median(lookups).toFixed(3)} µs. Lookups served meanwhile: ${served.toLocaleString("en")}. The stall is the longest gap of a 1 ms timer minus its period; it also counts time the OS gave other processes, which the "no change" row shows.
+
+${targetTable([
+  {
+    target: `event-loop stall during a ${KEYS.toLocaleString("en")}-key config change (one key or one model), under load ≤ ${STALL_TARGET_MS} ms`,
+    measured: `${stallOfChange.toFixed(1)} ms worst (with no change at all: ${Math.max(...figures.idle.stall).toFixed(1)} ms)`,
+    met: stallOfChange <= STALL_TARGET_MS,
+  },
+])}`);

@@ -3,7 +3,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { settingsSchema } from "../pulumi/settings.ts";
+import { settingsFields, sharedLimitsJsonSchema } from "../pulumi/settings.ts";
 
 export const valuesSchemaPath = join(import.meta.dirname, "pomona", "values.schema.json");
 
@@ -21,8 +21,13 @@ function closeObjects(node: unknown): unknown {
 
 export function valuesSchema(): Schema {
   // The namespace is the release's (`helm install --namespace`), not a value.
-  const schema = z.toJSONSchema(settingsSchema.omit({ namespace: true }), { io: "input", target: "draft-7" });
-  return { ...(closeObjects(schema) as Schema), title: "Pomona chart values (generated from pulumi/settings.ts)" };
+  const schema = z.toJSONSchema(settingsFields.omit({ namespace: true }), { io: "input", target: "draft-7" });
+  return {
+    ...(closeObjects(schema) as Schema),
+    // Cross-field rules are not part of zod's JSON Schema output; settings.ts states them in both forms.
+    allOf: [sharedLimitsJsonSchema],
+    title: "Pomona chart values (generated from pulumi/settings.ts)",
+  };
 }
 
 export function writeValuesSchema(): void {

@@ -11,7 +11,8 @@ const usage = `Usage: pomona <command> [options]
 Commands:
   up                      run Pomona on this machine and print an endpoint and a key (npm start)
   status                  models, replicas, nodes and gateway breakers
-  keys create <name>      mint an API key (--owner, --models a,b, --policy)
+  keys create <name>      mint an API key (--owner, --models a,b, --policy); refuses an existing name
+  keys rotate <name>      mint a new key for an existing name; the old one stops working with the next config
   keys list               API keys with prefix, owner and state
   keys revoke <name>      delete an API key; the gateway refuses it within a second
   logs [component]        print the logs of operator, node-agent or gateway (-f to follow)

@@ -166,7 +166,10 @@ function waitForModel(kube: Kube, namespace: string, name: string, localNode: st
 function waitForKey(kube: Kube, namespace: string, name: string): Promise<string> {
   return poll(async () => {
     try {
-      const key = (await kube.core.readNamespacedSecret({ name, namespace })).data?.key;
+      const secret = await kube.core.readNamespacedSecret({ name, namespace });
+      // Only a key the operator minted for this ApiKey is printed, never another Secret of the same name.
+      const minted = secret.metadata?.ownerReferences?.some((o) => o.kind === "ApiKey" && o.name === name);
+      const key = minted ? secret.data?.key : undefined;
       return key ? Buffer.from(key, "base64").toString("utf8") : undefined;
     } catch (error) {
       if (isNotFound(error)) return undefined;

@@ -10,25 +10,34 @@ import type { QueueSettings } from "./config.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
+import type { HashingKeysHolder } from "./key-hashing.ts";
 import type { Limiter } from "./limits/limiter.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import { observability, redactPaths } from "./observability.ts";
 import { requestDecorations } from "./request-context.ts";
 import { healthRoutes } from "./routes/health.ts";
+import { InvalidKeyThrottle } from "./routes/invalid-key-throttle.ts";
 import { openAiRoutes } from "./routes/openai.ts";
 import { EndpointLoad } from "./routing/endpoint-picker.ts";
 import { EndpointBreakers } from "./upstream/breakers.ts";
 import { Dispatcher } from "./upstream/dispatch.ts";
 import { NodeClient } from "./upstream/node-client.ts";
+import { type NodeTransport, plainTransport } from "./upstream/node-transport.ts";
 
 export interface GatewayDeps {
   holder: ConfigHolder;
   limiter: Limiter;
   metrics: GatewayMetrics;
   nodeToken: string;
+  /** How nodes are reached; plain HTTP unless given (gateway/main.ts gives mutual TLS by default). */
+  nodeTransport?: NodeTransport;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
   queue: QueueSettings;
   bodyLimitBytes: number;
+  /** The keys API keys are hashed with (gateway/key-hashing.ts); requests wait as "not ready" until there are some. */
+  hashingKeys: HashingKeysHolder;
+  /** How many invalid keys an address may send before it is slowed (gateway/routes/invalid-key-throttle.ts). */
+  invalidKeys?: { burst: number; refillPerMinute: number; maxAddresses: number };
   /** The clock of the limits; tests move it instead of sleeping through windows. */
   now?: () => number;
   logLevel?: string;
@@ -36,6 +45,8 @@ export interface GatewayDeps {
 
 /** A client's x-request-id is kept only when it is a plain token, so it cannot inject anything into logs. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export const defaultInvalidKeys = { burst: 20, refillPerMinute: 20, maxAddresses: 10_000 };
 
 export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   // Log lines are written in batches (at least every 200 ms) instead of one write per line: with an access
@@ -65,7 +76,11 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   });
 
   // Upstream: node calls, per-endpoint breakers and load, dispatch with retries, fallbacks and a waiting line.
-  const client = new NodeClient({ nodeToken: deps.nodeToken, firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs });
+  const client = new NodeClient({
+    transport: deps.nodeTransport ?? plainTransport(),
+    nodeToken: deps.nodeToken,
+    firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs,
+  });
   const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
   const dispatcher = new Dispatcher({
     client,
@@ -78,8 +93,8 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     breakers.retain(models);
     dispatcher.retain(models);
   };
-  if (deps.holder.current) follow(deps.holder.current.config.models);
-  deps.holder.onChange((table) => follow(table.config.models));
+  if (deps.holder.current) follow(deps.holder.current.models);
+  deps.holder.onChange((table) => follow(table.models));
   app.addHook("onClose", async () => {
     dispatcher.close();
     breakers.shutdown();
@@ -88,10 +103,12 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   });
 
   await app.register(observability, { metrics: deps.metrics });
-  await app.register(healthRoutes, { holder: deps.holder, metrics: deps.metrics });
+  await app.register(healthRoutes, { holder: deps.holder, hashingKeys: deps.hashingKeys, metrics: deps.metrics });
   await app.register(openAiRoutes, {
     prefix: "/v1",
     holder: deps.holder,
+    hashingKeys: deps.hashingKeys,
+    throttle: new InvalidKeyThrottle({ ...defaultInvalidKeys, ...deps.invalidKeys, now: deps.now ?? Date.now }),
     inference: {
       limiter: deps.limiter,
       dispatcher,

@@ -20,6 +20,11 @@ const environment = z.object({
   POMONA_BREAKER_RESET_MS: positiveInt.default(5_000),
   POMONA_QUEUE_TIMEOUT_MS: z.coerce.number().int().min(0).default(5_000),
   POMONA_QUEUE_MAX_PER_MODEL: z.coerce.number().int().min(0).default(256),
+  POMONA_INVALID_KEY_BURST: positiveInt.default(20),
+  POMONA_INVALID_KEY_REFILL_PER_MINUTE: positiveInt.default(20),
+  POMONA_INVALID_KEY_MAX_ADDRESSES: positiveInt.default(10_000),
+
+  POMONA_NODE_TLS: z.enum(["mutual", "off"]).default("mutual"),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -41,6 +46,11 @@ export interface GatewaySettings {
   bodyLimitBytes: number;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
   queue: QueueSettings;
+  /** Invalid keys an address may send (burst, then refillPerMinute) before it is answered 429; addresses tracked at most. */
+  invalidKeys: { burst: number; refillPerMinute: number; maxAddresses: number };
+
+  /** mutual: TLS to nodes with the operator-minted client certificate; off: plain HTTP (node-agents run with TLS off). */
+  nodeTls: "mutual" | "off";
   logLevel: string;
 }
 
@@ -69,6 +79,13 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
       breakerResetMs: e.POMONA_BREAKER_RESET_MS,
     },
     queue: { timeoutMs: e.POMONA_QUEUE_TIMEOUT_MS, maxPerModel: e.POMONA_QUEUE_MAX_PER_MODEL },
+    invalidKeys: {
+      burst: e.POMONA_INVALID_KEY_BURST,
+      refillPerMinute: e.POMONA_INVALID_KEY_REFILL_PER_MINUTE,
+      maxAddresses: e.POMONA_INVALID_KEY_MAX_ADDRESSES,
+    },
+
+    nodeTls: e.POMONA_NODE_TLS,
     logLevel: e.POMONA_LOG_LEVEL,
   };
 }

@@ -142,6 +142,20 @@ export class RateLimitedError extends GatewayError {
   }
 }
 
+export class TooManyInvalidKeysError extends GatewayError {
+  readonly status = 429;
+  readonly type = "rate_limit_error";
+  readonly code = "too_many_invalid_api_keys";
+  readonly retryAfterMs: number;
+  constructor(retryAfterMs: number) {
+    super("Too many requests with an invalid API key came from this address; try again later.");
+    this.retryAfterMs = retryAfterMs;
+  }
+  override headers(): Record<string, string> {
+    return { "retry-after": String(Math.max(1, Math.ceil(this.retryAfterMs / 1000))) };
+  }
+}
+
 export class LimitsUnavailableError extends GatewayError {
   readonly status = 503;
   readonly type = "server_error";
@@ -164,8 +178,8 @@ export class NotReadyError extends GatewayError {
   readonly status = 503;
   readonly type = "server_error";
   readonly code = "gateway_not_ready";
-  constructor() {
-    super("The gateway has no configuration yet; try again shortly.");
+  constructor(message = "The gateway has no configuration yet; try again shortly.") {
+    super(message);
   }
 }
 

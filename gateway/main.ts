@@ -4,11 +4,14 @@ import { buildApp } from "./app.ts";
 import { loadSettings } from "./config.ts";
 import { ConfigHolder } from "./config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "./config-source/secret-watcher.ts";
+import { HashingKeysHolder, HashingKeysWatcher } from "./key-hashing.ts";
 import type { Limiter } from "./limits/limiter.ts";
 import { MemoryLimiter } from "./limits/memory-limiter.ts";
 import { RedisLimiter } from "./limits/redis-limiter.ts";
 import { createMetrics } from "./metrics.ts";
 import { closeGracefully } from "./shutdown.ts";
+import { NodeCredentialWatch } from "./upstream/node-credential-watch.ts";
+import { MutualTlsTransport, plainTransport } from "./upstream/node-transport.ts";
 
 /** Time streams in flight get to finish when the gateway is asked to stop. */
 const SHUTDOWN_GRACE_MS = 20_000;
@@ -23,6 +26,7 @@ async function main(): Promise<void> {
   }
   const metrics = createMetrics();
   const holder = new ConfigHolder();
+  const hashingKeys = new HashingKeysHolder();
   let limiter: Limiter = new MemoryLimiter();
   let redisConnected: Promise<boolean> | undefined;
   if (settings.redisUrl) {
@@ -30,14 +34,18 @@ async function main(): Promise<void> {
     redisConnected = shared.connected(5_000);
     limiter = shared;
   }
+  const mutualTls = settings.nodeTls === "mutual" ? new MutualTlsTransport() : undefined;
   const app = await buildApp({
     holder,
     limiter,
     metrics,
+    nodeTransport: mutualTls ?? plainTransport(),
     nodeToken: settings.nodeToken,
     upstream: settings.upstream,
     queue: settings.queue,
     bodyLimitBytes: settings.bodyLimitBytes,
+    hashingKeys,
+    invalidKeys: settings.invalidKeys,
     logLevel: settings.logLevel,
   });
   const kubeConfig = new KubeConfig();
@@ -50,6 +58,18 @@ async function main(): Promise<void> {
     metrics,
   });
   watcher.start();
+  const hashingWatcher = new HashingKeysWatcher({
+    kubeConfig,
+    namespace: settings.namespace,
+    holder: hashingKeys,
+    log: app.log,
+  });
+  hashingWatcher.start();
+
+  const credentials = mutualTls
+    ? new NodeCredentialWatch(kubeConfig, settings.namespace, (c) => mutualTls.use(c), app.log)
+    : undefined;
+  credentials?.start();
 
   process.on("unhandledRejection", (err) => app.log.error({ err }, "unhandled rejection"));
   let stopping = false;
@@ -58,6 +78,9 @@ async function main(): Promise<void> {
     stopping = true;
     app.log.info({ signal }, "stopping");
     watcher.stop();
+    hashingWatcher.stop();
+
+    credentials?.stop();
     await closeGracefully(app, SHUTDOWN_GRACE_MS);
     await limiter.close();
     process.exit(0);
@@ -79,6 +102,7 @@ async function main(): Promise<void> {
       namespace: settings.namespace,
       limits: settings.redisUrl ? "redis" : "memory",
       onRedisFailure: settings.limitsOnRedisFailure,
+      nodeTls: settings.nodeTls,
     },
     "gateway listening",
   );

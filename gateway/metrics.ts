@@ -72,7 +72,7 @@ export function createMetrics() {
     }),
     configVersion: new Gauge({
       name: "pomona_gateway_config_version",
-      help: "Version of the gateway config in use; 0 before the first one.",
+      help: "Version of the gateway config in use (milliseconds since 1970 at publication, or more); 0 before the first one.",
       registers,
     }),
     configRejected: new Counter({
@@ -96,6 +96,27 @@ export function createMetrics() {
       help: "Time requests spent in a model's waiting line, by priority class and how the wait ended (served, full, deadline, gone, closed).",
       labelNames: ["model", "priority", "outcome"] as const,
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    }),
+    authFailures: new Counter({
+      name: "pomona_gateway_auth_failures_total",
+      help: "Requests refused for their API key, by reason (missing, invalid, expired); never the key or the address.",
+      labelNames: ["reason"] as const,
+      registers,
+    }),
+    authThrottled: new Counter({
+      name: "pomona_gateway_auth_throttled_total",
+      help: "Requests answered 429 because their address sent too many invalid API keys.",
+      registers,
+    }),
+    authThrottledAddresses: new Counter({
+      name: "pomona_gateway_auth_throttled_addresses_total",
+      help: "Times an address was throttled after repeated invalid API keys (the address is in the log line).",
+      registers,
+    }),
+    configBucketsApplied: new Counter({
+      name: "pomona_gateway_config_buckets_applied_total",
+      help: "Key buckets decoded and rebuilt into the route table; a one-key change rebuilds one, a start all of them.",
       registers,
     }),
     inFlight: new Gauge({

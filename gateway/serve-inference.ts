@@ -61,7 +61,7 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
     const model = table.resolveModel(caller.key.namespace, body.model);
     if (!model) throw new ModelNotFoundError(body.model);
     request.requestedModel = model.name;
-    if (!keyMayUse(caller, model)) throw new ModelNotAllowedError(body.model);
+    if (!keyMayUse(table, caller, model)) throw new ModelNotAllowedError(body.model);
     if (kind === "embedding" && !model.embeddings) {
       throw new InvalidRequestError(`The model '${body.model}' does not serve embeddings.`, "model");
     }
@@ -115,7 +115,7 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
           ),
         affinity: "messages" in body ? conversationAffinity(body.messages) : undefined,
         // A fallback is no way around the key's allowed models, nor to a model without embeddings.
-        mayAnswer: (m: GatewayModel) => keyMayUse(caller, m) && (kind !== "embedding" || m.embeddings),
+        mayAnswer: (m: GatewayModel) => keyMayUse(table, caller, m) && (kind !== "embedding" || m.embeddings),
         signal: abort.signal,
         requestId: request.id,
         party: caller.key.hash,

@@ -1,34 +1,66 @@
 /**
  * The node-agent's HTTP server, assembled in one place: open health and metrics routes, the node-token
- * check on everything else, the per-replica OpenAI routes, and one error shape.
+ * check (and, with TLS, the gateway's client certificate) on everything else, the per-replica OpenAI routes, and one error shape.
  */
 import { timingSafeEqual } from "node:crypto";
-import Fastify, { type FastifyInstance } from "fastify";
+import type { TLSSocket } from "node:tls";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
+import { pino } from "pino";
+import { nodeIdentity } from "../crds/api/index.ts";
+import { defaultKeepAliveMs, defaultStallTimeoutMs } from "./config.ts";
 import { AgentError, draining, toAgentError, unauthorized } from "./errors.ts";
 import type { NodeAgentMetrics } from "./metrics.ts";
+import type { ResponseTiming } from "./routes/admitted-response.ts";
 import { inferenceRoutes, type ReplicaDirectory } from "./routes/inference.ts";
+import type { ServingCredential } from "./serving-identity.ts";
 
 export interface AppDeps {
   manager: ReplicaDirectory;
   metrics: NodeAgentMetrics;
   nodeToken: string;
-  logLevel: string;
+  log: FastifyBaseLogger;
   /** True once the agent drains: new inference work gets 503 while running streams finish. */
   isDraining: () => boolean;
   /** True once the node is registered and the replica watch runs. */
   isReady: () => boolean;
+  /** Keep-alive interval and stall timeout of admitted requests; the settings' defaults when unset. */
+  timing?: ResponseTiming;
+
+  /** Serve HTTPS with this certificate and require the gateway's client certificate on inference routes. */
+  tls?: ServingCredential;
+}
+
+/** The TLS options of the node's server for a credential; also what a renewal swaps in. */
+export const tlsOptions = (c: ServingCredential) => ({
+  key: c.key,
+  cert: c.cert,
+  ca: c.ca,
+  // Asked for, checked per request: health probes and metrics scrapes come without one.
+  requestCert: true,
+  rejectUnauthorized: false,
+  minVersion: "TLSv1.3" as const,
+});
+
+/** Whether the connection presented a client certificate of the gateway, signed by the node CA. */
+function fromGateway(socket: TLSSocket): boolean {
+  return socket.authorized && socket.getPeerCertificate().subject?.CN === nodeIdentity.gatewayCommonName;
 }
 
 const openPaths = new Set(["/healthz", "/readyz", "/metrics"]);
 
+/** The agent's one logger; the node token and authorization headers never reach a log line. */
+export const createLogger = (level: string): FastifyBaseLogger =>
+  pino({
+    level,
+    name: "node-agent",
+    redact: { paths: ["req.headers.authorization", "token", "nodeToken"], censor: "[redacted]" },
+  });
+
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
-    logger: {
-      level: deps.logLevel,
-      name: "node-agent",
-      redact: { paths: ["req.headers.authorization", "token", "nodeToken"], censor: "[redacted]" },
-    },
+    ...(deps.tls ? { https: tlsOptions(deps.tls) } : {}),
+    loggerInstance: deps.log,
     bodyLimit: 4 * 1024 * 1024,
     // Streams end on the client's or the generation's schedule, never on a server timer.
     requestTimeout: 0,
@@ -44,6 +76,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Compare in constant time so the token cannot be guessed byte by byte from response timing.
     const ok = given.length === expected.length && timingSafeEqual(given, expected);
     if (!ok) throw unauthorized();
+    if (deps.tls && !fromGateway(request.raw.socket as TLSSocket)) throw unauthorized();
     if (deps.isDraining()) throw draining();
   });
 
@@ -51,7 +84,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const known = toAgentError(err);
     if (known) {
       if (known.status >= 500) request.log.warn({ code: known.code }, known.message);
-      if (known.status === 503) reply.header("retry-after", "1");
+      if (known.retryAfterSeconds !== undefined) reply.header("retry-after", String(known.retryAfterSeconds));
       reply.code(known.status).send(known.envelope());
       return;
     }
@@ -76,6 +109,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.get("/metrics", async (_request, reply) => {
     reply.header("content-type", deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
-  app.register(inferenceRoutes, { manager: deps.manager, metrics: deps.metrics });
+  app.register(inferenceRoutes, {
+    manager: deps.manager,
+    metrics: deps.metrics,
+    timing: deps.timing ?? { keepAliveMs: defaultKeepAliveMs, stallMs: defaultStallTimeoutMs },
+  });
   return app;
 }

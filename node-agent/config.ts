@@ -6,6 +6,11 @@ import { z } from "zod";
 import { defaultHfEndpoint } from "../crds/api/index.ts";
 import { parseQuantity } from "../crds/api/quantity.ts";
 
+/** Keep-alive bytes of an admitted request, every this many milliseconds (node-contract.md). */
+export const defaultKeepAliveMs = 10_000;
+/** A stream whose reader takes nothing for this long is cancelled and its sequence freed. */
+export const defaultStallTimeoutMs = 30_000;
+
 const port = z.coerce.number().int().min(0).max(65_535);
 const quantityText = z.string().refine((v) => parseQuantity(v) !== undefined, "must be bytes or a quantity like 8Gi");
 
@@ -27,6 +32,10 @@ const environment = z.object({
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   POMONA_LEASE_RENEW_SECONDS: z.coerce.number().positive().default(10),
   POMONA_QUEUE_LIMIT: z.coerce.number().int().min(0).default(64),
+  POMONA_KEEP_ALIVE_MS: z.coerce.number().int().min(10).default(defaultKeepAliveMs),
+  POMONA_STALL_TIMEOUT_MS: z.coerce.number().int().min(10).default(defaultStallTimeoutMs),
+
+  POMONA_NODE_TLS: z.enum(["mutual", "off"]).default("mutual"),
 });
 
 export interface NodeAgentConfig {
@@ -40,14 +49,24 @@ export interface NodeAgentConfig {
   cacheMaxBytes: number | undefined;
   /** undefined: detected from the hardware. */
   modelMemoryBytes: number | undefined;
-  /** undefined: the CPUs this process may really use. */
+  /** The most llama.cpp threads a replica may use (counts up to it are measured at load); undefined: the CPUs this process may really use. */
   threads: number | undefined;
   logLevel: string;
   leaseRenewSeconds: number;
   /** Where hf: file references download from: the Hugging Face Hub or a mirror of it. */
   hfEndpoint: string;
-  /** Requests that may wait for a free sequence, per replica, before 503. */
+  /** Requests that may wait for a free sequence, per replica, before 429 replica_busy. */
   queueLimit: number;
+  /** Milliseconds between keep-alive bytes of an admitted request. */
+  keepAliveMs: number;
+  /** Milliseconds a stream's reader may leave its socket full before its generation is cancelled. */
+  stallTimeoutMs: number;
+
+  /**
+   * mutual: serve HTTPS with a certificate the operator signs, and take inference requests only from a
+   * client with the gateway's certificate (and the node token). off: plain HTTP with the node token.
+   */
+  tls: "mutual" | "off";
 }
 
 /** Parse the environment; a bad value throws an error naming the variable (never its value). */
@@ -75,6 +94,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NodeAgentConfi
     logLevel: e.POMONA_LOG_LEVEL,
     leaseRenewSeconds: e.POMONA_LEASE_RENEW_SECONDS,
     queueLimit: e.POMONA_QUEUE_LIMIT,
+    keepAliveMs: e.POMONA_KEEP_ALIVE_MS,
+    stallTimeoutMs: e.POMONA_STALL_TIMEOUT_MS,
+
+    tls: e.POMONA_NODE_TLS,
   };
 }
 

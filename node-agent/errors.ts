@@ -11,12 +11,22 @@ export class AgentError extends Error {
   readonly type: ErrorType;
   readonly code: string;
   readonly param: string | null;
-  constructor(status: number, type: ErrorType, code: string, message: string, param: string | null = null) {
+  /** Whole seconds for the Retry-After header of a busy or unavailable answer (429, 503). */
+  readonly retryAfterSeconds: number | undefined;
+  constructor(
+    status: number,
+    type: ErrorType,
+    code: string,
+    message: string,
+    param: string | null = null,
+    retryAfterSeconds?: number,
+  ) {
     super(message);
     this.status = status;
     this.type = type;
     this.code = code;
     this.param = param;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 
   envelope() {
@@ -35,16 +45,21 @@ export const unauthorized = () =>
   new AgentError(401, "authentication_error", "invalid_node_token", "A valid node token is required.");
 export const replicaNotFound = (namespace: string, name: string) =>
   new AgentError(404, "not_found_error", "replica_not_found", `No ready replica ${namespace}/${name} on this node.`);
+/** Busy is not failure: "come back later" answers carry Retry-After so the gateway tries elsewhere. */
 export const draining = () =>
-  new AgentError(503, "server_error", "node_draining", "This node is shutting down; try another replica.");
+  new AgentError(503, "server_error", "node_draining", "This node is shutting down; try another replica.", null, 1);
+export const unloading = (message = "this replica is unloading") =>
+  new AgentError(503, "server_error", "replica_unloading", message, null, 1);
+export const replicaBusy = (message: string, retryAfterSeconds: number) =>
+  new AgentError(429, "server_error", "replica_busy", message, null, retryAfterSeconds);
 export const invalid = (message: string, param: string | null) =>
   new AgentError(400, "invalid_request_error", "invalid_value", message, param);
 
 /** Map any thrown value to an AgentError; undefined means an unexpected failure. */
 export function toAgentError(err: unknown, promptParam = "prompt"): AgentError | undefined {
   if (err instanceof AgentError) return err;
-  if (err instanceof QueueFullError) return new AgentError(503, "server_error", err.code.toLowerCase(), err.message);
-  if (err instanceof PoolClosedError) return new AgentError(503, "server_error", "replica_unloading", err.message);
+  if (err instanceof QueueFullError) return replicaBusy(err.message, err.retryAfterSeconds);
+  if (err instanceof PoolClosedError) return unloading(err.message);
   if (err instanceof PromptTooLongError)
     return new AgentError(400, "invalid_request_error", err.code, err.message, promptParam);
   if (hasZodFastifySchemaValidationErrors(err)) {

@@ -3,9 +3,11 @@
  * parts; run as a process (`node node-agent/main.ts`) it reads its environment (docs/components.md) and
  * drains on SIGTERM/SIGINT: new work gets 503, running streams finish, replicas report Terminating.
  */
+
+import type { Server as HttpsServer } from "node:https";
 import { KubeConfig } from "@kubernetes/client-node";
 import { getLlama } from "node-llama-cpp";
-import { buildApp } from "./app.ts";
+import { buildApp, createLogger, tlsOptions } from "./app.ts";
 import { loadConfig, type NodeAgentConfig } from "./config.ts";
 import { detectHardware, usableCpus } from "./hardware.ts";
 import { createMetrics } from "./metrics.ts";
@@ -13,6 +15,7 @@ import { ModelCache } from "./model-cache.ts";
 import { errorText, NodePresence } from "./node-presence.ts";
 import { ReplicaManager } from "./replica-manager.ts";
 import { ReplicaWatch } from "./replica-watch.ts";
+import { ServingIdentity } from "./serving-identity.ts";
 
 export interface RunningNodeAgent {
   port: number;
@@ -42,15 +45,43 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
   let ready = false;
   let manager: ReplicaManager | undefined;
   const metrics = createMetrics(() => manager?.gauges() ?? []);
-  const app = buildApp({
+  // The node registers first: the operator signs a serving certificate only for a registered address.
+  const log = createLogger(config.logLevel);
+  const presence = new NodePresence({
+    kubeConfig,
+    nodeName: config.nodeName,
+    mode: config.nodeMode,
+    address: config.address,
+    hardware,
+    modelMemoryBytes,
+    renewSeconds: config.leaseRenewSeconds,
+    log,
+  });
+  await presence.start();
+  let app: ReturnType<typeof buildApp> | undefined;
+  const identity =
+    config.tls === "mutual"
+      ? new ServingIdentity(kubeConfig, {
+          nodeName: config.nodeName,
+          address: config.address,
+          log,
+          onRenewed: (credential) => {
+            // Only a server started with TLS renews; new handshakes take the new certificate, open ones go on.
+            (app?.server as unknown as HttpsServer | undefined)?.setSecureContext(tlsOptions(credential));
+          },
+        })
+      : undefined;
+  const tls = await identity?.start();
+  app = buildApp({
     manager: { ready: (namespace, name) => manager?.ready(namespace, name) },
     metrics,
     nodeToken: config.nodeToken,
-    logLevel: config.logLevel,
+    log,
     isDraining: () => draining,
     isReady: () => ready,
+    timing: { keepAliveMs: config.keepAliveMs, stallMs: config.stallTimeoutMs },
+    tls,
   });
-  const log = app.log;
   log.info(
     {
       node: config.nodeName,
@@ -60,18 +91,9 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
       modelMemoryBytes,
       threads,
     },
-    `node-agent starting with ${threads} llama.cpp thread(s)`,
+    `node-agent starting; replicas use at most ${threads} llama.cpp thread(s)`,
   );
 
-  const presence = new NodePresence({
-    kubeConfig,
-    nodeName: config.nodeName,
-    mode: config.nodeMode,
-    hardware,
-    modelMemoryBytes,
-    renewSeconds: config.leaseRenewSeconds,
-    log,
-  });
   const publishCache = () =>
     void cache
       .digests()
@@ -85,14 +107,14 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
     modelMemoryBytes,
     threads,
     queueLimit: config.queueLimit,
-    endpointBase: `http://${config.address}:${config.port}`,
+    endpointBase: `${tls ? "https" : "http"}://${config.address}:${config.port}`,
     metrics,
     log,
     onCacheChanged: publishCache,
   });
   const activeManager = manager;
-  await app.listen({ port: config.port, host: "0.0.0.0" });
-  await presence.start();
+  const activeApp = app;
+  await activeApp.listen({ port: config.port, host: "0.0.0.0" });
   publishCache();
   const watch = new ReplicaWatch(
     kubeConfig,
@@ -112,10 +134,11 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
     stopping ??= (async () => {
       draining = true;
       watch.stop();
+      identity?.stop();
       await presence.setReady(false).catch(() => {});
       await activeManager.drain(drainMs);
       presence.stop();
-      await app.close();
+      await activeApp.close();
       await llama.dispose().catch(() => {});
       log.info("node-agent stopped");
     })();

@@ -49,7 +49,7 @@ export function createMetrics(replicas: () => ReplicaGauges[]) {
     }),
     requests: new Counter({
       name: "pomona_node_requests_total",
-      help: "Inference requests by endpoint and outcome (ok, aborted, rejected, error).",
+      help: "Inference requests by endpoint and outcome (ok, aborted, stalled, rejected, error).",
       labelNames: [...labelNames, "endpoint", "outcome"],
       registers: [registry],
     }),
@@ -65,6 +65,12 @@ export function createMetrics(replicas: () => ReplicaGauges[]) {
       help: "Generation speed of each request, completion tokens over generation time.",
       labelNames,
       buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000],
+      registers: [registry],
+    }),
+    pausedStreams: new Gauge({
+      name: "pomona_node_paused_streams",
+      help: "Streams whose generation waits for the client to read (its socket buffer is full).",
+      labelNames,
       registers: [registry],
     }),
     loadSeconds: new Gauge({

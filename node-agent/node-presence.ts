@@ -3,6 +3,7 @@
  * model-memory capacity, Ready condition) and renews its Lease in kube-node-lease; in attached mode a
  * kubelet owns the Node and the agent only adds Pomona's labels and the model-memory capacity.
  */
+import { isIP } from "node:net";
 import {
   ApiException,
   CoordinationV1Api,
@@ -25,6 +26,8 @@ export interface NodePresenceOptions {
   kubeConfig: KubeConfig;
   nodeName: string;
   mode: "virtual" | "attached";
+  /** Where the agent serves; a virtual Node registers it, and the operator signs certificates only for it. */
+  address: string;
   hardware: Hardware;
   modelMemoryBytes: number;
   renewSeconds: number;
@@ -150,6 +153,9 @@ export class NodePresence {
           status: {
             capacity: resources,
             allocatable: resources,
+            addresses: [
+              { type: isIP(this.options.address) ? "InternalIP" : "Hostname", address: this.options.address },
+            ],
             conditions: [
               {
                 type: "Ready",

@@ -7,15 +7,16 @@ import {
   type Llama,
   LlamaCompletion,
   type LlamaContext,
-  type LlamaContextSequence,
   type LlamaEmbeddingContext,
   type LlamaModel,
   type LlamaText,
   readGgufFileInfo,
 } from "node-llama-cpp";
 import type { EngineSettings } from "../crds/api/index.ts";
+import { type Gate, PacedSequence } from "./paced-sequence.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 import { SequencePool } from "./sequence-pool.ts";
+import { fastest, measureThreads, type ThreadMeasurement, threadCandidates } from "./thread-probe.ts";
 
 export interface GenerationParams {
   maxTokens?: number;
@@ -77,27 +78,52 @@ export function perSequenceContext(engine: EngineSettings): number {
   return Math.floor(engine.contextSize / engine.parallelSequences);
 }
 
+export interface CompleteOptions {
+  signal?: AbortSignal;
+  onText?: (text: string) => void;
+  /**
+   * Called once the request is admitted — it holds a sequence or a place in the queue — and every check
+   * that could refuse it (prompt length, a full queue, an unloading replica) has passed. Refusals are
+   * thrown before it is called.
+   */
+  onAdmitted?: () => void;
+  /** Awaited before each next token is decoded: the request's back-pressure (see paced-sequence.ts). */
+  gate?: Gate;
+}
+
 export class ReplicaEngine {
   readonly model: LlamaModel;
   readonly context: LlamaContext;
-  readonly pool: SequencePool<LlamaContextSequence>;
-  private readonly threads: number;
+  readonly pool: SequencePool<PacedSequence>;
+  /** The threads the context decodes with, and how they were chosen. */
+  readonly threads: number;
+  readonly measuredThreads: ThreadMeasurement[];
   private embedding: Promise<LlamaEmbeddingContext> | undefined;
   private embedQueue: Promise<unknown> = Promise.resolve();
 
-  private constructor(model: LlamaModel, context: LlamaContext, queueLimit: number, threads: number) {
+  private constructor(
+    model: LlamaModel,
+    context: LlamaContext,
+    queueLimit: number,
+    measuredThreads: ThreadMeasurement[],
+  ) {
     this.model = model;
     this.context = context;
-    this.threads = threads;
-    const sequences = Array.from({ length: context.totalSequences }, () => context.getSequence());
+    this.threads = context.idealThreads;
+    this.measuredThreads = measuredThreads;
+    const sequences = Array.from({ length: context.totalSequences }, () => new PacedSequence(context.getSequence()));
     this.pool = new SequencePool(sequences, queueLimit);
   }
 
+  /**
+   * Load the model and make its serving context. Threads: spec.engine.threads when set, else the fastest
+   * of the candidates up to `maxThreads`, measured on this model now (thread-probe.ts).
+   */
   static async load(
     llama: Llama,
     path: string,
     engine: EngineSettings,
-    options: { threads: number; queueLimit: number },
+    options: { maxThreads: number; queueLimit: number },
   ): Promise<ReplicaEngine> {
     let model: LlamaModel | undefined;
     try {
@@ -105,13 +131,17 @@ export class ReplicaEngine {
         modelPath: path,
         gpuLayers: llama.gpu === false ? 0 : (engine.gpuLayers ?? "auto"),
       });
+      const candidates = threadCandidates(options.maxThreads);
+      const measured =
+        engine.threads === undefined && candidates.length > 1 ? await measureThreads(model, candidates) : [];
+      const threads = engine.threads ?? (measured.length ? fastest(measured) : candidates[0]!);
       const context = await model.createContext({
         sequences: engine.parallelSequences,
         contextSize: perSequenceContext(engine),
         batchSize: engine.batchSize,
-        threads: engine.threads ?? options.threads,
+        threads,
       });
-      return new ReplicaEngine(model, context, options.queueLimit, engine.threads ?? options.threads);
+      return new ReplicaEngine(model, context, options.queueLimit, measured);
     } catch (err) {
       await model?.dispose().catch(() => {});
       throw new ReplicaFailure("LoadFailed", `llama.cpp could not load the model: ${(err as Error).message}`);
@@ -126,11 +156,14 @@ export class ReplicaEngine {
     return this.model.tokenize(text).length;
   }
 
-  /** Generate from a prompt on a free sequence; the sequence goes back to the pool on every path. */
+  /**
+   * Generate from a prompt on a free sequence; the sequence goes back to the pool on every path. Refusals
+   * (too long a prompt, a full queue, an unloading replica) throw before `onAdmitted` is called.
+   */
   async complete(
     prompt: string | LlamaText,
     params: GenerationParams,
-    options: { signal?: AbortSignal; onText?: (text: string) => void } = {},
+    options: CompleteOptions = {},
   ): Promise<GenerationResult> {
     const tokens = typeof prompt === "string" ? this.model.tokenize(prompt) : prompt.tokenize(this.model.tokenizer);
     const promptTokens = tokens.length + (this.model.tokens.bos !== undefined ? 1 : 0);
@@ -142,11 +175,23 @@ export class ReplicaEngine {
     const maxTokens = Math.min(params.maxTokens ?? room, room);
     // Time to first token counts the wait for a free sequence: that is what the caller feels.
     const started = performance.now();
-    const sequence = await this.pool.acquire(options.signal);
+    const place = this.pool.admit(options.signal);
+    try {
+      options.onAdmitted?.();
+    } catch (err) {
+      void place.then(
+        (p) => this.pool.release(p),
+        () => {},
+      );
+      throw err;
+    }
+    const paced = await place;
+    const sequence = paced.sequence;
     let firstTokenMs: number | undefined;
     let completionTokens = 0;
     const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
     try {
+      paced.setGate(options.gate);
       await sequence.clearHistory();
       const penalize = params.presencePenalty || params.frequencyPenalty;
       const { response, metadata } = await completion.generateCompletionWithMeta(prompt, {
@@ -176,8 +221,9 @@ export class ReplicaEngine {
         totalMs: performance.now() - started,
       };
     } finally {
+      paced.setGate(undefined);
       completion.dispose({ disposeSequence: false });
-      this.pool.release(sequence);
+      this.pool.release(paced);
     }
   }
 

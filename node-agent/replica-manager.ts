@@ -52,6 +52,7 @@ export interface ReplicaManagerOptions {
   llama: Llama;
   cache: ModelCache;
   modelMemoryBytes: number;
+  /** The most llama.cpp threads one replica may use; unset spec.engine.threads are measured up to it. */
   threads: number;
   queueLimit: number;
   /** http://<address>:<port>, the start of every endpoint. */
@@ -201,7 +202,7 @@ export class ReplicaManager {
         message: `loading a ${estimate.architecture} model`,
       });
       const engine = await ReplicaEngine.load(llama, file.path, spec.engine, {
-        threads: this.options.threads,
+        maxThreads: this.options.threads,
         queueLimit: this.options.queueLimit,
       });
       if (slot.stop.signal.aborted) {
@@ -209,6 +210,11 @@ export class ReplicaManager {
         return;
       }
       slot.engine = engine;
+      if (engine.measuredThreads.length)
+        log.info(
+          { replica: `${slot.namespace}/${slot.name}`, measured: engine.measuredThreads, threads: engine.threads },
+          `measured thread counts: ${engine.measuredThreads.map((m) => `${m.threads} → ${m.tokensPerSecond} tokens/s`).join(", ")}; using ${engine.threads}`,
+        );
       const tokensPerSecond = await engine.warmUp();
       this.check(slot);
       engine.pool.maxBusy = 0;
@@ -220,12 +226,16 @@ export class ReplicaManager {
       await this.writeStatus(slot, {
         phase: "Ready",
         reason: "Serving",
-        message: `serving; warm-up generated ${tokensPerSecond} tokens/s`,
+        message: `serving with ${engine.threads} thread(s); warm-up generated ${tokensPerSecond} tokens/s`,
         endpoint: `${this.options.endpointBase}/replicas/${slot.namespace}/${slot.name}`,
         memoryBytes: estimate.memoryBytes,
         tokensPerSecond,
+        threads: engine.threads,
       });
-      log.info({ replica: `${slot.namespace}/${slot.name}`, loadSeconds, tokensPerSecond }, "replica ready");
+      log.info(
+        { replica: `${slot.namespace}/${slot.name}`, loadSeconds, tokensPerSecond, threads: engine.threads },
+        "replica ready",
+      );
     } catch (err) {
       if (slot.stop.signal.aborted) return;
       const failure =

@@ -16,8 +16,17 @@ import type { OperatorMetrics } from "./runtime/metrics.ts";
 
 /** Label on key Secrets the operator mints, so it watches only those. */
 export const mintedKeyLabel = "pomona.dev/api-key";
+/** Label on the hashing-key Secret the operator creates, so it watches only that one in the system namespace. */
+export const keyHashingLabel = "pomona.dev/key-hashing";
 
-export function createCluster(kubeConfig: KubeConfig, log: Logger, metrics: OperatorMetrics) {
+export interface ClusterScope {
+  /** The system namespace: the operator's Lease, the gateway config, the hashing keys. */
+  namespace: string;
+  /** Namespaces whose ApiKeys get key Secrets; undefined serves every namespace (and needs cluster-wide Secret rights). */
+  servedNamespaces?: readonly string[];
+}
+
+export function createCluster(kubeConfig: KubeConfig, log: Logger, metrics: OperatorMetrics, scope: ClusterScope) {
   const crd = <T extends ModelReplica | InferenceModel | ApiKey | RateLimitPolicy>(kind: string, plural: string) =>
     // biome-ignore lint/suspicious/noExplicitAny: the client's KubernetesObject and our Resource differ only in optionality.
     new Informer<any>(
@@ -46,18 +55,46 @@ export function createCluster(kubeConfig: KubeConfig, log: Logger, metrics: Oper
       },
       log,
     ),
-    keySecrets: new Informer<V1Secret>(
+    /** Minted key Secrets: one informer per served namespace, so no right to list Secrets elsewhere is needed. */
+    keySecrets: (scope.servedNamespaces ?? [undefined]).map(
+      (namespace) =>
+        new Informer<V1Secret>(
+          kubeConfig,
+          {
+            path: namespace ? `/api/v1/namespaces/${namespace}/secrets` : "/api/v1/secrets",
+            apiVersion: "v1",
+            kind: "Secret",
+            ...(namespace ? { namespace } : {}),
+            labelSelector: `${mintedKeyLabel}=true`,
+          },
+          log,
+        ),
+    ),
+    hashingSecret: new Informer<V1Secret>(
       kubeConfig,
       {
-        path: "/api/v1/secrets",
+        path: `/api/v1/namespaces/${scope.namespace}/secrets`,
         apiVersion: "v1",
         kind: "Secret",
-        labelSelector: `${mintedKeyLabel}=true`,
+        namespace: scope.namespace,
+        labelSelector: `${keyHashingLabel}=true`,
       },
       log,
     ),
+    scope,
   };
 }
+
+export const servesNamespace = (cluster: Cluster, namespace: string): boolean =>
+  cluster.scope.servedNamespaces === undefined || cluster.scope.servedNamespaces.includes(namespace);
+
+export const cachedKeySecret = (cluster: Cluster, name: string, namespace: string): V1Secret | undefined => {
+  for (const informer of cluster.keySecrets) {
+    const found = informer.get(name, namespace);
+    if (found) return found;
+  }
+  return undefined;
+};
 
 export type Cluster = ReturnType<typeof createCluster>;
 

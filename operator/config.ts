@@ -9,6 +9,21 @@ const schema = z.object({
   POMONA_OPERATOR_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   POMONA_NODE_LOST_AFTER_SECONDS: z.coerce.number().int().min(0).default(40),
   POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
+  /** Comma-separated namespaces whose ApiKeys the operator serves (the system namespace always); empty: all. */
+  POMONA_WATCH_NAMESPACES: z
+    .string()
+    .regex(/^[a-z0-9-]*(,[a-z0-9-]+)*$/, "a comma-separated list of namespace names")
+    .default(""),
+  POMONA_NODE_AGENT_SERVICE_ACCOUNT: z
+    .string()
+    .regex(/^[a-z0-9-]+\/[a-z0-9-]+$/, "must be namespace/name")
+    .default(`${defaultSystemNamespace}/pomona-node-agent`),
+  POMONA_NODE_CERT_LIFETIME_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(30)
+    .max(90 * 86_400)
+    .default(7 * 86_400),
 });
 
 export interface OperatorConfig {
@@ -18,6 +33,12 @@ export interface OperatorConfig {
   nodeLostAfterSeconds: number;
   /** Where hf: file references are read from to estimate a replica's memory. */
   hfEndpoint: string;
+  /** Namespaces whose ApiKeys get key Secrets (the system namespace included); undefined: every namespace. */
+  servedNamespaces: readonly string[] | undefined;
+  /** The node-agents' ServiceAccount (namespace/name), whose certificate requests name their node. */
+  nodeAgentServiceAccount: string;
+  /** Lifetime of the node and gateway certificates the operator signs; renewed two thirds in. */
+  nodeCertLifetimeMs: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -33,5 +54,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     port: c.POMONA_OPERATOR_PORT,
     nodeLostAfterSeconds: c.POMONA_NODE_LOST_AFTER_SECONDS,
     hfEndpoint: c.POMONA_HF_ENDPOINT,
+    servedNamespaces: c.POMONA_WATCH_NAMESPACES
+      ? [...new Set([c.POMONA_NAMESPACE, ...c.POMONA_WATCH_NAMESPACES.split(",")])]
+      : undefined,
+    nodeAgentServiceAccount: c.POMONA_NODE_AGENT_SERVICE_ACCOUNT,
+    nodeCertLifetimeMs: c.POMONA_NODE_CERT_LIFETIME_SECONDS * 1000,
   };
 }

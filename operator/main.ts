@@ -2,8 +2,9 @@
  * The Pomona operator: leader-elected; while leading it runs the InferenceModel,
  * ApiKey and RateLimitPolicy controllers and keeps the gateway config published.
  */
-import { KubeConfig } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { operatorLeaseName } from "../crds/api/index.ts";
+import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
 import { createCluster } from "./cluster.ts";
 import { loadConfig } from "./config.ts";
@@ -11,6 +12,9 @@ import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { serveHealth } from "./health.ts";
 import { leaseExpiredForMs } from "./inference-model/node-view.ts";
 import { createModelReconciler, modelsOnNode } from "./inference-model/reconcile.ts";
+import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
+import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
+import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";
 import { createPolicyReconciler } from "./rate-limit-policy/reconcile.ts";
 import { Controller } from "./runtime/controller.ts";
 import { keyOf } from "./runtime/informer.ts";
@@ -32,16 +36,22 @@ if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
 else kubeConfig.loadFromCluster();
 
 const metrics = createMetrics();
-const cluster = createCluster(kubeConfig, log, metrics);
-const informers = [
+const cluster = createCluster(kubeConfig, log, metrics, {
+  namespace: config.namespace,
+  servedNamespaces: config.servedNamespaces,
+});
+const informers: { start: () => Promise<void>; stop: () => void; hasSynced: boolean }[] = [
   cluster.models,
   cluster.replicas,
   cluster.keys,
   cluster.policies,
   cluster.nodes,
   cluster.nodeLeases,
-  cluster.keySecrets,
+  ...cluster.keySecrets,
+  cluster.hashingSecret,
 ];
+const certificateRequests = certificateRequestInformer(kubeConfig, log);
+informers.push(certificateRequests);
 let synced = false;
 const controllers: Controller[] = [];
 let nodeWatch: NodeJS.Timeout | undefined;
@@ -84,13 +94,15 @@ async function lead(): Promise<void> {
   const keys = new Controller("apikey", createApiKeyReconciler(cluster), log, metrics);
   keys
     .for(cluster.keys)
-    .owns(cluster.keySecrets, "ApiKey")
+    // A new hashing key means every key is hashed again.
+    .watches(cluster.hashingSecret, () => cluster.keys.list().map(keyOf))
     .watches(cluster.policies, (p) =>
       cluster.keys
         .list(p.metadata?.namespace)
         .filter((k) => k.spec.rateLimitPolicy === p.metadata?.name)
         .map(keyOf),
     );
+  for (const secrets of cluster.keySecrets) keys.owns(secrets, "ApiKey");
   const policyOf = (o: { metadata?: { namespace?: string }; spec?: { rateLimitPolicy?: string } }) =>
     o.spec?.rateLimitPolicy ? [`${o.metadata?.namespace}/${o.spec.rateLimitPolicy}`] : [];
   const policies = new Controller("ratelimitpolicy", createPolicyReconciler(cluster), log, metrics);
@@ -101,7 +113,38 @@ async function lead(): Promise<void> {
   const stale = debounce(() => gateway.queue.add("gateway-config"), loop.quietMs, loop.maxDelayMs);
   for (const informer of [cluster.models, cluster.replicas, cluster.keys, cluster.policies]) informer.onChange(stale);
 
-  controllers.push(models, keys, policies, gateway);
+  // Keys cannot be hashed without it; keep trying while the API server is away.
+  for (;;) {
+    try {
+      await ensureHashingSecret(cluster);
+      break;
+    } catch (err) {
+      log.warn("cannot create the API key hashing secret yet; retrying", { error: (err as Error).message });
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
+
+  const core = kubeConfig.makeApiClient(CoreV1Api);
+  const ca = await loadOrCreateCa(core, config.namespace);
+  const signer = new Controller(
+    "node-certificates",
+    createNodeCertificateSigner(cluster, certificateRequests, {
+      ca,
+      nodeAgentServiceAccount: config.nodeAgentServiceAccount,
+      lifetimeMs: config.nodeCertLifetimeMs,
+    }),
+    log,
+    metrics,
+  );
+  signer.for(certificateRequests);
+  const gatewayCredential = new Controller(
+    "gateway-credential",
+    createGatewayCredentialReconciler(core, { namespace: config.namespace, ca, lifetimeMs: config.nodeCertLifetimeMs }),
+    log,
+    metrics,
+  );
+
+  controllers.push(models, keys, policies, gateway, signer, gatewayCredential);
   await Promise.all(informers.map((i) => i.start()));
   while (!informers.every((i) => i.hasSynced)) await new Promise((r) => setTimeout(r, 100));
   synced = true;
@@ -110,6 +153,9 @@ async function lead(): Promise<void> {
   keys.start(4);
   policies.start(1);
   gateway.start(1);
+  signer.start(1);
+  gatewayCredential.start(1);
+  gatewayCredential.queue.add("gateway-client");
   stale();
 
   // A node that stops renewing its Lease sends no event; look for lost nodes every second.
@@ -138,7 +184,12 @@ async function lead(): Promise<void> {
 }
 
 const server = await serveHealth(config.port, metrics.registry, () => !elector.isLeader || synced);
-log.info("operator started", { identity: config.identity, namespace: config.namespace, port: config.port });
+log.info("operator started", {
+  identity: config.identity,
+  namespace: config.namespace,
+  port: config.port,
+  servedNamespaces: config.servedNamespaces?.join(",") ?? "all",
+});
 elector.start();
 
 const shutdown = async (signal: string) => {

@@ -11,7 +11,8 @@ const resources = z.object({
   limits: z.record(z.string(), z.string()).optional(),
 });
 
-export const settingsSchema = z.object({
+/** The settings' fields and defaults, without the cross-field rule below (the chart's schema is made from these). */
+export const settingsFields = z.object({
   namespace: z.string().min(1).default("pomona-system"),
   image: z
     .object({
@@ -27,6 +28,18 @@ export const settingsSchema = z.object({
     .object({
       replicas: z.int().min(1).default(2),
       nodeLostAfterSeconds: z.int().min(1).default(40),
+      /**
+       * Namespaces besides the release's whose ApiKeys the operator serves: it may read and write Secrets there
+       * (a Role each) and nowhere else. Each must exist before the install.
+       */
+      watchNamespaces: z
+        .array(
+          z
+            .string()
+            .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)
+            .max(63),
+        )
+        .default([]),
       resources: resources.default({ requests: { cpu: "100m", memory: "256Mi" }, limits: { memory: "512Mi" } }),
     })
     .prefault({}),
@@ -74,7 +87,8 @@ export const settingsSchema = z.object({
     .prefault({}),
   redis: z
     .object({
-      enabled: z.boolean().default(false),
+      // On by default: the default install runs two gateway replicas, which must share their limits.
+      enabled: z.boolean().default(true),
       image: z.string().min(1).default("redis:7.4-alpine"),
       resources: resources.default({ requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } }),
     })
@@ -83,11 +97,56 @@ export const settingsSchema = z.object({
   adminKey: z.object({ enabled: z.boolean().default(true), owner: z.string().min(1).default("admin") }).prefault({}),
 });
 
+/**
+ * Limits cannot multiply: without Redis each gateway replica keeps its own counters, so N replicas would
+ * admit N times every per-key limit. More than one replica (or an autoscaler) therefore needs Redis. The
+ * same rule reaches the chart as `sharedLimitsJsonSchema` (charts/values-schema.ts puts it in
+ * values.schema.json); test/provisioning-chart.test.ts and test/provisioning-pulumi.test.ts hold both to it.
+ */
+export const sharedLimitsMessage =
+  "more than one gateway replica needs redis.enabled=true: without Redis each replica keeps its own counters " +
+  "and every per-key limit is multiplied by the replica count. Turn Redis on, or set gateway.replicas=1 " +
+  "(and leave gateway.autoscaling.enabled=false).";
+
+const limitsCanMultiply = (s: z.output<typeof settingsFields>) =>
+  !s.redis.enabled && (s.gateway.replicas > 1 || s.gateway.autoscaling.enabled);
+
+/**
+ * The rule in JSON Schema (draft-7): more than one gateway replica, or the autoscaler, needs Redis. Helm
+ * then says "at '/redis/enabled': value must be true"; the $comment says why, for whoever opens the schema.
+ */
+export const sharedLimitsJsonSchema = {
+  $comment: sharedLimitsMessage,
+  if: {
+    required: ["gateway"],
+    properties: {
+      gateway: {
+        anyOf: [
+          { required: ["replicas"], properties: { replicas: { minimum: 2 } } },
+          {
+            required: ["autoscaling"],
+            properties: { autoscaling: { required: ["enabled"], properties: { enabled: { const: true } } } },
+          },
+        ],
+      },
+    },
+  },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword; this object is never awaited.
+  then: {
+    required: ["redis"],
+    properties: { redis: { required: ["enabled"], properties: { enabled: { const: true } } } },
+  },
+};
+
+export const settingsSchema = settingsFields.superRefine((s, ctx) => {
+  if (limitsCanMultiply(s)) ctx.addIssue({ code: "custom", path: ["redis", "enabled"], message: sharedLimitsMessage });
+});
+
 export type PomonaSettings = z.output<typeof settingsSchema>;
 export type PomonaSettingsInput = z.input<typeof settingsSchema>;
 
 /** The top-level keys, each one Pulumi config key of the `pomona` namespace. */
-export const settingKeys = Object.keys(settingsSchema.shape) as (keyof PomonaSettings)[];
+export const settingKeys = Object.keys(settingsFields.shape) as (keyof PomonaSettings)[];
 
 export function parseSettings(input: PomonaSettingsInput = {}): PomonaSettings {
   return settingsSchema.parse(input);

@@ -62,8 +62,9 @@ export class PomonaStack extends pulumi.ComponentResource {
   readonly resources: pulumi.CustomResource[] = [];
 
   constructor(name: string, args: PomonaStackArgs = {}, opts?: pulumi.ComponentResourceOptions) {
-    super("pomona:index:PomonaStack", name, {}, opts);
+    // Bad settings stop the program before the component is registered, so Pulumi reports only their error.
     const settings = parseSettings(args.settings);
+    super("pomona:index:PomonaStack", name, {}, opts);
     this.settings = settings;
 
     const create = (object: KubeObject, extra: pulumi.CustomResourceOptions = {}) => {

@@ -6,6 +6,7 @@
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { get as httpsGet } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -42,6 +43,20 @@ async function startHubStandIn(): Promise<string> {
   });
   await new Promise<void>((resolve) => hub.listen(0, "127.0.0.1", resolve));
   return `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
+}
+
+/** GET over TLS trusting `ca`, for a node-agent's open /metrics. */
+function httpsText(url: string, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    httpsGet(url, { ca }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
 }
 
 async function keyFromSecret(): Promise<string> {
@@ -211,9 +226,21 @@ describe("Pomona end to end, as a user", () => {
     expect(new Set(replicas.map((r) => r.node)).size).toBe(2);
 
     const client = new OpenAI({ apiKey: await keyFromSecret(), baseURL: `${gatewayUrl}/v1`, maxRetries: 0 });
-    // Each node-agent counts what it generated.
+    // Each node-agent counts what it generated; it serves over TLS with a certificate of the node CA.
+    const ca = Buffer.from(
+      await k([
+        "get",
+        "secret",
+        "-n",
+        "pomona-system",
+        "pomona-gateway-node-client",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+      ]),
+      "base64",
+    ).toString("utf8");
     const generatedOn = async (endpoint: string) => {
-      const metrics = await (await fetch(`${new URL(endpoint).origin}/metrics`)).text();
+      const metrics = await httpsText(`${new URL(endpoint).origin}/metrics`, ca);
       return [...metrics.matchAll(/^pomona_node_\w*tokens\w*_total\{[^}]*\}\s+(\d+)/gm)].reduce(
         (n, m) => n + Number(m[1]),
         0,
@@ -251,7 +278,7 @@ describe("Pomona end to end, as a user", () => {
     expect(status).toMatch(/^stories\s+2\/2\s+quickstart/m);
     expect(status.match(/^stories-\S+\s+stories\s+\S+\s+Ready/gm)).toHaveLength(2);
     expect(status).toMatch(/^second-node\s+cpu/m);
-    expect(status.match(/^http:\/\/\S+\s+closed/gm)?.length).toBeGreaterThanOrEqual(2);
+    expect(status.match(/^https:\/\/\S+\s+closed/gm)?.length).toBeGreaterThanOrEqual(2);
     const { stdout: keys } = await cli(["keys", "list"]);
     expect(keys).toMatch(/^quickstart\s+/m);
     expect(keys).not.toContain(await keyFromSecret());

@@ -13,6 +13,7 @@ import {
   encodeGatewayConfig,
   type GatewayConfig,
 } from "../crds/api/index.ts";
+import { GatewayConfigWatcher } from "../gateway/config-source/secret-watcher.ts";
 import { FakeNode } from "./support/fake-node.ts";
 import {
   ConfigFeed,
@@ -93,9 +94,15 @@ describe("following the published config", () => {
 
   it("swaps in a new version, reading only the key buckets that changed", async () => {
     const readsBefore = await metric("pomona_gateway_config_bucket_reads_total");
+    const appliedBefore = await metric("pomona_gateway_config_buckets_applied_total");
+    const bucketsBefore = gateway.holder.current?.buckets;
     await feed.publish({ models: [tiny()], keys: [first, second, ...crowd] });
     await gateway.waitForVersion(feed.version);
     expect(await metric("pomona_gateway_config_bucket_reads_total")).toBe(readsBefore + 1);
+    // Applied as a delta: one bucket rebuilt, the other 63 taken over as they were.
+    expect(await metric("pomona_gateway_config_buckets_applied_total")).toBe(appliedBefore + 1);
+    const kept = gateway.holder.current?.buckets.filter((b, i) => b === bucketsBefore?.[i]).length;
+    expect(kept).toBe(63);
     const answer = await client(second.secret).chat.completions.create({
       model: "tiny",
       messages: [{ role: "user", content: "hi" }],
@@ -173,5 +180,42 @@ describe("following the published config", () => {
       .chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }] })
       .catch((e: unknown) => e);
     expect(after).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
+  it("catches up after missing changes while its watch was away: only the buckets that differ are rebuilt", async () => {
+    // The watch is gone (as after a dropped connection); two versions are published meanwhile.
+    gateway.watcher.stop();
+    const fourth = makeKey(ns, "fourth");
+    const versionBefore = gateway.holder.version;
+    await feed.publish({ models: [tiny()], keys: [first, second, fourth] });
+    await feed.publish({ models: [tiny()], keys: [first, fourth] });
+    expect(gateway.holder.version).toBe(versionBefore);
+    const appliedBefore = await metric("pomona_gateway_config_buckets_applied_total");
+    const bucketsBefore = gateway.holder.current?.buckets ?? [];
+    const resumed = new GatewayConfigWatcher({
+      kubeConfig: kubeConfig(),
+      namespace: ns,
+      holder: gateway.holder,
+      log: gateway.app.log,
+      metrics: gateway.metrics,
+      notReadyRetryMs: 100,
+      resyncMs: 2_000,
+    });
+    resumed.start();
+    try {
+      await gateway.waitForVersion(feed.version);
+      const table = gateway.holder.current!;
+      const differing = table.buckets.filter((b, i) => b.sha256 !== bucketsBefore[i]?.sha256).length;
+      expect(differing).toBeGreaterThan(0);
+      expect(differing).toBeLessThanOrEqual(2);
+      expect(await metric("pomona_gateway_config_buckets_applied_total")).toBe(appliedBefore + differing);
+      expect((await client(fourth.secret).models.list()).data).toHaveLength(1);
+      const refused = await client(second.secret)
+        .models.list()
+        .catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(OpenAI.AuthenticationError);
+    } finally {
+      resumed.stop();
+    }
   });
 });

@@ -154,18 +154,22 @@ describe.each(limiters)("limits kept %s", (_name, makeLimiter) => {
     expect(admitted(await burst(gateway, keys.rpm, 8))).toBe(3);
   });
 
-  it("tokens per minute: reserves prompt + max_tokens up front, settles to real usage, resets each minute", async () => {
+  it("tokens per minute: reserves prompt + max_tokens up front, settles to real usage, frees them a minute later", async () => {
     // 21 tokens reserved each: 4 fit in 100.
     const first = await burst(gateway, keys.tpm, 8);
     expect(admitted(first)).toBe(4);
     expect(first.find((o) => o.status === 429)?.headers.get("x-ratelimit-limit-tokens")).toBe("100");
     // Each answered request used 8 tokens, so 4 × 8 = 32 are spent: 3 more reservations of 21 fit.
     expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(3);
+    // The window slides: the next minute boundary frees nothing (56 spent, 44 left: 2 fit, where a fresh
+    // window would admit 4); a full minute (and a 500 ms slice) after the spending frees it all.
     clock = (Math.floor(clock / MINUTE) + 1) * MINUTE + 1;
+    expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(2);
+    clock += MINUTE + 500;
     expect(admitted(await burst(gateway, keys.tpm, 8))).toBe(4);
   });
 
-  it("tokens per day: holds across minutes and resets with the day", async () => {
+  it("tokens per day: holds across minutes and midnight, frees the tokens a day after they were spent", async () => {
     expect(admitted(await burst(gateway, keys.tpd, 5))).toBe(2); // 42 of 50 reserved, settled to 16
     expect(admitted(await burst(gateway, keys.tpd, 5))).toBe(1); // 16 + 21 = 37; 58 would not fit; settled to 24
     clock += 5 * MINUTE;
@@ -174,7 +178,10 @@ describe.each(limiters)("limits kept %s", (_name, makeLimiter) => {
     const refused = await burst(gateway, keys.tpd, 3);
     expect(admitted(refused)).toBe(0);
     expect(Number(refused[0]!.headers.get("retry-after"))).toBeGreaterThan(3_600);
+    // Midnight brings no fresh budget; a day (and a 12-minute slice) after the last spending, all is free.
     clock = (Math.floor(clock / DAY) + 1) * DAY + 1;
+    expect(admitted(await burst(gateway, keys.tpd, 3))).toBe(0);
+    clock += DAY + DAY / 120;
     expect(admitted(await burst(gateway, keys.tpd, 5))).toBe(2);
   });
 

@@ -478,12 +478,15 @@ describe("graceful drain", () => {
     const iterator = stream[Symbol.asyncIterator]();
     await iterator.next();
     agent.process.child.kill("SIGTERM");
-    await eventually("new work refused", async () => {
+    const refused = await eventually("new work refused", async () => {
       const response = await fetch(`${agent.url}/replicas/${ns}/story-a/v1/models`, {
         headers: { authorization: `Bearer ${NODE_AGENT_TOKEN}` },
       }).catch(() => undefined);
-      return response?.status === 503 ? true : undefined;
+      return response?.status === 503 ? response : undefined;
     });
+    // Unavailable, not failed: the gateway tries another replica when a 503 carries Retry-After.
+    expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("node_draining");
     let usage: OpenAI.CompletionUsage | undefined;
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) usage = next.value.usage ?? usage;
     expect(usage?.completion_tokens).toBeGreaterThan(0);

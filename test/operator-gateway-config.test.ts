@@ -14,7 +14,7 @@ import {
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
-import { debounce } from "../operator/gateway-config/loop.ts";
+import { debounce, nextConfigVersion } from "../operator/gateway-config/loop.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
 
 const ns = "team";
@@ -133,29 +133,46 @@ describe("compileGatewayConfig", () => {
 
 describe("debounce", () => {
   // Fake timers: the clock is the subject here, and a loaded machine must not change the answer.
-  it("turns a burst into one call, no later than the maximum delay after its start", () => {
+  it("fires a lone change at once, and turns a burst after it into one call no later than the maximum delay", () => {
     vi.useFakeTimers();
     try {
       let calls = 0;
       const fire = debounce(() => calls++, 50, 150);
+      fire();
+      expect(calls).toBe(1);
+      // Changes right after it are gathered: one call, 50 ms after the last of them.
       for (let t = 0; t < 100; t += 10) {
         fire();
         vi.advanceTimersByTime(10);
       }
-      expect(calls).toBe(0);
-      vi.advanceTimersByTime(50);
       expect(calls).toBe(1);
+      vi.advanceTimersByTime(50);
+      expect(calls).toBe(2);
       // A burst that never pauses still fires once the maximum delay has passed.
       for (let t = 0; t < 200; t += 10) {
         fire();
         vi.advanceTimersByTime(10);
       }
-      expect(calls).toBe(2);
-      vi.advanceTimersByTime(1000);
       expect(calls).toBe(3);
+      vi.advanceTimersByTime(1000);
+      expect(calls).toBe(4);
+      // After a quiet spell, the next change again waits for nothing.
+      fire();
+      expect(calls).toBe(5);
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("nextConfigVersion", () => {
+  it("starts at the clock without any state, and stays above the last version when that is ahead", () => {
+    expect(nextConfigVersion(0, 1_764_000_000_000)).toBe(1_764_000_000_000);
+    // Versions from before this rule (small counters) are passed at once.
+    expect(nextConfigVersion(41, 1_764_000_000_000)).toBe(1_764_000_000_000);
+    // Two publications in one millisecond, or a clock that stepped back: still strictly increasing.
+    expect(nextConfigVersion(1_764_000_000_000, 1_764_000_000_000)).toBe(1_764_000_000_001);
+    expect(nextConfigVersion(1_764_000_005_000, 1_764_000_000_000)).toBe(1_764_000_005_001);
   });
 });
 

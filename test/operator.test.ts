@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../controlplane/local-control-plane.ts";
-import type { ApiKey, InferenceModel } from "../crds/api/index.ts";
+import { type ApiKey, type InferenceModel, keyedHash, keyHashingSecret, parseHashingKeys } from "../crds/api/index.ts";
 import {
   createNamespaces,
   listReplicas,
@@ -136,7 +136,13 @@ describe("operator", () => {
     ]);
     const key = Buffer.from(secret.data.key, "base64").toString("utf8");
     expect(key).toMatch(/^sk-pomona-[A-Za-z0-9_-]{43}$/);
-    expect(apiKey.status?.hash).toBe(createHash("sha256").update(key).digest("hex"));
+    // Keyed: the HMAC under the operator's hashing key, not a plain sha256 anyone could check guesses against.
+    const hashing = parseHashingKeys(
+      (await getJson<{ data: Record<string, string> }>(["get", "secret", keyHashingSecret, "-n", system])).data,
+    ).current;
+    expect(apiKey.status?.hash).toBe(keyedHash(key, hashing));
+    expect(apiKey.status?.hash).not.toBe(createHash("sha256").update(key).digest("hex"));
+    expect(apiKey.status?.hashKeyId).toBe(hashing.id);
     expect(apiKey.status?.prefix).toBe(key.slice(0, 14));
     expect(secret.metadata.ownerReferences[0]?.kind).toBe("ApiKey");
 
@@ -170,7 +176,7 @@ describe("operator", () => {
       (await getJson<{ data: { key: string } }>(["get", "secret", "demo-key", "-n", ns])).data.key,
       "base64",
     ).toString();
-    expect(rotated.status?.hash).toBe(createHash("sha256").update(fresh).digest("hex"));
+    expect(rotated.status?.hash).toBe(keyedHash(fresh, hashing));
   });
 
   it("scales a model up across nodes and back down", async () => {

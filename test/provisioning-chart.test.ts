@@ -12,7 +12,19 @@ import { installCrds, repoRoot } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 
 const namespace = "pomona-chart";
+/** What helm says when the schema's shared-limits rule refuses the values. */
+const SHARED_LIMITS_REFUSAL = /at '\/redis\/enabled': value must be true/;
 const yamlOf = (objects: unknown[]) => objects.map((o) => JSON.stringify(o)).join("\n---\n");
+
+/** What `helm lint` reports for these extra arguments (it fails with its findings on stdout). */
+function lintOutput(args: string[]): string {
+  try {
+    return helm(["lint", chartDir, "--strict", "--namespace", namespace, ...args]);
+  } catch (err) {
+    const { stdout, stderr } = err as { stdout?: string; stderr?: string };
+    return `${stdout ?? ""}${stderr ?? ""}`;
+  }
+}
 
 describe("the Pomona Helm chart", () => {
   beforeAll(async () => {
@@ -38,6 +50,31 @@ describe("the Pomona Helm chart", () => {
     expect(helm(["lint", chartDir, "--strict", "--namespace", namespace])).toContain("0 chart(s) failed");
     expect(() => renderChart({}, ["--set", "gateway.replica=3"])).toThrow(/additional properties 'replica'/);
     expect(() => renderChart({}, ["--set", "gateway.limitsOnRedisFailure=maybe"])).toThrow(/limitsOnRedisFailure/);
+  });
+
+  test("limits cannot multiply: values.schema.json refuses more than one gateway replica without Redis", () => {
+    const refusals = [
+      ["--set", "redis.enabled=false"],
+      ["--set", "redis.enabled=false", "--set", "gateway.replicas=3"],
+      ["--set", "redis.enabled=false", "--set", "gateway.replicas=1", "--set", "gateway.autoscaling.enabled=true"],
+    ];
+    for (const args of refusals) {
+      expect(() => renderChart({}, args)).toThrow(SHARED_LIMITS_REFUSAL);
+      expect(lintOutput(args)).toMatch(SHARED_LIMITS_REFUSAL);
+    }
+    // The default install: two gateways sharing their limits through the chart's Redis.
+    const defaults = renderChart({ namespace });
+    const gateway = defaults.find((o) => o.kind === "Deployment" && o.metadata.name === "pomona-gateway")!;
+    const spec = gateway.spec as {
+      replicas: number;
+      template: { spec: { containers: { env: { name: string }[] }[] } };
+    };
+    expect(spec.replicas).toBe(2);
+    expect(spec.template.spec.containers[0]!.env.map((e) => e.name)).toContain("POMONA_REDIS_URL");
+    expect(defaults.some((o) => o.kind === "Deployment" && o.metadata.name === "pomona-redis")).toBe(true);
+    // One gateway without Redis is allowed: it keeps its limits in memory.
+    const single = renderChart({ namespace, redis: { enabled: false }, gateway: { replicas: 1 } });
+    expect(single.some((o) => o.metadata.name === "pomona-redis")).toBe(false);
   });
 
   test("every object rendered with every option is accepted by the API server's dry run", async () => {

@@ -69,7 +69,10 @@ describe("the Pulumi program", () => {
     });
 
     const gateway = find(objects, "Deployment", "pomona-gateway");
-    expect(envOf(gateway)).not.toHaveProperty("POMONA_REDIS_URL");
+    // Two gateway replicas by default, so Redis is on by default and they share their limits.
+    expect(gateway.spec.replicas).toBe(2);
+    expect(envOf(gateway).POMONA_REDIS_URL).toBe("redis://pomona-redis.pomona-system.svc:6379");
+    find(objects, "Deployment", "pomona-redis");
     expect(gateway.spec.template.spec.volumes).toEqual([
       { name: "node-token", secret: { secretName: nodeTokenSecret } },
     ]);
@@ -105,6 +108,24 @@ describe("the Pulumi program", () => {
     ]);
     find(objects, "ServiceMonitor", "pomona-gateway");
     expect(outputs.gatewayUrl).toBe("https://pomona.example.com/v1");
+  });
+
+  test("limits cannot multiply: more than one gateway replica without Redis stops the program before any resource", async () => {
+    const refusals: PomonaSettingsInput[] = [
+      { redis: { enabled: false } },
+      { redis: { enabled: false }, gateway: { replicas: 3 } },
+      { redis: { enabled: false }, gateway: { replicas: 1, autoscaling: { enabled: true } } },
+    ];
+    for (const settings of refusals) {
+      expect(() => parseSettings(settings)).toThrow(/more than one gateway replica needs redis\.enabled=true/);
+      await expect(runPulumiProgram(settings)).rejects.toThrow(/every per-key limit is multiplied/);
+    }
+    // One gateway keeps its limits in memory: allowed, and no Redis is deployed or named.
+    const { objects } = await runPulumiProgram({ redis: { enabled: false }, gateway: { replicas: 1 } });
+    const gateway = find(objects, "Deployment", "pomona-gateway");
+    expect(gateway.spec.replicas).toBe(1);
+    expect(envOf(gateway)).not.toHaveProperty("POMONA_REDIS_URL");
+    expect(objects.some((o) => o.metadata.name === "pomona-redis")).toBe(false);
   });
 
   test("settings are checked at the edge: a bad value stops the program before any resource", () => {
@@ -169,6 +190,8 @@ describe("Pulumi and Helm produce the same stack", () => {
       "no node-agent, another namespace",
       { namespace: "llm", nodeAgent: { enabled: false }, adminKey: { enabled: false } },
     ],
+    // A Role for Secrets in each served namespace, the release's named once even when listed again.
+    ["served namespaces", { operator: { watchNamespaces: ["team-a", "pomona-system", "team-b"] } }],
   ];
 
   test("values.yaml holds the defaults of pulumi/settings.ts", () => {

@@ -1,18 +1,24 @@
 // Each component's service account, as the chart grants it, checked with `kubectl auth can-i` against the
 // real API server: it can do what docs/components.md says it does, and nothing around it. The node-agent's
-// admission policy is checked with impersonated requests carrying a node name, as a Pod's token does.
+// admission policy is checked with impersonated requests carrying a node name, as a Pod's token does. The
+// `kubectl auth can-i --list` listings in docs/security.md are checked against this API server too.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { allConfigSecretNames } from "../crds/api/gateway-config-codec.ts";
-import { nodeTokenSecret } from "../crds/api/well-known.ts";
-import { nodeNameExtra } from "../pulumi/manifests/admission.ts";
+import { keyHashingSecret } from "../crds/api/key-hashing.ts";
+import { nodeIdentity, nodeNameExtra, nodeTokenSecret } from "../crds/api/well-known.ts";
 import type { KubeObject } from "../pulumi/manifests/index.ts";
 import { renderChart } from "./provisioning-support.ts";
 import { installCrds } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
+import { repoRoot } from "./support/processes.ts";
 
 const ns = "pomona-rbac";
-/** A user namespace, where ApiKeys and ModelReplicas live. */
+/** A user namespace the operator serves (operator.watchNamespaces), where ApiKeys and ModelReplicas live. */
 const team = "pomona-rbac-team";
+/** A namespace the operator does not serve: models may live there, but the operator has no Secret rights. */
+const other = "pomona-rbac-other";
 const user = (sa: string) => `--as=system:serviceaccount:${ns}:pomona-${sa}`;
 
 /** `kubectl auth can-i` as a component: true for yes, false for no. */
@@ -38,18 +44,21 @@ beforeAll(async () => {
   await installCrds();
   await kubectlOk(["create", "namespace", ns]);
   await kubectlOk(["create", "namespace", team]);
-  objects = renderChart({ namespace: ns }).filter((o) => /ServiceAccount|Role|ValidatingAdmissionPolicy/.test(o.kind));
+  await kubectlOk(["create", "namespace", other]);
+  objects = renderChart({ namespace: ns, operator: { watchNamespaces: [team] } }).filter((o) =>
+    /ServiceAccount|Role|ValidatingAdmissionPolicy/.test(o.kind),
+  );
   await kubectlOk(["apply", "-f", "-"], objects.map((o) => JSON.stringify(o)).join("\n---\n"));
 });
 
 afterAll(async () => {
   const cluster = objects.filter((o) => !o.metadata.namespace || o.metadata.namespace === "kube-node-lease");
   await kubectl(["delete", "--ignore-not-found", "-f", "-"], cluster.map((o) => JSON.stringify(o)).join("\n---\n"));
-  await kubectl(["delete", "namespace", ns, team, "--wait=false"]);
+  await kubectl(["delete", "namespace", ns, team, other, "--wait=false"]);
 });
 
 describe("component RBAC from the chart", () => {
-  test("the operator can run the API, mint key Secrets anywhere, record Events, hold its Lease and read nodes", async () => {
+  test("the operator can run the API, mint key Secrets where it serves, record Events, hold its Lease and read nodes", async () => {
     await expectAll(
       "operator",
       [
@@ -62,7 +71,10 @@ describe("component RBAC from the chart", () => {
         ["create ModelReplicas", ["create", "modelreplicas.pomona.dev", ...inNs(team)]],
         ["delete ModelReplicas", ["delete", "modelreplicas.pomona.dev", ...inNs(team)]],
         ["create key Secrets beside ApiKeys", ["create", "secrets", ...inNs(team)]],
+        ["watch key Secrets in a served namespace", ["watch", "secrets", ...inNs(team)]],
         ["update the gateway config", ["update", "secrets/pomona-gateway-config", ...inNs(ns)]],
+        ["create the hashing key", ["create", "secrets", ...inNs(ns)]],
+        ["schedule models in any namespace", ["create", "modelreplicas.pomona.dev", ...inNs(other)]],
         ["create Events", ["create", "events", ...inNs(team)]],
         ["create events.k8s.io Events", ["create", "events.events.k8s.io", ...inNs(team)]],
         ["create its Lease", ["create", "leases.coordination.k8s.io", ...inNs(ns)]],
@@ -80,6 +92,11 @@ describe("component RBAC from the chart", () => {
       [
         ["delete InferenceModels (users own them)", ["delete", "inferencemodels.pomona.dev", ...inNs(team)]],
         ["create ApiKeys", ["create", "apikeys.pomona.dev", ...inNs(team)]],
+        ["get a Secret where it does not serve", ["get", "secrets/anything", ...inNs(other)]],
+        ["list Secrets where it does not serve", ["list", "secrets", ...inNs(other)]],
+        ["create Secrets where it does not serve", ["create", "secrets", ...inNs(other)]],
+        ["list Secrets cluster-wide", ["list", "secrets", "-A"]],
+        ["read kube-system Secrets", ["get", "secrets", ...inNs("kube-system")]],
         ["patch Nodes", ["patch", "nodes"]],
         ["renew node Leases", ["update", "leases.coordination.k8s.io", ...inNs("kube-node-lease")]],
         ["take another Lease", ["update", "leases.coordination.k8s.io/kube-scheduler", ...inNs(ns)]],
@@ -127,8 +144,8 @@ describe("component RBAC from the chart", () => {
     );
   });
 
-  test("the gateway can get and watch exactly the gateway config Secrets and the node token", async () => {
-    const names = [...allConfigSecretNames(), nodeTokenSecret];
+  test("the gateway can get and watch exactly the gateway config Secrets, the node token, the hashing key and its client certificate", async () => {
+    const names = [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret, nodeIdentity.gatewayClientSecret];
     const role = objects.find((o) => o.kind === "Role" && o.metadata.name === "pomona-gateway") as unknown as {
       rules: { resourceNames: string[]; verbs: string[] }[];
     };
@@ -139,6 +156,7 @@ describe("component RBAC from the chart", () => {
     ]);
     checks.push(["watch the config", ["watch", "secrets/pomona-gateway-config", ...inNs(ns)]]);
     checks.push(["watch the last key bucket", ["watch", "secrets/pomona-gateway-config-keys-63", ...inNs(ns)]]);
+    checks.push(["watch the hashing key", ["watch", `secrets/${keyHashingSecret}`, ...inNs(ns)]]);
     await expectAll("gateway", checks, true);
   });
 
@@ -168,6 +186,7 @@ describe("component RBAC from the chart", () => {
         ["list Secrets anywhere", ["list", "secrets", "-A"]],
         ["get the config in another namespace", ["get", "secrets/pomona-gateway-config", ...inNs(team)]],
         ["update the config", ["update", "secrets/pomona-gateway-config", ...inNs(ns)]],
+        ["update the hashing key", ["update", `secrets/${keyHashingSecret}`, ...inNs(ns)]],
         ["list ModelReplicas", ["list", "modelreplicas.pomona.dev", "-A"]],
         ["get Nodes", ["get", "nodes"]],
         ["get ApiKeys", ["get", "apikeys.pomona.dev", ...inNs(ns)]],
@@ -175,6 +194,45 @@ describe("component RBAC from the chart", () => {
       false,
     );
   });
+});
+
+/** The listings in docs/security.md: `<!-- can-i <component> <context> -->` then a fenced block. */
+function documentedListings(): Map<string, string> {
+  const text = readFileSync(join(repoRoot, "docs", "security.md"), "utf8");
+  const listings = new Map<string, string>();
+  for (const m of text.matchAll(/<!-- can-i (\S+) (\S+) -->\n```\n([\s\S]*?)```/g))
+    listings.set(`${m[1]} ${m[2]}`, m[3]!);
+  return listings;
+}
+
+/**
+ * Columns padded by kubectl differ with the longest name, so words are compared; rows are sorted; rows of
+ * non-resource URLs (what every authenticated user may read: discovery, /healthz, /version) are left out.
+ */
+const normalized = (listing: string) =>
+  listing
+    .trim()
+    .split("\n")
+    .filter((line) => !/^\s+\[/.test(line))
+    .map((line) => line.trim().split(/\s+/).join(" "))
+    .sort()
+    .join("\n");
+
+describe("every service account's rights, as docs/security.md lists them", () => {
+  const contexts: Record<string, string> = { release: ns, served: team, "not-served": other };
+  const listings = documentedListings();
+  for (const component of ["operator", "gateway", "node-agent"]) {
+    for (const [context, namespace] of Object.entries(contexts)) {
+      test(`kubectl auth can-i --list as pomona-${component} in the ${context} namespace`, async () => {
+        const actual = await kubectlOk(["auth", "can-i", "--list", user(component), "-n", namespace]);
+        const documented = listings.get(`${component} ${context}`);
+        expect(
+          documented === undefined ? undefined : normalized(documented),
+          `docs/security.md <!-- can-i ${component} ${context} --> should read:\n${actual}`,
+        ).toBe(normalized(actual));
+      });
+    }
+  }
 });
 
 describe("the node-agent admission policy", () => {

@@ -27,7 +27,9 @@ export const apiKeySpec = withRules(
         key: z.string().min(1).max(253).default("key").describe("Data key in the Secret that holds the API key."),
       })
       .optional()
-      .describe("Use a key from your own Secret instead of one the operator mints."),
+      .describe(
+        "Use a key from your own Secret instead of one the operator mints. The Secret must opt in with the annotation pomona.dev/api-key set to this ApiKey's name; any other Secret is refused (Ready=False, SecretNotOptedIn).",
+      ),
   }),
   "The desired state of an ApiKey.",
   [
@@ -48,7 +50,14 @@ export const apiKeyStatus = z
       .string()
       .regex(/^[a-f0-9]{64}$/)
       .optional()
-      .describe("sha256 of the key in hex, which the gateway matches; never the key."),
+      .describe(
+        "HMAC-SHA256 of the key under the operator's hashing key (Secret pomona-key-hashing), in hex, which the gateway matches; never the key.",
+      ),
+    hashKeyId: z
+      .string()
+      .max(32)
+      .optional()
+      .describe("Which hashing key the hash was made under (a public fingerprint of it), to follow a rotation."),
     conditions,
   })
   .describe("The observed state of an ApiKey, written by the operator.");

@@ -24,7 +24,7 @@ export const allConfigSecretNames = (): string[] => [
 
 export const bucketOfHash = (hash: string) => Number.parseInt(hash.slice(0, 4), 16) % KEY_BUCKETS;
 
-const corePart = z.object({
+export const corePart = z.object({
   version: gatewayConfig.shape.version,
   generatedAt: gatewayConfig.shape.generatedAt,
   models: z.array(gatewayModel),
@@ -44,14 +44,22 @@ export interface EncodedConfig {
   buckets: { bytes: Buffer; sha256: string }[];
 }
 
+/** One key bucket's stored bytes; `keys` should already be in the bucket (bucketOfHash) and sorted by hash. */
+export function encodeKeyBucket(keys: readonly GatewayConfig["keys"][number][]): { bytes: Buffer; sha256: string } {
+  const bytes = pack({ keys });
+  return { bytes, sha256: sha256(bytes) };
+}
+
+/** The core part's stored bytes. */
+export function encodeCorePart(core: CorePart): Buffer {
+  return pack(core);
+}
+
 /** Cut a config into its stored parts. */
 export function encodeGatewayConfig(config: GatewayConfig): EncodedConfig {
   const keysByBucket: GatewayConfig["keys"][] = Array.from({ length: KEY_BUCKETS }, () => []);
   for (const key of config.keys) keysByBucket[bucketOfHash(key.hash)]?.push(key);
-  const buckets = keysByBucket.map((keys) => {
-    const bytes = pack({ keys });
-    return { bytes, sha256: sha256(bytes) };
-  });
+  const buckets = keysByBucket.map((keys) => encodeKeyBucket(keys));
   const core: CorePart = {
     version: config.version,
     generatedAt: config.generatedAt,
@@ -59,7 +67,7 @@ export function encodeGatewayConfig(config: GatewayConfig): EncodedConfig {
     policies: config.policies,
     buckets: buckets.map((b) => b.sha256),
   };
-  return { core: pack(core), buckets };
+  return { core: encodeCorePart(core), buckets };
 }
 
 export class ConfigNotReadyError extends Error {
@@ -69,6 +77,23 @@ export class ConfigNotReadyError extends Error {
 /** Read the core part; its bucket hashes say which bucket contents belong to it. */
 export function decodeCorePart(bytes: Uint8Array): CorePart {
   return corePart.parse(JSON.parse(gunzipSync(bytes).toString("utf8")));
+}
+
+/** sha256 (hex) of a part's stored bytes, as the core lists them. */
+export const partSha256 = sha256;
+
+/**
+ * Read one key bucket on its own, as a gateway applying only the buckets that
+ * changed does. Every key must belong to this bucket (by its hash), or a
+ * lookup by hash could never find it; anything malformed throws.
+ */
+export function decodeKeyBucket(bucket: number, bytes: Uint8Array): GatewayConfig["keys"] {
+  const { keys } = bucketPart.parse(JSON.parse(gunzipSync(bytes).toString("utf8")));
+  for (const key of keys) {
+    if (bucketOfHash(key.hash) !== bucket)
+      throw new Error(`key bucket ${bucket} holds a key of bucket ${bucketOfHash(key.hash)}`);
+  }
+  return keys;
 }
 
 /**
@@ -83,7 +108,7 @@ export function decodeGatewayConfig(core: CorePart, buckets: (Uint8Array | undef
     if (!bytes || sha256(bytes) !== expected) {
       throw new ConfigNotReadyError(`key bucket ${i} does not match config version ${core.version} yet`);
     }
-    keys.push(...bucketPart.parse(JSON.parse(gunzipSync(bytes).toString("utf8"))).keys);
+    keys.push(...decodeKeyBucket(i, bytes));
   });
   return gatewayConfig.parse({
     version: core.version,

@@ -35,7 +35,7 @@ export const gatewayKey = z.object({
   hash: z
     .string()
     .regex(/^[a-f0-9]{64}$/)
-    .describe("sha256 of the key, hex."),
+    .describe("HMAC-SHA256 of the key under the current or previous hashing key (crds/api/key-hashing.ts), hex."),
   namespace: z.string(),
   name: z.string().describe("The ApiKey's name."),
   owner: z.string(),

@@ -220,4 +220,5 @@ export type RateLimitPolicy = Resource<z.output<typeof rateLimitPolicySpec>, z.o
 
 export * from "./gateway-config.ts";
 export * from "./gateway-config-codec.ts";
+export * from "./key-hashing.ts";
 export * from "./well-known.ts";

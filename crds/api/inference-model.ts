@@ -72,7 +72,9 @@ export const engineSettings = withRules(
       .min(1)
       .max(512)
       .optional()
-      .describe("CPU threads for generation; unset uses the CPUs the node-agent may really use."),
+      .describe(
+        "CPU threads for generation; unset: the node-agent measures counts up to the CPUs it may use when the replica loads and keeps the fastest.",
+      ),
     embeddings: z.boolean().default(true).describe("Also serve /v1/embeddings from this model."),
   }),
   "How a replica runs the model.",

@@ -46,6 +46,13 @@ export const modelReplicaStatus = z
       .describe("Download progress of the model file."),
     memoryBytes: z.int().min(0).optional().describe("Memory the loaded model really uses, in bytes."),
     tokensPerSecond: z.number().min(0).optional().describe("Generation speed measured at warm-up, for one sequence."),
+    threads: z
+      .int()
+      .min(1)
+      .optional()
+      .describe(
+        "CPU threads the replica decodes with: spec.engine.threads when set, else the fastest count measured when it loaded.",
+      ),
     observedGeneration: z.int().min(0).optional().describe("The .metadata.generation this status describes."),
     conditions,
   })

@@ -41,3 +41,23 @@ export const fieldManagers = {
   operator: "pomona-operator",
   nodeAgent: "pomona-node-agent",
 } as const;
+
+/**
+ * Node identity (docs/security.md): the operator's CA signs each node-agent's serving certificate through
+ * a CertificateSigningRequest with this signer name, and a client certificate for the gateway.
+ */
+export const nodeIdentity = {
+  signerName: "pomona.dev/node-serving",
+  /** Secret in the system namespace holding the CA (`ca.crt`, `ca.key`); only the operator reads it. */
+  caSecret: "pomona-node-ca",
+  /** Secret in the system namespace with the gateway's client certificate (`tls.crt`, `tls.key`, `ca.crt`). */
+  gatewayClientSecret: "pomona-gateway-node-client",
+  gatewayCommonName: "pomona-gateway",
+  /** The common name a node's serving certificate carries. */
+  nodeCommonName: (node: string) => `pomona-node:${node}`,
+  /** Label on a node-agent's CertificateSigningRequests, naming the node. */
+  nodeLabel: "pomona.dev/node",
+} as const;
+
+/** The `extra` a Pod's bound ServiceAccount token carries: the node the Pod runs on (Kubernetes ≥ 1.32). */
+export const nodeNameExtra = "authentication.kubernetes.io/node-name";

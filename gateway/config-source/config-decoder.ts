@@ -1,12 +1,13 @@
 /**
- * Assembles a gateway config with decodeGatewayConfig in a worker thread, so
- * a large config (100,000 keys) does not stall requests while it is decoded
- * and validated. Errors come back as the codec's: ConfigNotReadyError while
- * buckets do not match, InvalidConfigError for anything malformed. If the
- * worker cannot run, decoding happens inline rather than not at all.
+ * Decodes the stored parts of the gateway config (the core, one key bucket)
+ * in a worker thread, so a large config (100,000 keys) does not stall requests
+ * while it is decoded and validated. Anything malformed comes back as an
+ * InvalidConfigError. If the worker cannot run, decoding happens inline rather
+ * than not at all.
  */
 import { Worker } from "node:worker_threads";
-import { ConfigNotReadyError, type CorePart, decodeGatewayConfig, type GatewayConfig } from "../../crds/api/index.ts";
+import { type CorePart, decodeCorePart, decodeKeyBucket, type GatewayKey } from "../../crds/api/index.ts";
+import type { DecodeRequest } from "./decode-worker.ts";
 
 export class InvalidConfigError extends Error {
   readonly code = "INVALID_CONFIG";
@@ -14,24 +15,24 @@ export class InvalidConfigError extends Error {
 
 interface Reply {
   id: number;
-  config?: GatewayConfig;
-  error?: { notReady: boolean; message: string };
+  value?: unknown;
+  error?: string;
 }
+
+type Part = { part: "core" } | { part: "bucket"; bucket: number };
 
 export class ConfigDecoder {
   private worker: Worker | undefined;
   private broken = false;
   private seq = 0;
-  private readonly pending = new Map<number, { resolve: (c: GatewayConfig) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
-  decode(core: CorePart, buckets: (Uint8Array | undefined)[]): Promise<GatewayConfig> {
-    const worker = this.workerOrUndefined();
-    if (!worker) return Promise.resolve().then(() => decodeInline(core, buckets));
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      worker.postMessage({ id, core, buckets });
-    });
+  decodeCore(bytes: Uint8Array): Promise<CorePart> {
+    return this.decode(bytes, { part: "core" }) as Promise<CorePart>;
+  }
+
+  decodeBucket(bucket: number, bytes: Uint8Array): Promise<GatewayKey[]> {
+    return this.decode(bytes, { part: "bucket", bucket }) as Promise<GatewayKey[]>;
   }
 
   async close(): Promise<void> {
@@ -39,6 +40,16 @@ export class ConfigDecoder {
     this.worker = undefined;
     this.broken = true;
     if (worker) await worker.terminate();
+  }
+
+  private decode(bytes: Uint8Array, part: Part): Promise<unknown> {
+    const worker = this.workerOrUndefined();
+    if (!worker) return Promise.resolve().then(() => decodeInline(bytes, part));
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      worker.postMessage({ id, bytes, ...part } satisfies DecodeRequest);
+    });
   }
 
   private workerOrUndefined(): Worker | undefined {
@@ -50,9 +61,8 @@ export class ConfigDecoder {
         const waiting = this.pending.get(reply.id);
         if (!waiting) return;
         this.pending.delete(reply.id);
-        if (reply.config) waiting.resolve(reply.config);
-        else if (reply.error?.notReady) waiting.reject(new ConfigNotReadyError(reply.error.message));
-        else waiting.reject(new InvalidConfigError(reply.error?.message ?? "invalid config"));
+        if (reply.error === undefined) waiting.resolve(reply.value);
+        else waiting.reject(new InvalidConfigError(reply.error));
       });
       worker.on("error", (err) => this.fail(err));
       worker.on("exit", () => this.fail(new Error("config decoder worker exited")));
@@ -72,11 +82,10 @@ export class ConfigDecoder {
   }
 }
 
-function decodeInline(core: CorePart, buckets: (Uint8Array | undefined)[]): GatewayConfig {
+function decodeInline(bytes: Uint8Array, part: Part): unknown {
   try {
-    return decodeGatewayConfig(core, buckets);
+    return part.part === "core" ? decodeCorePart(bytes) : decodeKeyBucket(part.bucket, bytes);
   } catch (err) {
-    if (err instanceof ConfigNotReadyError) throw err;
     throw new InvalidConfigError(err instanceof Error ? err.message : String(err));
   }
 }

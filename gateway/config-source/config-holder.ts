@@ -20,10 +20,15 @@ export class ConfigHolder {
     return this.table?.version ?? 0;
   }
 
-  /** Offer a decoded config; one not newer than the current is ignored. */
+  /** Offer a whole decoded config; one not newer than the current is ignored. */
   offer(config: GatewayConfig): OfferResult {
     if (config.version <= this.version) return "stale";
-    const table = new RouteTable(config);
+    return this.install(RouteTable.fromConfig(config));
+  }
+
+  /** Offer a table built from the one in use (config-assembler.ts); one not newer than the current is ignored. */
+  install(table: RouteTable): OfferResult {
+    if (table.version <= this.version) return "stale";
     this.table = table;
     for (const listener of this.listeners) listener(table);
     return "applied";

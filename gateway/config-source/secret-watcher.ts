@@ -1,8 +1,9 @@
 /**
  * Follows the gateway config the operator publishes in Secrets
- * (crds/api/gateway-config-codec.ts): watches the core Secret, reads the key
- * buckets it names (bucket bytes are cached by sha256, so unchanged buckets are
- * not read again), assembles the config and offers it to the holder. A core
+ * (crds/api/gateway-config-codec.ts): watches the core Secret, reads only the
+ * key buckets whose sha256 differs from those of the table in use, builds the
+ * next table from the one in use (config-assembler.ts: a one-key change
+ * rebuilds one bucket) and installs it in the holder. A core
  * whose buckets are not all written yet is read again shortly; an invalid
  * config is refused, counted and logged, and the last good one stays.
  */
@@ -13,11 +14,12 @@ import {
   bucketSecretName,
   CONFIG_DATA_KEY,
   ConfigNotReadyError,
+  type CorePart,
   coreSecretName,
-  decodeCorePart,
-  type GatewayConfig,
+  KEY_BUCKETS,
 } from "../../crds/api/index.ts";
 import type { GatewayMetrics } from "../metrics.ts";
+import { assembleRouteTable, bucketsToRead } from "./config-assembler.ts";
 import { ConfigDecoder, InvalidConfigError } from "./config-decoder.ts";
 import type { ConfigHolder } from "./config-holder.ts";
 
@@ -40,7 +42,7 @@ export class GatewayConfigWatcher {
   private readonly watch: Watch;
   private readonly decoder = new ConfigDecoder();
   private readonly options: SecretWatcherOptions;
-  /** Bucket bytes by their sha256. */
+  /** Bucket bytes by their sha256, read for a config not applied yet (its other buckets were not written yet). */
   private buckets = new Map<string, Buffer>();
   private stopped = false;
   private loading: Promise<void> | undefined;
@@ -51,6 +53,8 @@ export class GatewayConfigWatcher {
   private readBackoffMs = 1_000;
   /** The last core refused, so the same invalid bytes are not reported on every resync. */
   private refusedCoreSha: string | undefined;
+  /** The core in use, so a resync that finds it unchanged costs one read and no decoding. */
+  private appliedCoreSha: string | undefined;
 
   constructor(options: SecretWatcherOptions) {
     this.options = options;
@@ -162,27 +166,34 @@ export class GatewayConfigWatcher {
     this.readBackoffMs = 1_000;
     if (!coreBytes) return;
     const coreSha = sha256(coreBytes);
-    if (coreSha === this.refusedCoreSha) return;
-    let core: ReturnType<typeof decodeCorePart>;
+    // Nothing new (a resync, or a watch event for a core already applied or refused): no decoding at all.
+    if (coreSha === this.refusedCoreSha || coreSha === this.appliedCoreSha) return;
+    let core: CorePart;
     try {
-      core = decodeCorePart(coreBytes);
+      core = await this.decoder.decodeCore(coreBytes);
     } catch (err) {
-      this.refuse(coreSha, err);
+      if (err instanceof InvalidConfigError) this.refuse(coreSha, err);
+      else this.decoderFailed(err);
       return;
     }
     if (core.version <= holder.version) return;
 
-    const wanted = new Set(core.buckets);
-    let bytes: (Buffer | undefined)[];
+    // Only the buckets the table in use does not hold are read (or taken from the cache) and decoded.
+    const wanted = bucketsToRead(holder.current, core);
+    const read = new Map<number, Buffer | undefined>();
     try {
-      bytes = await Promise.all(
-        core.buckets.map(async (expected, i) => {
-          const cached = this.buckets.get(expected);
-          if (cached) return cached;
-          const read = await this.readSecretData(bucketSecretName(i));
-          metrics.configBucketReads.inc();
-          if (read) this.buckets.set(sha256(read), read);
-          return read;
+      await Promise.all(
+        wanted.map(async (i) => {
+          const expected = core.buckets[i] ?? "";
+          let bytes = this.buckets.get(expected);
+          if (!bytes) {
+            bytes = await this.readSecretData(bucketSecretName(i));
+            metrics.configBucketReads.inc();
+            // Bounded: a core that never becomes complete cannot make the cache grow without end.
+            if (this.buckets.size >= 2 * KEY_BUCKETS) this.buckets.clear();
+            if (bytes) this.buckets.set(sha256(bytes), bytes);
+          }
+          read.set(i, bytes);
         }),
       );
     } catch (err) {
@@ -191,35 +202,43 @@ export class GatewayConfigWatcher {
       this.later(1_000, () => void this.refresh());
       return;
     }
-    let config: GatewayConfig;
+    let assembled: Awaited<ReturnType<typeof assembleRouteTable>>;
     try {
-      config = await this.decoder.decode(core, bytes);
+      assembled = await assembleRouteTable(holder.current, core, read, this.decoder);
     } catch (err) {
       if (err instanceof ConfigNotReadyError) {
         log.debug({ version: core.version }, "gateway config buckets not written yet; reading again shortly");
         this.later(this.options.notReadyRetryMs ?? 250, () => void this.refresh());
         return;
       }
-      if (err instanceof InvalidConfigError) {
-        this.refuse(coreSha, err);
-        return;
-      }
-      // The decoder itself failed (its worker died): not the config's fault.
-      log.warn({ err: String(err) }, "cannot decode the gateway config now; trying again");
-      this.later(1_000, () => void this.refresh());
+      if (err instanceof InvalidConfigError) this.refuse(coreSha, err);
+      else this.decoderFailed(err);
       return;
     }
-    // A newer config may have been applied while this one was decoded.
-    if (config.version <= holder.version) return;
-    // Keep only the buckets of the config in use.
-    for (const sha of this.buckets.keys()) if (!wanted.has(sha)) this.buckets.delete(sha);
-    if (holder.offer(config) === "applied") {
-      metrics.configVersion.set(config.version);
+    // A newer config may have been applied while this one was assembled.
+    if (assembled.table.version <= holder.version) return;
+    // Bucket bytes are kept only until they are built into a table, and never more than one config's worth.
+    this.buckets.clear();
+    if (holder.install(assembled.table) === "applied") {
+      this.appliedCoreSha = coreSha;
+      metrics.configVersion.set(core.version);
+      metrics.configBucketsApplied.inc(assembled.rebuilt);
       log.info(
-        { version: config.version, models: config.models.length, keys: config.keys.length },
+        {
+          version: core.version,
+          models: core.models.length,
+          keys: assembled.table.keyCount,
+          bucketsRebuilt: assembled.rebuilt,
+        },
         "gateway config in use",
       );
     }
+  }
+
+  /** The decoder itself failed (its worker died): not the config's fault, so try again. */
+  private decoderFailed(err: unknown): void {
+    this.options.log.warn({ err: String(err) }, "cannot decode the gateway config now; trying again");
+    this.later(1_000, () => void this.refresh());
   }
 
   private refuse(coreSha: string, err: unknown): void {

@@ -3,11 +3,14 @@
  * in one atomic step (reserving its tokens and a concurrency slot), then
  * settle to the real token usage and free the slot when the request ends.
  *
- * Semantics, the same for the in-memory and the Redis limiter:
- * - requests per minute: a token bucket holding `burst` (default the per-minute
- *   figure), refilled at requestsPerMinute / 60 s;
- * - tokens per minute and per day: fixed windows (UTC minute, UTC day); the
- *   reservation must fit in what is left of the window;
+ * Semantics, the same for the in-memory and the Redis limiter (docs/gateway.md):
+ * - requests per minute, tokens per minute, tokens per day: sliding windows
+ *   (sliding-window.ts). What was admitted in any window-length span, up to
+ *   and including now, never exceeds the limit: no 2× at a window edge. The
+ *   request window holds max(requestsPerMinute, burst) requests;
+ * - burst, when set: also a token bucket of `burst` refilled at
+ *   requestsPerMinute / 60 s, so at most `burst` requests arrive at once and
+ *   the rest follow at the per-minute pace;
  * - concurrent requests: slots held until the request ends (in Redis with a
  *   lease, so a crashed gateway does not hold them for ever).
  */
@@ -55,7 +58,17 @@ export const DAY_MS = 86_400_000;
 /** A concurrency slot in Redis is reclaimed after this long even if its gateway died holding it. */
 export const CONCURRENCY_LEASE_MS = 15 * MINUTE_MS;
 
-export const bucketCapacity = (p: GatewayPolicy) => p.burst ?? p.requestsPerMinute ?? 0;
+/**
+ * A window is cut into this many slices; what was admitted in a slice counts until the slice's end is a
+ * full window old. So a window counts between 1 and 1 + 1/SLICES window-lengths of the past, and steady
+ * traffic gets at least SLICES / (SLICES + 1) of the limit (99.2 %).
+ */
+export const SLICES_PER_WINDOW = 120;
+export const MINUTE_SLICE_MS = MINUTE_MS / SLICES_PER_WINDOW;
+export const DAY_SLICE_MS = DAY_MS / SLICES_PER_WINDOW;
+
+/** Requests the sliding minute window holds: the per-minute figure, or the burst when it is larger. */
+export const requestWindowLimit = (p: GatewayPolicy) => Math.max(p.requestsPerMinute ?? 0, p.burst ?? 0);
 
 export function limitValueOf(p: GatewayPolicy, kind: LimitKind): number {
   switch (kind) {

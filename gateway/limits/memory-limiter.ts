@@ -3,20 +3,24 @@ import type { LimitKind } from "../errors.ts";
 import {
   type Admission,
   type AdmissionResult,
-  bucketCapacity,
   DAY_MS,
   type LimitCheck,
   type Limiter,
   limitValueOf,
   MINUTE_MS,
+  requestWindowLimit,
   type Ticket,
 } from "./limiter.ts";
+import { SlidingWindow } from "./sliding-window.ts";
 
 interface Counter {
+  /** The burst bucket (only when the policy sets burst): tokens left, NaN while full and untouched. */
   bucket: number;
   bucketAt: number;
-  minute: { index: number; used: number };
-  day: { index: number; used: number };
+  /** Windows are made on first use, so a key only pays for the limits its policies set. */
+  requests?: SlidingWindow;
+  minute?: SlidingWindow;
+  day?: SlidingWindow;
   inFlight: number;
 }
 
@@ -29,28 +33,22 @@ export class MemoryLimiter implements Limiter {
       c = {
         bucket: Number.NaN,
         bucketAt: now,
-        minute: { index: 0, used: 0 },
-        day: { index: 0, used: 0 },
         inFlight: 0,
       };
       this.counters.set(key, c);
     }
-    const minute = Math.floor(now / MINUTE_MS);
-    if (c.minute.index !== minute) c.minute = { index: minute, used: 0 };
-    const day = Math.floor(now / DAY_MS);
-    if (c.day.index !== day) c.day = { index: day, used: 0 };
     return c;
   }
 
-  private refill(c: Counter, check: LimitCheck, now: number): number {
-    const capacity = bucketCapacity(check.policy);
-    const rate = (check.policy.requestsPerMinute ?? 0) / MINUTE_MS;
+  /** The bucket at `now`; the arithmetic is the Lua script's, operation for operation, so both round alike. */
+  private refill(c: Counter, rpm: number, capacity: number, now: number): number {
     const start = Number.isNaN(c.bucket) ? capacity : c.bucket;
-    return Math.min(capacity, start + Math.max(0, now - c.bucketAt) * rate);
+    return Math.min(capacity, start + (Math.max(0, now - c.bucketAt) * rpm) / MINUTE_MS);
   }
 
   async admit(admission: Admission): Promise<AdmissionResult> {
     const now = admission.nowMs;
+    const { tokens } = admission;
     const reject = (check: LimitCheck, limit: LimitKind, retryAfterMs: number): AdmissionResult => ({
       ok: false,
       rejection: { check, limit, limitValue: limitValueOf(check.policy, limit), retryAfterMs },
@@ -59,14 +57,25 @@ export class MemoryLimiter implements Limiter {
       const p = check.policy;
       const c = this.counter(check.counterKey, now);
       if (p.requestsPerMinute !== undefined) {
-        const tokens = this.refill(c, check, now);
-        if (tokens < 1) return reject(check, "requests", ((1 - tokens) * MINUTE_MS) / p.requestsPerMinute);
+        if (p.burst !== undefined) {
+          const left = this.refill(c, p.requestsPerMinute, p.burst, now);
+          if (left < 1) return reject(check, "requests", Math.ceil(((1 - left) * MINUTE_MS) / p.requestsPerMinute));
+        }
+        const limit = requestWindowLimit(p);
+        c.requests ??= new SlidingWindow(MINUTE_MS);
+        if (c.requests.used(now) + 1 > limit) return reject(check, "requests", c.requests.retryAfterMs(now, 1, limit));
       }
-      if (p.tokensPerMinute !== undefined && c.minute.used + admission.tokens > p.tokensPerMinute) {
-        return reject(check, "tokens_per_minute", (c.minute.index + 1) * MINUTE_MS - now);
+      if (p.tokensPerMinute !== undefined) {
+        c.minute ??= new SlidingWindow(MINUTE_MS);
+        if (c.minute.used(now) + tokens > p.tokensPerMinute) {
+          return reject(check, "tokens_per_minute", c.minute.retryAfterMs(now, tokens, p.tokensPerMinute));
+        }
       }
-      if (p.tokensPerDay !== undefined && c.day.used + admission.tokens > p.tokensPerDay) {
-        return reject(check, "tokens_per_day", (c.day.index + 1) * DAY_MS - now);
+      if (p.tokensPerDay !== undefined) {
+        c.day ??= new SlidingWindow(DAY_MS);
+        if (c.day.used(now) + tokens > p.tokensPerDay) {
+          return reject(check, "tokens_per_day", c.day.retryAfterMs(now, tokens, p.tokensPerDay));
+        }
       }
       if (p.concurrentRequests !== undefined && c.inFlight >= p.concurrentRequests) {
         return reject(check, "concurrent_requests", 1_000);
@@ -76,11 +85,14 @@ export class MemoryLimiter implements Limiter {
       const p = check.policy;
       const c = this.counter(check.counterKey, now);
       if (p.requestsPerMinute !== undefined) {
-        c.bucket = this.refill(c, check, now) - 1;
-        c.bucketAt = now;
+        if (p.burst !== undefined) {
+          c.bucket = this.refill(c, p.requestsPerMinute, p.burst, now) - 1;
+          c.bucketAt = now;
+        }
+        c.requests?.add(now, 1);
       }
-      c.minute.used += admission.tokens;
-      c.day.used += admission.tokens;
+      if (p.tokensPerMinute !== undefined) c.minute?.add(now, tokens);
+      if (p.tokensPerDay !== undefined) c.day?.add(now, tokens);
       c.inFlight++;
     }
     return { ok: true, ticket: { admission, unlimited: false } };
@@ -92,9 +104,10 @@ export class MemoryLimiter implements Limiter {
     for (const check of admission.checks) {
       const c = this.counters.get(check.counterKey);
       if (!c) continue;
-      // Settle only inside the window the tokens were reserved in.
-      if (c.minute.index === Math.floor(admission.nowMs / MINUTE_MS)) c.minute.used += delta;
-      if (c.day.index === Math.floor(admission.nowMs / DAY_MS)) c.day.used += delta;
+      if (delta !== 0) {
+        c.minute?.settle(admission.nowMs, delta);
+        c.day?.settle(admission.nowMs, delta);
+      }
       c.inFlight = Math.max(0, c.inFlight - 1);
     }
   }

@@ -11,26 +11,79 @@ import type { GatewayMetrics } from "../metrics.ts";
 import {
   type Admission,
   type AdmissionResult,
-  bucketCapacity,
   CONCURRENCY_LEASE_MS,
-  DAY_MS,
+  DAY_SLICE_MS,
   type Limiter,
   limitValueOf,
-  MINUTE_MS,
+  MINUTE_SLICE_MS,
+  SLICES_PER_WINDOW,
   type Ticket,
 } from "./limiter.ts";
 
-// KEYS: four per check (bucket, minute window, day window, concurrency set).
-// ARGV: now, request id, tokens, check count, minute window end, day window end, lease,
-// then five per check: requestsPerMinute, capacity, tokensPerMinute, tokensPerDay, concurrentRequests (0 = none).
+// The sliding windows of sliding-window.ts, step for step, on a hash per window: field 'h' is the oldest
+// slice still counted, 's' the sum of the kept slices, and one field per non-empty slice (its index).
+// Spliced into a script after its locals now and slices (Redis refuses global variables).
+const WINDOW = `
+local function windowUsed(key, g)
+  local head = tonumber(redis.call('HGET', key, 'h'))
+  if not head then return 0 end
+  local cutoff = math.floor(now / g) - slices
+  if cutoff > head then
+    if cutoff > head + slices then
+      redis.call('DEL', key)
+      return 0
+    end
+    local freed = 0
+    for b = head, cutoff - 1 do
+      local v = redis.call('HGET', key, tostring(b))
+      if v then
+        freed = freed + tonumber(v)
+        redis.call('HDEL', key, tostring(b))
+      end
+    end
+    redis.call('HSET', key, 'h', tostring(cutoff))
+    if freed ~= 0 then return redis.call('HINCRBY', key, 's', -freed) end
+  end
+  return tonumber(redis.call('HGET', key, 's') or '0')
+end
+local function windowRetryAfter(key, g, amount, limit, sum)
+  local w = g * slices
+  local head = tonumber(redis.call('HGET', key, 'h'))
+  if amount > limit or not head then return w end
+  local freed = 0
+  for b = head, head + slices do
+    freed = freed + tonumber(redis.call('HGET', key, tostring(b)) or '0')
+    if sum - freed + amount <= limit then return (b + 1) * g + w - now end
+  end
+  return w
+end
+local function windowAdd(key, g, amount)
+  local current = math.floor(now / g)
+  local head = tonumber(redis.call('HGET', key, 'h'))
+  if not head then
+    head = current - slices
+    redis.call('HSET', key, 'h', tostring(head))
+  end
+  redis.call('HINCRBY', key, tostring(math.max(current, head)), amount)
+  redis.call('HINCRBY', key, 's', amount)
+  -- Two windows: the hash outlives its newest slice even if a gateway's clock runs a little behind.
+  redis.call('PEXPIRE', key, 2 * g * slices + 1000)
+end
+`;
+
+// KEYS: five per check (burst bucket, request window, token minute window, token day window, concurrency set).
+// ARGV: now, request id, tokens, check count, slices per window, minute slice ms, day slice ms, lease,
+// then five per check: requestsPerMinute, burst, tokensPerMinute, tokensPerDay, concurrentRequests (0 = none).
 const ADMIT = `
 local now = tonumber(ARGV[1])
 local id = ARGV[2]
 local tokens = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local minuteEnd = tonumber(ARGV[5])
-local dayEnd = tonumber(ARGV[6])
-local lease = tonumber(ARGV[7])
+local slices = tonumber(ARGV[5])
+local minuteSlice = tonumber(ARGV[6])
+local daySlice = tonumber(ARGV[7])
+local lease = tonumber(ARGV[8])
+${WINDOW}
 local function bucketNow(key, rpm, cap)
   local b = redis.call('HMGET', key, 't', 'ts')
   local t = tonumber(b[1]) or cap
@@ -40,52 +93,68 @@ local function bucketNow(key, rpm, cap)
   return math.min(cap, t + elapsed * rpm / 60000)
 end
 for i = 0, n - 1 do
-  local a = 8 + i * 5
-  local rpm, cap, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-  local k = i * 4
+  local a = 9 + i * 5
+  local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
+  local k = i * 5
   if rpm > 0 then
-    local t = bucketNow(KEYS[k+1], rpm, cap)
-    if t < 1 then return {i, 1, math.ceil((1 - t) * 60000 / rpm)} end
+    if burst > 0 then
+      local t = bucketNow(KEYS[k+1], rpm, burst)
+      if t < 1 then return {i, 1, math.ceil((1 - t) * 60000 / rpm)} end
+    end
+    local limit = math.max(rpm, burst)
+    local used = windowUsed(KEYS[k+2], minuteSlice)
+    if used + 1 > limit then return {i, 1, windowRetryAfter(KEYS[k+2], minuteSlice, 1, limit, used)} end
   end
-  if tpm > 0 and tonumber(redis.call('GET', KEYS[k+2]) or '0') + tokens > tpm then return {i, 2, minuteEnd - now} end
-  if tpd > 0 and tonumber(redis.call('GET', KEYS[k+3]) or '0') + tokens > tpd then return {i, 3, dayEnd - now} end
+  if tpm > 0 then
+    local used = windowUsed(KEYS[k+3], minuteSlice)
+    if used + tokens > tpm then return {i, 2, windowRetryAfter(KEYS[k+3], minuteSlice, tokens, tpm, used)} end
+  end
+  if tpd > 0 then
+    local used = windowUsed(KEYS[k+4], daySlice)
+    if used + tokens > tpd then return {i, 3, windowRetryAfter(KEYS[k+4], daySlice, tokens, tpd, used)} end
+  end
   if conc > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[k+4], '-inf', now)
-    if redis.call('ZCARD', KEYS[k+4]) >= conc then return {i, 4, 1000} end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k+5], '-inf', now)
+    if redis.call('ZCARD', KEYS[k+5]) >= conc then return {i, 4, 1000} end
   end
 end
 for i = 0, n - 1 do
-  local a = 8 + i * 5
-  local rpm, cap, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-  local k = i * 4
+  local a = 9 + i * 5
+  local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
+  local k = i * 5
   if rpm > 0 then
-    local t = bucketNow(KEYS[k+1], rpm, cap)
-    redis.call('HSET', KEYS[k+1], 't', tostring(t - 1), 'ts', now)
-    redis.call('PEXPIRE', KEYS[k+1], math.ceil(cap * 60000 / rpm) + 1000)
+    if burst > 0 then
+      local t = bucketNow(KEYS[k+1], rpm, burst)
+      redis.call('HSET', KEYS[k+1], 't', tostring(t - 1), 'ts', now)
+      redis.call('PEXPIRE', KEYS[k+1], math.ceil(burst * 60000 / rpm) + 1000)
+    end
+    windowAdd(KEYS[k+2], minuteSlice, 1)
   end
-  if tpm > 0 then
-    redis.call('INCRBY', KEYS[k+2], tokens)
-    redis.call('PEXPIRE', KEYS[k+2], minuteEnd - now + 1000)
-  end
-  if tpd > 0 then
-    redis.call('INCRBY', KEYS[k+3], tokens)
-    redis.call('PEXPIRE', KEYS[k+3], dayEnd - now + 1000)
-  end
+  if tpm > 0 then windowAdd(KEYS[k+3], minuteSlice, tokens) end
+  if tpd > 0 then windowAdd(KEYS[k+4], daySlice, tokens) end
   if conc > 0 then
-    redis.call('ZADD', KEYS[k+4], now + lease, id)
-    redis.call('PEXPIRE', KEYS[k+4], lease)
+    redis.call('ZADD', KEYS[k+5], now + lease, id)
+    redis.call('PEXPIRE', KEYS[k+5], lease)
   end
 end
 return {-1}
 `;
 
-// KEYS: three per check (minute window, day window, concurrency set). ARGV: token delta, request id.
+// KEYS: three per check (token minute window, token day window, concurrency set).
+// ARGV: token delta, request id, the admission's minute slice, its day slice.
+// A slice that has left its window (its field is gone) is not corrected: those tokens no longer count.
 const FINISH = `
 local delta = tonumber(ARGV[1])
 for i = 1, #KEYS, 3 do
   if delta ~= 0 then
-    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], delta) end
-    if redis.call('EXISTS', KEYS[i+1]) == 1 then redis.call('INCRBY', KEYS[i+1], delta) end
+    if redis.call('HEXISTS', KEYS[i], ARGV[3]) == 1 then
+      redis.call('HINCRBY', KEYS[i], ARGV[3], delta)
+      redis.call('HINCRBY', KEYS[i], 's', delta)
+    end
+    if redis.call('HEXISTS', KEYS[i+1], ARGV[4]) == 1 then
+      redis.call('HINCRBY', KEYS[i+1], ARGV[4], delta)
+      redis.call('HINCRBY', KEYS[i+1], 's', delta)
+    end
   end
   redis.call('ZREM', KEYS[i+2], ARGV[2])
 end
@@ -147,12 +216,13 @@ export class RedisLimiter implements Limiter {
     });
   }
 
-  private keysOf(counterKey: string, nowMs: number) {
+  private keysOf(counterKey: string) {
     const base = `${this.prefix}${counterKey}`;
     return {
-      bucket: `${base}:rpm`,
-      minute: `${base}:tpm:${Math.floor(nowMs / MINUTE_MS)}`,
-      day: `${base}:tpd:${Math.floor(nowMs / DAY_MS)}`,
+      bucket: `${base}:burst`,
+      requests: `${base}:rw`,
+      minute: `${base}:tw`,
+      day: `${base}:dw`,
       concurrency: `${base}:conc`,
     };
   }
@@ -169,17 +239,18 @@ export class RedisLimiter implements Limiter {
       admission.requestId,
       admission.tokens,
       admission.checks.length,
-      (Math.floor(now / MINUTE_MS) + 1) * MINUTE_MS,
-      (Math.floor(now / DAY_MS) + 1) * DAY_MS,
+      SLICES_PER_WINDOW,
+      MINUTE_SLICE_MS,
+      DAY_SLICE_MS,
       CONCURRENCY_LEASE_MS,
     ];
     for (const check of admission.checks) {
-      const k = this.keysOf(check.counterKey, now);
-      keys.push(k.bucket, k.minute, k.day, k.concurrency);
+      const k = this.keysOf(check.counterKey);
+      keys.push(k.bucket, k.requests, k.minute, k.day, k.concurrency);
       const p = check.policy;
       args.push(
         p.requestsPerMinute ?? 0,
-        bucketCapacity(p),
+        p.burst ?? 0,
         p.tokensPerMinute ?? 0,
         p.tokensPerDay ?? 0,
         p.concurrentRequests ?? 0,
@@ -209,12 +280,14 @@ export class RedisLimiter implements Limiter {
     const delta = actualTokens === undefined ? 0 : actualTokens - admission.tokens;
     const keys: string[] = [];
     for (const check of admission.checks) {
-      const k = this.keysOf(check.counterKey, admission.nowMs);
+      const k = this.keysOf(check.counterKey);
       keys.push(k.minute, k.day, k.concurrency);
     }
     if (keys.length === 0) return;
+    const minuteSlice = Math.floor(admission.nowMs / MINUTE_SLICE_MS);
+    const daySlice = Math.floor(admission.nowMs / DAY_SLICE_MS);
     try {
-      await this.script("pomonaFinish")(keys.length, ...keys, delta, admission.requestId);
+      await this.script("pomonaFinish")(keys.length, ...keys, delta, admission.requestId, minuteSlice, daySlice);
     } catch {
       // The slot's lease reclaims it; the tokens stay charged at the reservation.
       this.options.metrics.limiterFailures.inc({ mode: this.options.onFailure });

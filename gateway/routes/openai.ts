@@ -10,12 +10,16 @@ import { chatCompletionRequest, completionRequest, embeddingRequest } from "../.
 import type { ConfigHolder } from "../config-source/config-holder.ts";
 import { keyMayUse } from "../config-source/route-table.ts";
 import { ModelNotAllowedError, ModelNotFoundError } from "../errors.ts";
+import type { HashingKeysHolder } from "../key-hashing.ts";
 import { modelParams } from "../openai-schemas.ts";
 import { type InferenceDeps, inferenceHandler } from "../serve-inference.ts";
 import { authenticator } from "./authenticate.ts";
+import type { InvalidKeyThrottle } from "./invalid-key-throttle.ts";
 
 export interface OpenAiRouteOptions {
   holder: ConfigHolder;
+  hashingKeys: HashingKeysHolder;
+  throttle: InvalidKeyThrottle;
   inference: InferenceDeps;
 }
 
@@ -28,17 +32,26 @@ const modelObject = (model: GatewayModel, createdMs: number) => ({
 
 export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptions) {
   const app = root.withTypeProvider<ZodTypeProvider>();
-  app.addHook("onRequest", authenticator(opts.holder, opts.inference.now));
+  app.addHook(
+    "onRequest",
+    authenticator({
+      holder: opts.holder,
+      hashingKeys: opts.hashingKeys,
+      throttle: opts.throttle,
+      metrics: opts.inference.metrics,
+      now: opts.inference.now,
+    }),
+  );
 
   app.get("/models", async (request) => {
     const table = request.routeTable!;
     const caller = request.caller!;
-    const created = Date.parse(table.config.generatedAt);
+    const created = Date.parse(table.generatedAt);
     return {
       object: "list",
       data: table
         .modelsOf(caller.key.namespace)
-        .filter((m) => keyMayUse(caller, m))
+        .filter((m) => keyMayUse(table, caller, m))
         .map((m) => modelObject(m, created)),
     };
   });
@@ -48,8 +61,8 @@ export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptio
     const caller = request.caller!;
     const model = table.resolveModel(caller.key.namespace, request.params.model);
     if (!model) throw new ModelNotFoundError(request.params.model);
-    if (!keyMayUse(caller, model)) throw new ModelNotAllowedError(request.params.model);
-    return modelObject(model, Date.parse(table.config.generatedAt));
+    if (!keyMayUse(table, caller, model)) throw new ModelNotAllowedError(request.params.model);
+    return modelObject(model, Date.parse(table.generatedAt));
   });
 
   app.post("/chat/completions", { schema: { body: chatCompletionRequest } }, inferenceHandler(opts.inference, "chat"));

@@ -158,7 +158,13 @@ export class Dispatcher {
       };
       try {
         const response = await this.breakers.call(model, endpoint, () =>
-          this.client.post(`${endpoint.url}${req.path}`, req.payload(model.name), req.signal, req.requestId),
+          this.client.post(
+            `${endpoint.url}${req.path}`,
+            endpoint.node,
+            req.payload(model.name),
+            req.signal,
+            req.requestId,
+          ),
         );
         this.metrics.upstreamAttempts.inc({ model: model.name, outcome: "ok" });
         if (model.name !== req.model.name) {

@@ -12,8 +12,9 @@
  * for the client. The signal aborts the call at any point, including while
  * the body streams, which stops the node generating.
  */
-import { Agent, type IncomingMessage, request } from "node:http";
-import { UpstreamRejectedError } from "../errors.ts";
+import type { IncomingMessage } from "node:http";
+import { NotReadyError, UpstreamRejectedError } from "../errors.ts";
+import type { NodeTransport } from "./node-transport.ts";
 
 export interface UpstreamResponse {
   status: number;
@@ -49,25 +50,33 @@ export class ClientGoneError extends Error {
 const ERROR_BODY_LIMIT = 64 * 1024;
 
 export class NodeClient {
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 1024, keepAliveMsecs: 10_000 });
+  private readonly transport: NodeTransport;
   private readonly token: string;
   private readonly firstByteTimeoutMs: number;
 
-  constructor(options: { nodeToken: string; firstByteTimeoutMs: number }) {
+  constructor(options: { transport: NodeTransport; nodeToken: string; firstByteTimeoutMs: number }) {
+    this.transport = options.transport;
     this.token = options.nodeToken;
     this.firstByteTimeoutMs = options.firstByteTimeoutMs;
   }
 
-  /** `requestId` goes along as x-request-id, so a request can be followed into the node's logs. */
-  post(url: string, payload: string, signal: AbortSignal, requestId: string): Promise<UpstreamResponse> {
+  /**
+   * `node` is the node the endpoint belongs to, which its certificate must name under mutual TLS.
+   * `requestId` goes along as x-request-id, so a request can be followed into the node's logs.
+   */
+  post(url: string, node: string, payload: string, signal: AbortSignal, requestId: string): Promise<UpstreamResponse> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
         reject(new ClientGoneError());
         return;
       }
-      const req = request(url, {
+      if (!this.transport.ready) {
+        // Not the node's fault, so no breaker counts it; the client is told to come back.
+        reject(new NotReadyError("The gateway has no certificate for the model servers yet; try again shortly."));
+        return;
+      }
+      const req = this.transport.request(url, node, {
         method: "POST",
-        agent: this.agent,
         signal,
         headers: {
           authorization: `Bearer ${this.token}`,
@@ -115,7 +124,7 @@ export class NodeClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.transport.close();
   }
 }
 

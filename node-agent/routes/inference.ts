@@ -1,6 +1,8 @@
 /**
  * The OpenAI routes of each replica, under /replicas/<namespace>/<replica>/v1. Every request holds one of
  * the replica's sequences while it generates; a client that goes away aborts its generation at once.
+ * Everything that can refuse a request (schema, prompt length, a full queue, an unloading replica) is
+ * decided before the 200 headers go out at admission; a failure after them is an error envelope in the body.
  */
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -14,11 +16,12 @@ import {
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
 import { chatPrompt } from "../chat-prompt.ts";
-import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError } from "../errors.ts";
+import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
 import { replicaParams } from "../openai-schemas.ts";
 import type { GenerationParams, GenerationResult } from "../replica-engine.ts";
 import type { ReplicaSlot } from "../replica-manager.ts";
+import { JsonAnswer, type ResponseTiming } from "./admitted-response.ts";
 import { EventStream } from "./sse.ts";
 
 /** Where the routes find a Ready replica by namespace and name. */
@@ -29,11 +32,12 @@ export interface ReplicaDirectory {
 interface Options {
   manager: ReplicaDirectory;
   metrics: NodeAgentMetrics;
+  timing: ResponseTiming;
 }
 
 type Kind = "chat" | "completion";
 
-export async function inferenceRoutes(app: FastifyInstance, { manager, metrics }: Options): Promise<void> {
+export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, timing }: Options): Promise<void> {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const base = "/replicas/:namespace/:name/v1";
 
@@ -126,6 +130,38 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics }
     const created = Math.floor(Date.now() / 1000);
     const object = kind === "chat" ? "chat.completion" : "text_completion";
     const promptParam = kind === "chat" ? "messages" : "prompt";
+    const chunkObject = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    const chunk = (choices: unknown[], extra: object = {}) => ({
+      id,
+      object: chunkObject,
+      created,
+      model: body.model,
+      choices,
+      ...extra,
+    });
+
+    // The answer exists once the request is admitted: its 200 headers go out then (docs/node-agent.md, "Sign of life at admission").
+    let json: JsonAnswer | undefined;
+    let stream: EventStream | undefined;
+    const admitted = () => {
+      reply.hijack();
+      if (body.stream !== true) {
+        json = new JsonAnswer(reply.raw, timing);
+        return;
+      }
+      stream = new EventStream(reply.raw, timing);
+      if (kind === "chat")
+        stream.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
+    };
+    const answer = () => json ?? stream;
+    /** Back-pressure: the generation waits while the client's socket is full (admitted-response.ts). */
+    const gate = () => {
+      const wait = stream?.gate();
+      if (!wait) return undefined;
+      metrics.pausedStreams.inc(labels);
+      return wait.finally(() => metrics.pausedStreams.dec(labels));
+    };
+    const outcomeOf = (aborted: boolean) => (answer()?.stalled ? "stalled" : aborted ? "aborted" : "ok");
 
     const record = (result: GenerationResult) => {
       metrics.tokensGenerated.inc(labels, result.completionTokens);
@@ -136,14 +172,15 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics }
         if (result.completionTokens > 1 && genSeconds > 0)
           metrics.tokensPerSecond.observe(labels, (result.completionTokens - 1) / genSeconds);
       }
-      metrics.requests.inc({ ...labels, endpoint, outcome: result.aborted ? "aborted" : "ok" });
+      metrics.requests.inc({ ...labels, endpoint, outcome: outcomeOf(result.aborted) });
     };
     const usageOf = (result: GenerationResult) => ({
       prompt_tokens: result.promptTokens,
       completion_tokens: result.completionTokens,
       total_tokens: result.promptTokens + result.completionTokens,
     });
-    const failed = (err: unknown): never => {
+    /** Before admission: a plain HTTP error (4xx, 429 busy, 503 unloading with Retry-After). */
+    const refused = (err: unknown): never => {
       // A caller that left while queued is no error of ours; there is no one left to answer.
       if (clientGone.signal.aborted) {
         metrics.requests.inc({ ...labels, endpoint, outcome: "aborted" });
@@ -153,76 +190,69 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics }
       metrics.requests.inc({ ...labels, endpoint, outcome: known && known.status < 500 ? "rejected" : "error" });
       throw known ?? err;
     };
-
-    if (body.stream !== true) {
-      const result = await engine.complete(prompt, params, { signal }).catch(failed);
-      record(result);
-      if (result.aborted && clientGone.signal.aborted) return reply;
-      const choice =
-        kind === "chat"
-          ? { index: 0, message: { role: "assistant", content: result.text }, finish_reason: result.finishReason }
-          : { index: 0, text: result.text, finish_reason: result.finishReason, logprobs: null };
-      return { id, object, created, model: body.model, choices: [choice], usage: usageOf(result) };
-    }
-
-    // Admission first, so a full queue or a too-long prompt is a plain HTTP error, not a broken stream.
-    const chunkObject = kind === "chat" ? "chat.completion.chunk" : "text_completion";
-    const chunk = (choices: unknown[], extra: object = {}) => ({
-      id,
-      object: chunkObject,
-      created,
-      model: body.model,
-      choices,
-      ...extra,
-    });
-    let stream: EventStream | undefined;
-    const open = () => {
-      if (stream) return stream;
-      reply.hijack();
-      stream = new EventStream(reply.raw);
-      if (kind === "chat")
-        stream.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
-      return stream;
+    /** After the headers went out, the only honest signal left is an error envelope in the body. */
+    const failAfterHeaders = (error: AgentError) => {
+      if (stream) {
+        stream.send(error.envelope());
+        stream.end();
+      } else json?.end(error.envelope());
     };
+
     let result: GenerationResult;
     try {
       result = await engine.complete(prompt, params, {
         signal,
-        onText: (text) => {
-          const s = open();
-          s.send(
-            chunk([
-              kind === "chat"
-                ? { index: 0, delta: { content: text }, finish_reason: null }
-                : { index: 0, text, finish_reason: null, logprobs: null },
-            ]),
-          );
-        },
+        onAdmitted: admitted,
+        gate,
+        onText:
+          body.stream !== true
+            ? undefined
+            : (text) => {
+                stream?.send(
+                  chunk([
+                    kind === "chat"
+                      ? { index: 0, delta: { content: text }, finish_reason: null }
+                      : { index: 0, text, finish_reason: null, logprobs: null },
+                  ]),
+                );
+              },
       });
     } catch (err) {
-      if (!stream) return failed(err);
-      // Headers are gone: the only honest signal left is an error event and the end of the stream.
-      const known = toAgentError(err, promptParam);
-      stream.send({
-        error: (known ?? new AgentError(500, "server_error", "internal_error", "generation failed")).envelope().error,
-      });
-      stream.end();
-      request.log.warn({ err: (err as Error).message }, "stream failed mid-way");
+      if (!answer()) return refused(err);
+      if (clientGone.signal.aborted) {
+        metrics.requests.inc({ ...labels, endpoint, outcome: outcomeOf(true) });
+        return reply;
+      }
+      // A replica unloading under a request is "unavailable, try elsewhere", not a failure.
+      const known = slot.stop.signal.aborted ? unloading() : toAgentError(err, promptParam);
+      metrics.requests.inc({ ...labels, endpoint, outcome: "error" });
+      failAfterHeaders(known ?? new AgentError(500, "server_error", "internal_error", "generation failed"));
+      request.log.warn({ err: (err as Error).message, code: known?.code }, "generation failed after admission");
       return reply;
     }
     record(result);
-    const s = open();
-    if (!result.aborted || !clientGone.signal.aborted) {
-      s.send(
-        chunk([
-          kind === "chat"
-            ? { index: 0, delta: {}, finish_reason: result.finishReason }
-            : { index: 0, text: "", finish_reason: result.finishReason, logprobs: null },
-        ]),
-      );
-      if (body.stream_options?.include_usage) s.send(chunk([], { usage: usageOf(result) }));
-      s.end();
+    if (result.aborted) {
+      // The client left (or stalled and was cut off): nobody to answer. Otherwise the replica is unloading.
+      if (!clientGone.signal.aborted) failAfterHeaders(unloading("the replica unloaded during generation"));
+      return reply;
     }
+    if (json) {
+      const choice =
+        kind === "chat"
+          ? { index: 0, message: { role: "assistant", content: result.text }, finish_reason: result.finishReason }
+          : { index: 0, text: result.text, finish_reason: result.finishReason, logprobs: null };
+      json.end({ id, object, created, model: body.model, choices: [choice], usage: usageOf(result) });
+      return reply;
+    }
+    stream?.send(
+      chunk([
+        kind === "chat"
+          ? { index: 0, delta: {}, finish_reason: result.finishReason }
+          : { index: 0, text: "", finish_reason: result.finishReason, logprobs: null },
+      ]),
+    );
+    if (body.stream_options?.include_usage) stream?.send(chunk([], { usage: usageOf(result) }));
+    stream?.end();
     return reply;
   }
 }

@@ -1,28 +1,21 @@
-/** A Server-Sent Events response written straight to the socket, as OpenAI streams: `data: {...}` and `data: [DONE]`. */
+/**
+ * A Server-Sent Events response, as OpenAI streams: `data: {...}` and `data: [DONE]`, with `: keep-alive`
+ * comments between them while the request waits or generates (admitted-response.ts for headers,
+ * keep-alive and back-pressure).
+ */
 import type { ServerResponse } from "node:http";
+import { AdmittedResponse, type ResponseTiming } from "./admitted-response.ts";
 
-export class EventStream {
-  private readonly res: ServerResponse;
-
-  constructor(res: ServerResponse) {
-    this.res = res;
-    res.writeHead(200, {
-      "content-type": "text/event-stream",
-      "cache-control": "no-cache",
-      connection: "keep-alive",
-      "x-accel-buffering": "no",
-    });
-  }
-
-  get open(): boolean {
-    return !this.res.destroyed && !this.res.writableEnded;
+export class EventStream extends AdmittedResponse {
+  constructor(res: ServerResponse, timing: ResponseTiming) {
+    super(res, "text/event-stream", ": keep-alive\n\n", timing);
   }
 
   send(data: unknown): void {
-    if (this.open) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+    this.write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
   end(): void {
-    if (this.open) this.res.end("data: [DONE]\n\n");
+    this.finish("data: [DONE]\n\n");
   }
 }

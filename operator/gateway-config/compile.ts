@@ -26,7 +26,7 @@ export interface GatewayConfigInputs {
 export type CompiledConfig = Omit<GatewayConfig, "version" | "generatedAt">;
 
 export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfig {
-  const policyNames = new Set(inputs.policies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
+  const policyNames = policyNamesOf(inputs.policies);
   const endpointsByModel = new Map<string, GatewayModel["endpoints"]>();
   for (const r of inputs.replicas) {
     if (r.status?.phase !== "Ready" || !r.status.endpoint || r.metadata.deletionTimestamp) continue;
@@ -71,22 +71,8 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
   const now = inputs.now.getTime();
   const keys: GatewayKey[] = [];
   for (const k of inputs.keys) {
-    const hash = k.status?.hash;
-    if (!hash || k.spec.disabled || k.metadata.deletionTimestamp) continue;
-    if (k.spec.expiresAt && new Date(k.spec.expiresAt).getTime() <= now) continue;
-    const namespace = k.metadata.namespace ?? "";
-    const policy = k.spec.rateLimitPolicy;
-    // A key whose policy is missing is left out: refusing it is safer than serving it unlimited.
-    if (policy && !policyNames.has(`${namespace}/${policy}`)) continue;
-    keys.push({
-      hash,
-      namespace,
-      name: k.metadata.name ?? "",
-      owner: k.spec.owner,
-      ...(k.spec.models ? { models: k.spec.models } : {}),
-      ...(policy ? { rateLimitPolicy: policy } : {}),
-      ...(k.spec.expiresAt ? { expiresAt: k.spec.expiresAt } : {}),
-    });
+    const key = compileKey(k);
+    if (key && keyServes(key, expiresAtMsOf(key), policyNames, now)) keys.push(key);
   }
   keys.sort((a, b) => (a.hash < b.hash ? -1 : 1));
 
@@ -100,6 +86,43 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
     }))
     .sort(byName);
   return { models, keys, policies };
+}
+
+export const policyNamesOf = (policies: readonly RateLimitPolicy[]): ReadonlySet<string> =>
+  new Set(policies.map((p) => `${p.metadata.namespace}/${p.metadata.name}`));
+
+/**
+ * A key's entry in the config, or undefined while it has no hash, or when it is
+ * disabled or being deleted. Whether it serves right now (expiry, its policy
+ * exists) is `keyServes`, decided at every compilation.
+ */
+export function compileKey(k: ApiKey): GatewayKey | undefined {
+  const hash = k.status?.hash;
+  if (!hash || k.spec.disabled || k.metadata.deletionTimestamp) return undefined;
+  const policy = k.spec.rateLimitPolicy;
+  return {
+    hash,
+    namespace: k.metadata.namespace ?? "",
+    name: k.metadata.name ?? "",
+    owner: k.spec.owner,
+    ...(k.spec.models ? { models: k.spec.models } : {}),
+    ...(policy ? { rateLimitPolicy: policy } : {}),
+    ...(k.spec.expiresAt ? { expiresAt: k.spec.expiresAt } : {}),
+  };
+}
+
+export const expiresAtMsOf = (key: GatewayKey): number | undefined =>
+  key.expiresAt ? new Date(key.expiresAt).getTime() : undefined;
+
+export function keyServes(
+  key: GatewayKey,
+  expiresAtMs: number | undefined,
+  policyNames: ReadonlySet<string>,
+  nowMs: number,
+): boolean {
+  if (expiresAtMs !== undefined && expiresAtMs <= nowMs) return false;
+  // A key whose policy is missing is left out: refusing it is safer than serving it unlimited.
+  return !key.rateLimitPolicy || policyNames.has(`${key.namespace}/${key.rateLimitPolicy}`);
 }
 
 function pick(spec: RateLimitPolicy["spec"]) {

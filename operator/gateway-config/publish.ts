@@ -10,6 +10,7 @@ import {
   bucketSecretName,
   CONFIG_DATA_KEY,
   coreSecretName,
+  type EncodedConfig,
   encodeGatewayConfig,
   fieldManagers,
   type GatewayConfig,
@@ -33,7 +34,11 @@ export class GatewayConfigPublisher {
   }
 
   async publish(config: GatewayConfig): Promise<{ bucketsWritten: number; bytes: number }> {
-    const encoded = encodeGatewayConfig(config);
+    return this.publishEncoded(encodeGatewayConfig(config), config.version);
+  }
+
+  /** Publish parts already encoded (incremental.ts keeps the unchanged buckets' bytes from before). */
+  async publishEncoded(encoded: EncodedConfig, version: number): Promise<{ bucketsWritten: number; bytes: number }> {
     if (!this.seeded) await this.seed();
     let bucketsWritten = 0;
     let bytes = encoded.core.length;
@@ -47,7 +52,7 @@ export class GatewayConfigPublisher {
         bytes += data.length;
       }),
     );
-    await this.apply(coreSecretName, encoded.core, String(config.version));
+    await this.apply(coreSecretName, encoded.core, String(version));
     return { bucketsWritten, bytes };
   }
 

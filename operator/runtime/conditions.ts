@@ -34,7 +34,3 @@ export function setCondition(
   else list.push(next);
   return list;
 }
-
-export function findCondition(list: Condition[] | undefined, type: string): Condition | undefined {
-  return list?.find((c) => c.type === type);
-}

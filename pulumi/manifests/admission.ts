@@ -3,12 +3,12 @@
  * user's extra as authentication.kubernetes.io/node-name. This policy lets an agent write only its own
  * Node, its own node Lease and the ModelReplicas bound to its node, which RBAC alone cannot express.
  */
+import { nodeNameExtra } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import { componentLabels, type KubeObject } from "./object.ts";
 import { serviceAccountUser } from "./rbac.ts";
 
 export const nodeAgentPolicyName = "pomona-node-agent-own-node";
-export const nodeNameExtra = "authentication.kubernetes.io/node-name";
 
 export function nodeAgentAdmissionObjects(settings: PomonaSettings): KubeObject[] {
   if (!settings.nodeAgent.enabled) return [];

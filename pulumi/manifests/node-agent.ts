@@ -23,8 +23,8 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
   const env = [
     fieldEnv("POMONA_NODE_NAME", "spec.nodeName"),
     { name: "POMONA_NODE_MODE", value: "attached" },
-    // The gateway reaches each agent at its Pod's address, as written in replica endpoints.
-    fieldEnv("POMONA_AGENT_ADDRESS", "status.podIP"),
+    // The gateway reaches each agent at its node's address, as written in replica endpoints.
+    fieldEnv("POMONA_AGENT_ADDRESS", "status.hostIP"),
     { name: "POMONA_AGENT_PORT", value: String(nodeAgent.port) },
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_CACHE_DIR", value: cacheMountPath },
@@ -43,6 +43,10 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
           metadata: { labels },
           spec: {
             serviceAccountName: serviceAccountName("node-agent"),
+            // The agent serves on the node's own address: the operator signs its certificate only for an
+            // address the Node has registered, and the gateway checks the endpoint against it.
+            hostNetwork: true,
+            dnsPolicy: "ClusterFirstWithHostNet",
             nodeSelector: { [wellKnownLabels.inferenceNode]: "true", "kubernetes.io/os": "linux" },
             tolerations: [{ ...inferenceNodeTaint, operator: "Equal" }],
             ...podBasics(settings),
@@ -54,7 +58,7 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
                 command: ["node", "node-agent/main.ts"],
                 env,
                 ports: [{ name: "http", containerPort: nodeAgent.port }],
-                ...httpProbes("http"),
+                ...httpProbes("http", "HTTPS"),
                 volumeMounts: [
                   { name: "node-token", mountPath: nodeTokenMountPath, readOnly: true },
                   { name: "model-cache", mountPath: cacheMountPath },

@@ -36,11 +36,9 @@ export function fieldEnv(name: string, fieldPath: string) {
   return { name, valueFrom: { fieldRef: { fieldPath } } };
 }
 
-export function httpProbes(port: string) {
-  return {
-    livenessProbe: { httpGet: { path: "/healthz", port } },
-    readinessProbe: { httpGet: { path: "/readyz", port } },
-  };
+export function httpProbes(port: string, scheme: "HTTP" | "HTTPS" = "HTTP") {
+  const httpGet = (path: string) => ({ path, port, ...(scheme === "HTTPS" ? { scheme } : {}) });
+  return { livenessProbe: { httpGet: httpGet("/healthz") }, readinessProbe: { httpGet: httpGet("/readyz") } };
 }
 
 /** The Pod spec fields every Pomona workload shares. */

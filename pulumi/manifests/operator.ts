@@ -10,7 +10,7 @@ import {
   podBasics,
   selectorLabels,
 } from "./object.ts";
-import { serviceAccountName } from "./rbac.ts";
+import { operatorSecretNamespaces, serviceAccountName } from "./rbac.ts";
 
 /** The release of this checkout, the image tag when none is set (the chart uses its appVersion, the same). */
 export const releaseVersion = (
@@ -48,6 +48,13 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                   fieldEnv("POMONA_OPERATOR_ID", "metadata.name"),
                   { name: "POMONA_OPERATOR_PORT", value: "8081" },
                   { name: "POMONA_NODE_LOST_AFTER_SECONDS", value: String(settings.operator.nodeLostAfterSeconds) },
+                  // The operator holds Secret rights only there (rbac.ts), so it serves only there.
+                  { name: "POMONA_WATCH_NAMESPACES", value: operatorSecretNamespaces(settings).join(",") },
+                  // Certificate requests from this ServiceAccount are signed only for the node its Pod runs on.
+                  {
+                    name: "POMONA_NODE_AGENT_SERVICE_ACCOUNT",
+                    value: `${settings.namespace}/${serviceAccountName("node-agent")}`,
+                  },
                 ],
                 ports: [{ name: "http", containerPort: 8081 }],
                 ...httpProbes("http"),

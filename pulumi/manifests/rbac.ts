@@ -3,7 +3,8 @@
  * cannot scope a node-agent to its own node; nodeAgentAdmissionPolicy does that.
  */
 import { allConfigSecretNames } from "../../crds/api/gateway-config-codec.ts";
-import { nodeTokenSecret, operatorLeaseName } from "../../crds/api/well-known.ts";
+import { keyHashingSecret } from "../../crds/api/key-hashing.ts";
+import { nodeIdentity, nodeTokenSecret, operatorLeaseName } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import { componentLabels, type KubeObject } from "./object.ts";
 
@@ -42,10 +43,35 @@ export const operatorClusterRules: Rule[] = [
   },
   // A lost node's replicas are marked by the operator.
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas/status"], verbs: ["get", "update", "patch"] },
-  // Minted key Secrets live beside their ApiKey; the gateway config Secrets in the system namespace.
-  { apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "watch", "create", "update", "patch", "delete"] },
   { apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] },
   { apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] },
+  // Node identity: the operator approves and signs node-agents' certificate requests for its own signer only.
+  { apiGroups: ["certificates.k8s.io"], resources: ["certificatesigningrequests"], verbs: ["get", "list", "watch"] },
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["certificatesigningrequests/approval", "certificatesigningrequests/status"],
+    verbs: ["update"],
+  },
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["signers"],
+    resourceNames: [nodeIdentity.signerName],
+    verbs: ["approve", "sign"],
+  },
+];
+
+/**
+ * Secrets only in the namespaces the operator serves (operatorSecretNamespaces), a Role each: minted key
+ * Secrets beside their ApiKeys, users' opted-in Secrets, and in the system namespace the gateway config and
+ * the API key hashing keys.
+ */
+export const operatorSecretRules: Rule[] = [
+  { apiGroups: [""], resources: ["secrets"], verbs: ["get", "list", "watch", "create", "update", "patch", "delete"] },
+];
+
+/** The release namespace first, then operator.watchNamespaces, each once. */
+export const operatorSecretNamespaces = (settings: PomonaSettings): string[] => [
+  ...new Set([settings.namespace, ...settings.operator.watchNamespaces]),
 ];
 
 export const operatorLeaderRules: Rule[] = [
@@ -67,7 +93,7 @@ export const gatewayRules: Rule[] = [
   {
     apiGroups: [""],
     resources: ["secrets"],
-    resourceNames: [...allConfigSecretNames(), nodeTokenSecret],
+    resourceNames: [...allConfigSecretNames(), nodeTokenSecret, keyHashingSecret, nodeIdentity.gatewayClientSecret],
     verbs: ["get", "watch"],
   },
 ];
@@ -78,6 +104,12 @@ export const nodeAgentClusterRules: Rule[] = [
   { apiGroups: [""], resources: ["nodes/status"], verbs: ["get", "update", "patch"] },
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas"], verbs: ["get", "list", "watch"] },
   { apiGroups: ["pomona.dev"], resources: ["modelreplicas/status"], verbs: ["get", "update", "patch"] },
+  // Its serving certificate: a request the operator signs, deleted once signed.
+  {
+    apiGroups: ["certificates.k8s.io"],
+    resources: ["certificatesigningrequests"],
+    verbs: ["get", "list", "watch", "create", "delete"],
+  },
 ];
 
 export const nodeAgentLeaseRules: Rule[] = [
@@ -125,6 +157,9 @@ export function rbacObjects(settings: PomonaSettings): KubeObject[] {
     serviceAccount(ns, "operator"),
     serviceAccount(ns, "gateway"),
     ...grant(settings, "operator", "pomona-operator", operatorClusterRules),
+    ...operatorSecretNamespaces(settings).flatMap((n) =>
+      grant(settings, "operator", "pomona-operator-secrets", operatorSecretRules, n),
+    ),
     ...grant(settings, "operator", "pomona-operator-leader", operatorLeaderRules, ns),
     ...grant(settings, "operator", "pomona-operator-node-leases", operatorNodeLeaseRules, nodeLeaseNamespace),
     ...grant(settings, "gateway", "pomona-gateway", gatewayRules, ns),

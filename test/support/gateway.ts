@@ -1,13 +1,23 @@
 // A gateway for tests: the real app, fed by the real config watcher from configs published into a real API server.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
 import type { FastifyInstance } from "fastify";
 import { inject } from "vitest";
-import type { GatewayConfig, GatewayKey, GatewayModel, GatewayPolicy } from "../../crds/api/index.ts";
+import {
+  type GatewayConfig,
+  type GatewayKey,
+  type GatewayModel,
+  type GatewayPolicy,
+  hashingKey,
+  keyedHash,
+  keyHashingDataKeys,
+  keyHashingSecret,
+} from "../../crds/api/index.ts";
 import { buildApp, type GatewayDeps } from "../../gateway/app.ts";
 import { ConfigHolder } from "../../gateway/config-source/config-holder.ts";
 import { GatewayConfigWatcher } from "../../gateway/config-source/secret-watcher.ts";
+import { HashingKeysHolder, HashingKeysWatcher } from "../../gateway/key-hashing.ts";
 import type { Limiter } from "../../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../../gateway/limits/memory-limiter.ts";
 import { createMetrics, type GatewayMetrics } from "../../gateway/metrics.ts";
@@ -16,10 +26,36 @@ import { GatewayConfigPublisher } from "../../operator/gateway-config/publish.ts
 import { eventually } from "./processes.ts";
 
 export const NODE_TOKEN = "node-token-for-tests";
+/** The hashing key of configs published by ConfigFeed (the operator makes a random one). */
+export const TEST_HASHING_KEY = hashingKey(Buffer.alloc(32, "hashing-key-for-tests"));
+/**
+ * Every test client comes from 127.0.0.1, so tests about other things would trip the invalid-key throttle;
+ * test/keys-security.test.ts checks the throttle with small figures of its own.
+ */
+export const RELAXED_INVALID_KEYS = { burst: 1_000_000, refillPerMinute: 1_000_000, maxAddresses: 100 };
 
-export function kubeConfig(): KubeConfig {
+/** Write the hashing-key Secret the way the operator would: `replace` overwrites one already there. */
+export async function writeHashingSecret(
+  namespace: string,
+  mode: "create-if-absent" | "replace",
+  kubeconfig?: string,
+): Promise<void> {
+  const core = kubeConfig(kubeconfig).makeApiClient(CoreV1Api);
+  const body = {
+    metadata: { name: keyHashingSecret, namespace },
+    data: { [keyHashingDataKeys.current]: TEST_HASHING_KEY.bytes.toString("base64") },
+  };
+  try {
+    await core.createNamespacedSecret({ namespace, body });
+  } catch (err) {
+    if ((err as { code?: number }).code !== 409) throw err;
+    if (mode === "replace") await core.replaceNamespacedSecret({ name: keyHashingSecret, namespace, body });
+  }
+}
+
+export function kubeConfig(path: string = inject("kubeconfig")): KubeConfig {
   const kc = new KubeConfig();
-  kc.loadFromFile(inject("kubeconfig"));
+  kc.loadFromFile(path);
   return kc;
 }
 
@@ -40,7 +76,7 @@ export interface TestKey {
 
 export function makeKey(namespace: string, name: string, extra: Partial<GatewayKey> = {}): TestKey {
   const secret = `sk-pomona-${randomBytes(18).toString("base64url")}`;
-  const hash = createHash("sha256").update(secret).digest("hex");
+  const hash = keyedHash(secret, TEST_HASHING_KEY);
   return { secret, key: { hash, namespace, name, owner: `team-${name}`, ...extra } };
 }
 
@@ -61,6 +97,7 @@ export class ConfigFeed {
   publisher: GatewayConfigPublisher;
   version = 0;
   private readonly namespace: string;
+  private hashingSecretWritten = false;
   constructor(namespace: string) {
     this.namespace = namespace;
     this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), namespace);
@@ -74,6 +111,10 @@ export class ConfigFeed {
     keys: TestKey[];
     policies?: GatewayPolicy[];
   }): Promise<GatewayConfig> {
+    if (!this.hashingSecretWritten) {
+      await writeHashingSecret(this.namespace, "replace");
+      this.hashingSecretWritten = true;
+    }
     this.version++;
     const config: GatewayConfig = {
       version: this.version,
@@ -108,12 +149,17 @@ export async function startGateway(
     queue?: Partial<GatewayDeps["queue"]>;
     bodyLimitBytes?: number;
     metrics?: GatewayMetrics;
+    invalidKeys?: GatewayDeps["invalidKeys"];
   } = {},
 ): Promise<TestGateway> {
   const metrics = options.metrics ?? createMetrics();
   const holder = new ConfigHolder();
   const limiter = options.limiter ?? new MemoryLimiter();
+  const hashingKeys = new HashingKeysHolder();
+  await writeHashingSecret(namespace, "create-if-absent");
   const app = await buildApp({
+    hashingKeys,
+    invalidKeys: options.invalidKeys ?? RELAXED_INVALID_KEYS,
     holder,
     limiter,
     metrics,
@@ -134,6 +180,14 @@ export async function startGateway(
     resyncMs: 2_000,
   });
   watcher.start();
+  const hashingWatcher = new HashingKeysWatcher({
+    kubeConfig: kubeConfig(),
+    namespace,
+    holder: hashingKeys,
+    log: app.log,
+    resyncMs: 2_000,
+  });
+  hashingWatcher.start();
   await app.listen({ port: 0, host: "127.0.0.1" });
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
   return {
@@ -150,6 +204,7 @@ export async function startGateway(
       ).then(() => undefined),
     close: async () => {
       watcher.stop();
+      hashingWatcher.stop();
       await closeGracefully(app, 500);
       await limiter.close();
     },

@@ -5,12 +5,13 @@ import { createReadStream, mkdtempSync, readFileSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { inject } from "vitest";
 import { freePort } from "../../controlplane/local-control-plane.ts";
 import { startNode, type TestProcess } from "./processes.ts";
 
-export const tinyModel = "/work/shared/models/stories260K.gguf";
+/** The fixture model, in the `shared/` folder beside this checkout. */
+export const tinyModel = resolve(import.meta.dirname, "..", "..", "..", "shared", "models", "stories260K.gguf");
 export const tinyModelSha256 = createHash("sha256").update(readFileSync(tinyModel)).digest("hex");
 export const NODE_AGENT_TOKEN = "node-agent-token-for-tests";
 
@@ -32,6 +33,8 @@ export async function startAgent(nodeName: string, env: Record<string, string> =
     POMONA_AGENT_ADDRESS: "127.0.0.1",
     POMONA_AGENT_PORT: String(port),
     POMONA_NODE_TOKEN: NODE_AGENT_TOKEN,
+    // Stand-in configs without an operator to sign certificates: plain HTTP; test/node-identity.test.ts runs TLS.
+    POMONA_NODE_TLS: "off",
     POMONA_CACHE_DIR: cacheDir,
     POMONA_MODEL_MEMORY: "1Gi",
     // Two cores are shared with the control plane and other suites; one llama.cpp thread avoids spinning

@@ -29,6 +29,9 @@ app.kubernetes.io/component: {{ . }}
 - {{ printf "pomona-gateway-config-keys-%02d" $i }}
 {{- end }}
 - pomona-node-token
+- pomona-key-hashing
+
+- pomona-gateway-node-client
 {{- end }}
 
 {{- define "pomona.podSecurityContext" -}}
@@ -50,4 +53,9 @@ capabilities:
 {{/* The user the node-agent's Pods authenticate as; the admission policy keys on it. */}}
 {{- define "pomona.nodeAgentUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:pomona-node-agent
+{{- end }}
+
+{{- /* The namespaces whose Secrets the operator may use, as a JSON list: the release's, then operator.watchNamespaces, each once. */}}
+{{- define "pomona.operatorSecretNamespaces" -}}
+{{- prepend .Values.operator.watchNamespaces .Release.Namespace | uniq | toJson -}}
 {{- end }}

@@ -1,0 +1,44 @@
+/**
+ * Back-pressure for one llama.cpp sequence. node-llama-cpp's LlamaCompletion calls its onToken/onTextChunk
+ * callbacks synchronously and never waits for them, but it pulls every token from the sequence's
+ * `evaluate()` async generator, and that generator decodes the next token only when it is asked for it.
+ * So the sequence's `evaluate` is wrapped once: before asking for each next token it awaits the gate of
+ * the request holding the sequence (e.g. "the client's socket has drained"). While the gate is shut
+ * this sequence decodes nothing; the context's other sequences keep batching without it.
+ */
+import type { LlamaContextSequence, Token } from "node-llama-cpp";
+
+/** Resolves when the sequence may decode its next token; rejecting ends the generation with that error. */
+export type Gate = () => Promise<void> | undefined;
+
+type Evaluate = LlamaContextSequence["evaluate"];
+
+export class PacedSequence {
+  readonly sequence: LlamaContextSequence;
+  private gate: Gate | undefined;
+
+  constructor(sequence: LlamaContextSequence) {
+    this.sequence = sequence;
+    const evaluate: Evaluate = sequence.evaluate.bind(sequence);
+    const self = this;
+    sequence.evaluate = async function* paced(tokens, options) {
+      const inner = evaluate(tokens, options);
+      try {
+        let input: Token | Token[] | undefined;
+        for (;;) {
+          const next = await inner.next(input);
+          if (next.done) return;
+          input = (yield next.value) as Token | Token[] | undefined;
+          await self.gate?.();
+        }
+      } finally {
+        await inner.return();
+      }
+    };
+  }
+
+  /** The gate of the request now holding the sequence; undefined lets it run freely. */
+  setGate(gate: Gate | undefined): void {
+    this.gate = gate;
+  }
+}
