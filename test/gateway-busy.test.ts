@@ -1,8 +1,8 @@
 // Busy is not failure, and the gateway's waiting line. The node behind the gateway is the fake node
 // (test/support/fake-node.ts) speaking the gateway↔node contract of docs/node-contract.md: a full node's
 // 429 with Retry-After, an unloading replica's 503 with Retry-After, headers at admission with keep-alive
-// spaces before a slow JSON answer (a stand-in for the node-agent's early headers until they land), and a
-// failure after the headers. The faults and exact timings are the point here; real inference under
+// spaces before a slow JSON answer, and a failure after the headers; test/gateway-node-contract.test.ts
+// checks the same against the real node-agent. The faults and exact timings are the point here; real inference under
 // saturation is test/gateway-overload.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayModel } from "../crds/api/index.ts";

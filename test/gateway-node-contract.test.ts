@@ -3,9 +3,8 @@
 // cut by the first-byte timeout), and a busy answer (429 with Retry-After) when the node's sequences and
 // queue are full of other clients' requests — here sent straight to the node, standing for other
 // gateway replicas. test/gateway-busy.test.ts proves the gateway's side against a fake node.
-// These pass once the node-agent implements docs/node-contract.md (early headers, 429 replica_busy); against
-// a node-agent that sends its headers only with the whole answer and answers a full queue with 503 and no
-// Retry-After, the first gets 504 and the second sees no 429 from the node.
+// Against a node-agent without its side of the contract (headers only with the whole answer, a full queue
+// answered 503 without Retry-After) the first gets 504 and the second sees no 429 from the node.
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
