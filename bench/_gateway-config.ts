@@ -46,7 +46,7 @@ export function staticGatewaySpec(parts: {
           namespace: "bench",
           name: parts.model,
           aliases: [],
-          endpoints: [{ url: parts.endpoint, replica: "bench-replica", node: "bench-node", weight: 1 }],
+          endpoints: [{ url: parts.endpoint, replica: "bench-replica", node: "bench-node", weight: 1, slots: 64 }],
           fallbacks: [],
           embeddings: false,
           contextSize: parts.contextSize,

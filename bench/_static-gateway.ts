@@ -39,6 +39,7 @@ const app = await buildApp({
   metrics,
   nodeToken: spec.nodeToken,
   upstream: settings.upstream,
+  queue: settings.queue,
   bodyLimitBytes: settings.bodyLimitBytes,
   hashingKeys: new HashingKeysHolder({ current: BENCH_HASHING_KEY }),
   // One load generator stands in for many clients: the per-address connection cap would count them as one.

@@ -47,6 +47,7 @@ function config(version: number, keyCount: number, modelTag: string): GatewayCon
           replica: `model-${i}-${i === 0 ? modelTag : "a"}`,
           node: `mac-${i % 500}`,
           weight: 1,
+          slots: 4,
         },
       ],
       fallbacks: [],

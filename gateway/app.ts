@@ -15,6 +15,7 @@ import {
   defaultClientLimits,
   proxyList,
 } from "./client-connections.ts";
+import type { QueueSettings } from "./config.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
@@ -39,6 +40,7 @@ export interface GatewayDeps {
   /** How nodes are reached; plain HTTP unless given (gateway/main.ts gives mutual TLS by default). */
   nodeTransport?: NodeTransport;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  queue: QueueSettings;
   bodyLimitBytes: number;
   /** The keys API keys are hashed with (gateway/key-hashing.ts); requests wait as "not ready" until there are some. */
   hashingKeys: HashingKeysHolder;
@@ -91,16 +93,28 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     throw new RouteNotFoundError(request.method);
   });
 
-  // Upstream: node calls, per-endpoint breakers and load, dispatch with retries and fallbacks.
+  // Upstream: node calls, per-endpoint breakers and load, dispatch with retries, fallbacks and a waiting line.
   const client = new NodeClient({
     transport: deps.nodeTransport ?? plainTransport(),
     nodeToken: deps.nodeToken,
     firstByteTimeoutMs: deps.upstream.firstByteTimeoutMs,
   });
   const breakers = new EndpointBreakers({ resetMs: deps.upstream.breakerResetMs, metrics: deps.metrics });
-  const dispatcher = new Dispatcher({ client, breakers, load: new EndpointLoad(), metrics: deps.metrics });
-  deps.holder.onChange((table) => breakers.retain(table.models));
+  const dispatcher = new Dispatcher({
+    client,
+    breakers,
+    load: new EndpointLoad(),
+    metrics: deps.metrics,
+    queue: deps.queue,
+  });
+  const follow = (models: Parameters<typeof breakers.retain>[0]) => {
+    breakers.retain(models);
+    dispatcher.retain(models);
+  };
+  if (deps.holder.current) follow(deps.holder.current.models);
+  deps.holder.onChange((table) => follow(table.models));
   app.addHook("onClose", async () => {
+    dispatcher.close();
     breakers.shutdown();
     client.close();
     logStream.flushSync();

@@ -28,6 +28,8 @@ const environment = z.object({
   POMONA_UPSTREAM_FIRST_BYTE_TIMEOUT_MS: positiveInt.default(30_000),
   POMONA_UPSTREAM_TOTAL_TIMEOUT_MS: positiveInt.default(600_000),
   POMONA_BREAKER_RESET_MS: positiveInt.default(5_000),
+  POMONA_QUEUE_TIMEOUT_MS: z.coerce.number().int().min(0).default(5_000),
+  POMONA_QUEUE_MAX_PER_MODEL: z.coerce.number().int().min(0).default(256),
   POMONA_INVALID_KEY_BURST: positiveInt.default(20),
   POMONA_INVALID_KEY_REFILL_PER_MINUTE: positiveInt.default(20),
   POMONA_INVALID_KEY_MAX_ADDRESSES: positiveInt.default(10_000),
@@ -35,6 +37,14 @@ const environment = z.object({
   POMONA_NODE_TLS: z.enum(["mutual", "off"]).default("mutual"),
   POMONA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
+
+/** The per-model waiting line (gateway/upstream/waiting-line.ts). */
+export interface QueueSettings {
+  /** Longest a request waits for an endpoint with room; with 0 it gets 503 at once. */
+  timeoutMs: number;
+  /** Most requests waiting per model; with 0 a request that finds no room gets 429 at once. */
+  maxPerModel: number;
+}
 
 export interface GatewaySettings {
   namespace: string;
@@ -51,6 +61,7 @@ export interface GatewaySettings {
   limitsOnRedisFailure: "allow" | "deny";
   bodyLimitBytes: number;
   upstream: { firstByteTimeoutMs: number; totalTimeoutMs: number; breakerResetMs: number };
+  queue: QueueSettings;
   /** Invalid keys an address may send (burst, then refillPerMinute) before it is answered 429; addresses tracked at most. */
   invalidKeys: { burst: number; refillPerMinute: number; maxAddresses: number };
 
@@ -98,6 +109,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
       totalTimeoutMs: e.POMONA_UPSTREAM_TOTAL_TIMEOUT_MS,
       breakerResetMs: e.POMONA_BREAKER_RESET_MS,
     },
+    queue: { timeoutMs: e.POMONA_QUEUE_TIMEOUT_MS, maxPerModel: e.POMONA_QUEUE_MAX_PER_MODEL },
     invalidKeys: {
       burst: e.POMONA_INVALID_KEY_BURST,
       refillPerMinute: e.POMONA_INVALID_KEY_REFILL_PER_MINUTE,

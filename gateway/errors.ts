@@ -187,8 +187,24 @@ export class NoReplicaError extends GatewayError {
   readonly status = 503;
   readonly type = "server_error";
   readonly code = "no_replica_available";
-  constructor(model: string) {
+  readonly retryAfterSeconds: number;
+  /** `retryAfterSeconds`: the busy node's own Retry-After when that is why, else 1. */
+  constructor(model: string, retryAfterSeconds = 1) {
     super(`No replica of the model '${model}' or its fallbacks can serve right now.`);
+    this.retryAfterSeconds = Math.max(1, Math.ceil(retryAfterSeconds));
+  }
+  override headers(): Record<string, string> {
+    return { "retry-after": String(this.retryAfterSeconds) };
+  }
+}
+
+/** The model's waiting line is full: the client should come back shortly. */
+export class ModelQueueFullError extends GatewayError {
+  readonly status = 429;
+  readonly type = "rate_limit_error";
+  readonly code = "model_queue_full";
+  constructor(model: string) {
+    super(`The model '${model}' is busy and its waiting line is full; retry shortly.`);
   }
   override headers(): Record<string, string> {
     return { "retry-after": "1" };

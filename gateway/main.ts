@@ -46,6 +46,7 @@ async function main(): Promise<void> {
     nodeTransport: mutualTls ?? plainTransport(),
     nodeToken: settings.nodeToken,
     upstream: settings.upstream,
+    queue: settings.queue,
     bodyLimitBytes: settings.bodyLimitBytes,
     hashingKeys,
     invalidKeys: settings.invalidKeys,

@@ -42,7 +42,7 @@ export function createMetrics() {
     }),
     upstreamAttempts: new Counter({
       name: "pomona_gateway_upstream_attempts_total",
-      help: "Calls to node-agents by outcome (ok, failed, rejected_by_breaker).",
+      help: "Calls to node-agents by outcome (ok, busy, failed, rejected_by_breaker).",
       labelNames: ["model", "outcome"] as const,
       registers,
     }),
@@ -83,6 +83,19 @@ export function createMetrics() {
     configBucketReads: new Counter({
       name: "pomona_gateway_config_bucket_reads_total",
       help: "Key bucket Secrets read from the API server; unchanged buckets are served from the cache.",
+      registers,
+    }),
+    queueLength: new Gauge({
+      name: "pomona_gateway_queue_length",
+      help: "Requests waiting in the gateway's line of a model (namespace/name) for an endpoint with room.",
+      labelNames: ["model"] as const,
+      registers,
+    }),
+    queueWait: new Histogram({
+      name: "pomona_gateway_queue_wait_seconds",
+      help: "Time requests spent in a model's waiting line, by priority class and how the wait ended (served, full, deadline, gone, closed).",
+      labelNames: ["model", "priority", "outcome"] as const,
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers,
     }),
     authFailures: new Counter({

@@ -11,10 +11,12 @@ import type { GatewayModel } from "../crds/api/index.ts";
 import type { ChatCompletionRequest, CompletionRequest, EmbeddingRequest } from "../crds/api/openai-requests.ts";
 import { keyMayUse } from "./config-source/route-table.ts";
 import {
+  GatewayError,
   InvalidRequestError,
   LimitsUnavailableError,
   ModelNotAllowedError,
   ModelNotFoundError,
+  NoReplicaError,
   RateLimitedError,
   UpstreamError,
   UpstreamResponseTooLargeError,
@@ -101,11 +103,11 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
     deps.metrics.inFlight.inc();
     const started = performance.now();
     try {
-      dispatched = await deps.dispatcher.dispatch({
+      const dispatchRequest = {
         table,
         model,
         path: PATHS[kind],
-        payload: (name) =>
+        payload: (name: string) =>
           JSON.stringify(
             stream
               ? { ...body, model: name, stream: true, stream_options: { include_usage: true } }
@@ -113,11 +115,17 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
           ),
         affinity: "messages" in body ? conversationAffinity(body.messages) : undefined,
         // A fallback is no way around the key's allowed models, nor to a model without embeddings.
-        mayAnswer: (m) => keyMayUse(table, caller, m) && (kind !== "embedding" || m.embeddings),
+        mayAnswer: (m: GatewayModel) => keyMayUse(table, caller, m) && (kind !== "embedding" || m.embeddings),
         signal: abort.signal,
         requestId: request.id,
-      });
+        party: caller.key.hash,
+        // The key's policy places its requests in the line; a model's policy is the same for everyone in it.
+        priority: table.policy(caller.key.namespace, caller.key.rateLimitPolicy)?.priorityClass ?? "interactive",
+      };
+      dispatched = await deps.dispatcher.dispatch(dispatchRequest);
+      let queuedMs = dispatched.queuedMs;
       request.answeredModel = dispatched.model.name;
+      reply.header("x-pomona-queue-ms", String(queuedMs));
       // The node may be generating now: without a usage report, the reservation stands.
       actualTokens = undefined;
       if (stream) {
@@ -125,7 +133,27 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
         return reply;
       }
       deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
-      const answer = await readAnswer(dispatched, deps.answerLimitBytes);
+      let answer: Record<string, unknown>;
+      for (let retries = 0; ; retries++) {
+        try {
+          answer = await readAnswer(dispatched, deps.answerLimitBytes);
+          break;
+        } catch (err) {
+          // Nothing reached the client yet: a node that died or started unloading after admitting the
+          // request (its headers arrive early) is retried on another replica, a few times at most.
+          if (!(err instanceof LateUpstreamFailure) || abort.signal.aborted || retries >= LATE_RETRIES) {
+            throw err instanceof LateUpstreamFailure ? err.answer : err;
+          }
+          request.log.warn({ code: err.answer.code }, "the node failed after admitting the request; trying again");
+          if (err.answer instanceof NoReplicaError) deps.dispatcher.unavailable(dispatched);
+          dispatched.release();
+          dispatched = undefined;
+          dispatched = await deps.dispatcher.dispatch(dispatchRequest);
+          queuedMs += dispatched.queuedMs;
+          request.answeredModel = dispatched.model.name;
+          reply.header("x-pomona-queue-ms", String(queuedMs));
+        }
+      }
       const usage = answer.usage as Usage | undefined;
       actualTokens = tokensOf(usage);
       countTokens(deps.metrics, dispatched.model.name, caller.key.owner, usage);
@@ -172,22 +200,62 @@ async function admit(
   );
 }
 
+/** Read from the node's answer before anything reached the client; `answer` is what to tell the client if it is the last try. */
+class LateUpstreamFailure extends Error {
+  readonly answer: GatewayError;
+  constructor(answer: GatewayError) {
+    super(answer.message);
+    this.answer = answer;
+  }
+}
+
+const LATE_RETRIES = 2;
+
+/**
+ * The node's JSON answer. It sent its headers when it admitted the request, then a space every keep-alive
+ * interval while it waited or generated (JSON.parse skips leading whitespace), then the answer. An error
+ * after the headers comes as the OpenAI error envelope with status 200 (docs/node-contract.md §2).
+ */
 async function readAnswer(dispatched: Dispatched, limitBytes: number): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
-  // Leaving the loop early (the throw) destroys the node's body, so the rest is never read.
-  for await (const chunk of dispatched.response.body) {
-    size += (chunk as Buffer).length;
-    if (size > limitBytes) throw new UpstreamResponseTooLargeError("answer", limitBytes);
-    chunks.push(chunk as Buffer);
-  }
   try {
-    const parsed: unknown = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-    if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+    // Leaving the loop early (the throw) destroys the node's body, so the rest is never read.
+    for await (const chunk of dispatched.response.body) {
+      size += (chunk as Buffer).length;
+      if (size > limitBytes) throw new UpstreamResponseTooLargeError("answer", limitBytes);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof GatewayError) throw err;
+    throw new LateUpstreamFailure(new UpstreamError("The model server's answer broke off."));
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
   } catch {
     // Reported below.
   }
-  throw new UpstreamError("The model server's answer is not a JSON object.");
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new UpstreamError("The model server's answer is not a JSON object.");
+  }
+  const answer = parsed as Record<string, unknown>;
+  if ("error" in answer) throw lateUpstreamError(dispatched.model.name, answer.error);
+  return answer;
+}
+
+/**
+ * A node's failure after it admitted the request: unloading or draining is worth another replica (then
+ * 503 with Retry-After), anything else is 502.
+ */
+function lateUpstreamError(model: string, error: unknown): Error {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "replica_unloading" || code === "node_draining") {
+    return new LateUpstreamFailure(new NoReplicaError(model));
+  }
+  return new UpstreamError(
+    `The model server failed while answering (${typeof code === "string" ? code.slice(0, 64) : "no code"}).`,
+  );
 }
 
 function countTokens(metrics: GatewayMetrics, model: string, owner: string, usage: Usage | undefined): void {
@@ -239,11 +307,12 @@ async function relayStream(
   let first = true;
   try {
     for await (const chunk of upstream) {
-      if (first) {
+      const out = relay.push(chunk as string);
+      // The node's keep-alive comments come before the first token; they are not it.
+      if (first && relay.events > 0) {
         first = false;
         deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
       }
-      const out = relay.push(chunk as string);
       if (out !== "" && !raw.write(out)) await drained(raw);
       if (raw.destroyed) break;
     }

@@ -2,10 +2,12 @@
  * Rewrites the node's server-sent events for the client: every chunk names
  * the model that answered, the usage chunk the gateway always asks for is
  * kept for the limiter and dropped when the client did not ask for it, and
- * `data: [DONE]` ends the stream. Events are split on blank lines, so chunks
- * cut anywhere by TCP are handled. An event longer than the bound ends the
- * stream with an error: a node that never sends a blank line cannot make the
- * gateway hold its output.
+ * `data: [DONE]` ends the stream. The node's keep-alive comments (sent while a
+ * request waits in its queue) are passed on as one comment, so proxies between
+ * the client and the gateway see a live connection. Events are split on blank
+ * lines, so chunks cut anywhere by TCP are handled. An event longer than the
+ * bound ends the stream with an error: a node that never sends a blank line
+ * cannot make the gateway hold its output.
  */
 import { UpstreamResponseTooLargeError } from "./errors.ts";
 
@@ -59,7 +61,7 @@ export class SseRelay {
       .filter((l) => l.startsWith("data:"))
       .map((l) => l.slice(5).trimStart())
       .join("\n");
-    if (data === "") return "";
+    if (data === "") return event.startsWith(":") ? ": keep-alive\n\n" : "";
     if (data === "[DONE]") {
       this.done = true;
       return "data: [DONE]\n\n";

@@ -54,7 +54,13 @@ async function route(endpoints: { url: string; agent: TestAgent; replica: string
       model(ns, "stories", {
         contextSize: 1024,
         embeddings: false,
-        endpoints: endpoints.map((e) => ({ url: e.url, replica: e.replica, node: e.agent.nodeName, weight: 1 })),
+        endpoints: endpoints.map((e) => ({
+          url: e.url,
+          replica: e.replica,
+          node: e.agent.nodeName,
+          weight: 1,
+          slots: 4,
+        })),
       }),
     ],
     keys: [key],

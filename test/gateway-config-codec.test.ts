@@ -20,7 +20,13 @@ function configWithKeys(count: number): GatewayConfig {
         name: "tiny",
         aliases: ["small"],
         endpoints: [
-          { url: "http://127.0.0.1:9000/replicas/default/tiny-abc", replica: "tiny-abc", node: "mac-1", weight: 1 },
+          {
+            url: "http://127.0.0.1:9000/replicas/default/tiny-abc",
+            replica: "tiny-abc",
+            node: "mac-1",
+            weight: 1,
+            slots: 4,
+          },
         ],
         fallbacks: [],
         embeddings: true,

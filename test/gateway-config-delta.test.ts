@@ -46,6 +46,7 @@ const arbModel = (namespace: string, name: string): fc.Arbitrary<GatewayModel> =
         replica: fc.constantFrom("r1", "r2"),
         node: fc.constantFrom("n1", "n2"),
         weight: fc.constantFrom(1, 20),
+        slots: fc.constantFrom(1, 4),
       }),
       { maxLength: 2 },
     ),

@@ -69,6 +69,7 @@ beforeAll(async () => {
     replica,
     node: "flood-node",
     weight: 1,
+    slots: 4,
   });
   const config = await feed.publish({
     models: [

@@ -88,7 +88,7 @@ beforeAll(async () => {
     models: [
       model(ns, "stories", {
         aliases: ["tiny-stories"],
-        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1 }],
+        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
         contextSize: 512,
       }),
     ],

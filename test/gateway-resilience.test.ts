@@ -54,7 +54,10 @@ beforeAll(async () => {
     models: [
       model(ns, "tiny", { endpoints: [a.endpoint(ns, "tiny-a"), b.endpoint(ns, "tiny-b")] }),
       model(ns, "primary", {
-        endpoints: [{ url: deadUrl, replica: "gone", node: "mac-gone", weight: 1 }, failing.endpoint(ns, "p-f")],
+        endpoints: [
+          { url: deadUrl, replica: "gone", node: "mac-gone", weight: 1, slots: 64 },
+          failing.endpoint(ns, "p-f"),
+        ],
         fallbacks: ["backup"],
       }),
       model(ns, "backup", { endpoints: [backup.endpoint(ns, "backup-a")] }),

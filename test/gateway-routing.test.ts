@@ -26,6 +26,7 @@ const endpoint = (name: string, weight = 1): GatewayEndpoint => ({
   replica: name,
   node: name,
   weight,
+  slots: 64,
 });
 
 /** A seeded generator, so the distribution checks are exact run to run. */

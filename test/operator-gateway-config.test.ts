@@ -57,11 +57,11 @@ const policy: RateLimitPolicy = {
   apiVersion: "pomona.dev/v1alpha1",
   kind: "RateLimitPolicy",
   metadata: { name: "standard", namespace: ns },
-  spec: { requestsPerMinute: 60, scope: "PerKey" },
+  spec: { requestsPerMinute: 60, scope: "PerKey", priorityClass: "batch" },
 };
 
 describe("compileGatewayConfig", () => {
-  it("routes only to Ready replicas with an endpoint, weighted by measured tokens/s", () => {
+  it("routes only to Ready replicas with an endpoint, weighted by measured tokens/s, each with its sequences as slots", () => {
     const compiled = compileGatewayConfig({
       models: [
         model("chat", { aliases: ["small"], fallbacks: ["other"], rateLimitPolicy: "standard" }),
@@ -81,9 +81,9 @@ describe("compileGatewayConfig", () => {
       now: new Date(),
     });
     const chat = compiled.models.find((m) => m.name === "chat");
-    expect(chat?.endpoints.map((e) => [e.replica, e.weight])).toEqual([
-      ["chat-aaaaa", 42],
-      ["chat-bbbbb", 1],
+    expect(chat?.endpoints.map((e) => [e.replica, e.weight, e.slots])).toEqual([
+      ["chat-aaaaa", 42, 4],
+      ["chat-bbbbb", 1, 4],
     ]);
     expect(chat).toMatchObject({ aliases: ["small"], fallbacks: ["other"], rateLimitPolicy: "standard" });
     const idle = compiled.models.find((m) => m.name === "idle");
@@ -117,7 +117,9 @@ describe("compileGatewayConfig", () => {
         expiresAt: "2099-01-01T00:00:00Z",
       },
     ]);
-    expect(compiled.policies).toEqual([{ namespace: ns, name: "standard", requestsPerMinute: 60, scope: "PerKey" }]);
+    expect(compiled.policies).toEqual([
+      { namespace: ns, name: "standard", requestsPerMinute: 60, scope: "PerKey", priorityClass: "batch" },
+    ]);
   });
 
   it("compiles 100,000 keys into a config the schema accepts", () => {

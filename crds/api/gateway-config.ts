@@ -10,6 +10,12 @@ export const gatewayEndpoint = z.object({
   replica: z.string(),
   node: z.string(),
   weight: z.number().positive().describe("Relative share of traffic, e.g. by measured tokens/s."),
+  slots: z
+    .int()
+    .positive()
+    .describe(
+      "Requests the replica decodes at once (its parallel sequences): a gateway sends it at most this many at a time; more wait in the gateway's per-model line.",
+    ),
 });
 
 export const gatewayModel = z.object({
@@ -47,6 +53,10 @@ export const gatewayPolicy = z.object({
   concurrentRequests: z.int().positive().optional(),
   burst: z.int().positive().optional(),
   scope: z.enum(["PerKey", "PerModel", "PerKeyAndModel"]),
+  priorityClass: z
+    .enum(["interactive", "batch"])
+    .optional()
+    .describe("Where the requests of keys naming this policy stand in a model's waiting line; unset is interactive."),
 });
 
 export const gatewayConfig = z.object({

@@ -18,6 +18,12 @@ export const rateLimitPolicySpec = withRules(
       .describe(
         "What one budget is counted for: each key, each model, or each key and model pair. A policy named by a model counts per model unless PerKeyAndModel.",
       ),
+    priorityClass: z
+      .enum(["interactive", "batch"])
+      .default("interactive")
+      .describe(
+        "How the requests of keys naming this policy are served when a model is busy and they wait in the gateway's line: interactive before batch (batch still gets one in every 8 places served, and never waits past the line's deadline). Has no effect on a policy named by a model.",
+      ),
   }),
   "The limits of a RateLimitPolicy.",
   [

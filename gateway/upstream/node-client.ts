@@ -1,9 +1,16 @@
 /**
  * One call to a node-agent replica: POST the OpenAI body with the node token
- * and resolve when the answer's status line arrives (the first byte). A 5xx
- * or a 429 rejects, so the caller may try another replica; other 4xx reject
- * with the node's message for the client. The signal aborts the call at any
- * point, including while the body streams, which stops the node generating.
+ * and resolve when the answer's headers arrive. The node sends them as soon as
+ * it admitted the request (docs/node-contract: a sign of life), so the
+ * first-byte timeout measures admission, not the whole answer.
+ *
+ * Busy is not failure: a 429, or a 503 carrying Retry-After (a replica
+ * unloading, a node draining), rejects with UPSTREAM_BUSY and the node's
+ * Retry-After, which breakers forgive. Any other 5xx, a refused connection, a
+ * reset, or no headers in time reject as failures, which breakers count. Both
+ * let the caller try another replica. Other 4xx reject with the node's message
+ * for the client. The signal aborts the call at any point, including while
+ * the body streams, which stops the node generating.
  */
 import type { IncomingMessage } from "node:http";
 import { NotReadyError, UpstreamRejectedError } from "../errors.ts";
@@ -17,10 +24,20 @@ export interface UpstreamResponse {
 /** The node failed or is busy: another replica may do better. */
 export class UpstreamFailure extends Error {
   readonly code: "UPSTREAM_STATUS" | "UPSTREAM_BUSY" | "UPSTREAM_TIMEOUT" | "UPSTREAM_NETWORK";
-  constructor(code: UpstreamFailure["code"], message: string, options?: { cause?: unknown }) {
+  /** For UPSTREAM_BUSY: how long the node asked callers to wait (its Retry-After). */
+  readonly retryAfterMs: number;
+  constructor(code: UpstreamFailure["code"], message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs ?? 0;
   }
+}
+
+/** A Retry-After the node sent, in ms; undefined when absent or not whole seconds. HTTP dates are not used by nodes. */
+export function retryAfterMsOf(header: string | string[] | undefined): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || !/^\s*\d{1,6}\s*$/.test(value)) return undefined;
+  return Math.max(1, Number(value)) * 1000;
 }
 
 export class ClientGoneError extends Error {
@@ -79,8 +96,9 @@ export class NodeClient {
           resolve({ status, body: res });
           return;
         }
+        const retryAfterMs = retryAfterMsOf(res.headers["retry-after"]);
         readSmall(res).then(
-          (text) => reject(failureFor(status, text)),
+          (text) => reject(failureFor(status, text, retryAfterMs)),
           (err) => reject(new UpstreamFailure("UPSTREAM_NETWORK", "the node's error answer broke off", { cause: err })),
         );
       });
@@ -110,9 +128,11 @@ export class NodeClient {
   }
 }
 
-function failureFor(status: number, text: string): Error {
+function failureFor(status: number, text: string, retryAfterMs: number | undefined): Error {
+  if (status === 429 || (status === 503 && retryAfterMs !== undefined)) {
+    return new UpstreamFailure("UPSTREAM_BUSY", `the node is busy (${status})`, { retryAfterMs: retryAfterMs ?? 1000 });
+  }
   if (status >= 500) return new UpstreamFailure("UPSTREAM_STATUS", `the node answered ${status}`);
-  if (status === 429) return new UpstreamFailure("UPSTREAM_BUSY", "the node is busy");
   // Only these say the request itself is wrong (e.g. a prompt longer than the context). Anything else
   // (a token the node refuses, a replica the node no longer has after a stale config) is the node's side.
   if (status !== 400 && status !== 413 && status !== 422) {

@@ -38,6 +38,8 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
       replica: r.metadata.name ?? "",
       node: r.spec.nodeName,
       weight: tps && tps > 0 ? tps : 1,
+      // The replica's own figure: it was loaded with these sequences, whatever the model says now.
+      slots: r.spec.engine.parallelSequences,
     });
     endpointsByModel.set(model, list);
   }
@@ -80,6 +82,7 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
       name: p.metadata.name ?? "",
       ...pick(p.spec),
       scope: p.spec.scope,
+      priorityClass: p.spec.priorityClass,
     }))
     .sort(byName);
   return { models, keys, policies };

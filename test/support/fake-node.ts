@@ -10,7 +10,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 
-export type FakeNodeMode = "ok" | "fail" | "hang" | "reject";
+/**
+ * busy: 429 `replica_busy` with Retry-After, as a node whose sequences and queue are full (docs/node-contract.md);
+ * unloading: 503 `replica_unloading` with Retry-After; late-error: headers at admission, then the error envelope
+ * in a 200 body (a generation that failed after the headers went out).
+ */
+export type FakeNodeMode = "ok" | "fail" | "hang" | "reject" | "busy" | "unloading" | "late-error";
 
 export interface FakeNodeOptions {
   name: string;
@@ -27,6 +32,18 @@ export interface FakeNodeOptions {
   chunkChars?: number;
   /** Wait for 'drain' when a write returns false, as the real node-agent's stream does. */
   respectBackpressure?: boolean;
+  /**
+   * Answer non-streamed requests as the contract's node does: headers at admission, a space every
+   * keepAliveMs while "generating" (answerDelayMs), then the JSON. Off: headers only with the answer.
+   */
+  earlyHeaders?: boolean;
+  keepAliveMs?: number;
+  /** Requests it serves at once; beyond that it answers busy (429 with Retry-After), as a full node does. */
+  capacity?: number;
+  /** Retry-After seconds of its busy answers. */
+  retryAfterSeconds?: number;
+  /** The error code of its late-error answers (default internal_error). */
+  lateErrorCode?: string;
 }
 
 export interface SeenRequest {
@@ -50,6 +67,8 @@ export class FakeNode {
   arrived = 0;
   /** Most requests it served at once. */
   maxActive = 0;
+  /** Busy answers (429) it gave. */
+  busyAnswers = 0;
   private gate: Promise<void> | undefined;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -82,12 +101,14 @@ export class FakeNode {
     };
   }
 
-  endpoint(namespace: string, replica = this.options.name) {
+  /** `slots` is what the gateway may send at once; the fake itself has no limit, so the default is generous. */
+  endpoint(namespace: string, replica = this.options.name, slots = 64) {
     return {
       url: `http://127.0.0.1:${this.port}/replicas/${namespace}/${replica}`,
       replica,
       node: this.options.name,
       weight: 1,
+      slots,
     };
   }
 
@@ -133,6 +154,27 @@ export class FakeNode {
       return;
     }
     if (this.mode === "hang") return; // never answers; the socket stays open
+    const retryAfter = String(this.options.retryAfterSeconds ?? 1);
+    if (this.mode === "busy" || (this.options.capacity !== undefined && this.active >= this.options.capacity)) {
+      this.busyAnswers++;
+      res
+        .writeHead(429, { "content-type": "application/json", "retry-after": retryAfter })
+        .end('{"error":{"message":"every sequence is busy","type":"server_error","param":null,"code":"replica_busy"}}');
+      return;
+    }
+    if (this.mode === "unloading") {
+      res
+        .writeHead(503, { "content-type": "application/json", "retry-after": retryAfter })
+        .end('{"error":{"message":"unloading","type":"server_error","param":null,"code":"replica_unloading"}}');
+      return;
+    }
+    if (this.mode === "late-error") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write(" ");
+      const code = this.options.lateErrorCode ?? "internal_error";
+      res.end(JSON.stringify({ error: { message: "generation failed", type: "server_error", param: null, code } }));
+      return;
+    }
     this.active++;
     this.arrived++;
     this.maxActive = Math.max(this.maxActive, this.active);
@@ -146,8 +188,14 @@ export class FakeNode {
       await this.stream(res, body, usage);
       return;
     }
+    let keepAlive: NodeJS.Timeout | undefined;
+    if (this.options.earlyHeaders) {
+      res.writeHead(200, { "content-type": "application/json" });
+      keepAlive = setInterval(() => res.write(" "), this.options.keepAliveMs ?? 10_000);
+    }
     if (this.gate) await this.gate;
     if (this.options.answerDelayMs) await new Promise((r) => setTimeout(r, this.options.answerDelayMs));
+    clearInterval(keepAlive);
     const created = Math.floor(Date.now() / 1000);
     let answer: unknown;
     if (path === "/v1/embeddings") {
@@ -179,7 +227,8 @@ export class FakeNode {
         usage,
       };
     }
-    res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
+    if (!res.headersSent) res.writeHead(200, { "content-type": "application/json" });
+    res.end(JSON.stringify(answer));
   }
 
   private async stream(res: ServerResponse, body: Record<string, unknown>, usage: object): Promise<void> {

@@ -151,6 +151,7 @@ export async function startGateway(
     limiter?: Limiter;
     now?: () => number;
     upstream?: Partial<GatewayDeps["upstream"]>;
+    queue?: Partial<GatewayDeps["queue"]>;
     bodyLimitBytes?: number;
     answerLimitBytes?: number;
     clients?: GatewayDeps["clients"];
@@ -171,6 +172,7 @@ export async function startGateway(
     metrics,
     nodeToken: options.nodeToken ?? NODE_TOKEN,
     upstream: { firstByteTimeoutMs: 2_000, totalTimeoutMs: 30_000, breakerResetMs: 1_000, ...options.upstream },
+    queue: { timeoutMs: 5_000, maxPerModel: 256, ...options.queue },
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
     answerLimitBytes: options.answerLimitBytes,
     // The test process plays many clients from one address: the per-address cap would count them as one.

@@ -1,0 +1,156 @@
+// The node-agent's side of the gateway↔node contract (docs/node-contract.md), seen through the gateway,
+// with the real node-agent and real llama.cpp: headers at admission (so a long non-streamed answer is not
+// cut by the first-byte timeout), and a busy answer (429 with Retry-After) when the node's sequences and
+// queue are full of other clients' requests — here sent straight to the node, standing for other
+// gateway replicas. test/gateway-busy.test.ts proves the gateway's side against a fake node.
+// Against a node-agent without its side of the contract (headers only with the whole answer, a full queue
+// answered 503 without Retry-After) the first gets 504 and the second sees no 429 from the node.
+import { CustomObjectsApi } from "@kubernetes/client-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
+import { installCrds } from "./support/crds.ts";
+import {
+  ConfigFeed,
+  createNamespace,
+  kubeConfig,
+  makeKey,
+  model,
+  startGateway,
+  type TestGateway,
+} from "./support/gateway.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { eventually } from "./support/processes.ts";
+
+const ns = "gw-node-contract";
+const replicaName = "stories-contract";
+const SEQUENCES = 2;
+const NODE_QUEUE = 2;
+const FIRST_BYTE_TIMEOUT_MS = 200;
+const key = makeKey(ns, "k");
+let agent: TestAgent;
+let gateway: TestGateway;
+let endpoint: string;
+
+const body = (maxTokens: number) => ({
+  model: "stories",
+  messages: [{ role: "user", content: "Once upon a time there was a little dog" }],
+  max_tokens: maxTokens,
+});
+
+/** Other clients of the node (other gateway replicas): long answers sent straight to the replica. */
+const direct = (n: number) =>
+  Array.from({ length: n }, () =>
+    fetch(`${endpoint}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${NODE_AGENT_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ ...body(220), temperature: 1 }),
+    }).then(async (r) => {
+      await r.text();
+      return r.status;
+    }),
+  );
+
+async function viaGateway() {
+  const started = performance.now();
+  const res = await fetch(`${gateway.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key.secret}`, "content-type": "application/json" },
+    body: JSON.stringify(body(220)),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text(), ms: performance.now() - started };
+}
+
+beforeAll(async () => {
+  await installCrds();
+  await createNamespace(ns);
+  agent = await startAgent("gw-contract-node", { POMONA_QUEUE_LIMIT: String(NODE_QUEUE) });
+  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
+  const replica: ModelReplica = {
+    apiVersion: API_VERSION,
+    kind: "ModelReplica",
+    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
+    spec: {
+      model: "stories",
+      nodeName: agent.nodeName,
+      source: { path: tinyModel },
+      engine: { contextSize: 512, parallelSequences: SEQUENCES, embeddings: false },
+      memoryBytes: 0,
+      templateHash: "contract-test",
+    },
+  };
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace: ns,
+    plural: "modelreplicas",
+    body: replica,
+  });
+  endpoint = await eventually(
+    "the replica Ready",
+    async () => {
+      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
+      const r = (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: "modelreplicas",
+        name: replicaName,
+      })) as ModelReplica;
+      if (r.status?.phase === "Failed") throw new Error(`replica failed: ${r.status.message}`);
+      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
+    },
+    180_000,
+  );
+  gateway = await startGateway(ns, {
+    nodeToken: NODE_AGENT_TOKEN,
+    upstream: { firstByteTimeoutMs: FIRST_BYTE_TIMEOUT_MS, totalTimeoutMs: 120_000 },
+    queue: { timeoutMs: 30_000, maxPerModel: 64 },
+  });
+  const feed = new ConfigFeed(ns);
+  await feed.publish({
+    models: [
+      model(ns, "stories", {
+        endpoints: [{ url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1, slots: SEQUENCES }],
+        contextSize: 512,
+        embeddings: false,
+      }),
+    ],
+    keys: [key],
+  });
+  await gateway.waitForVersion(feed.version);
+}, 300_000);
+
+afterAll(async () => {
+  await gateway?.close();
+  await agent?.process.stop();
+});
+
+describe("the node-agent's side of the contract, through the gateway", () => {
+  it("completes a non-streamed answer that waits in the node's queue past the first-byte timeout", async () => {
+    // Both sequences busy with other clients: the gateway's request is admitted into the node's queue.
+    const others = direct(SEQUENCES);
+    await new Promise((r) => setTimeout(r, 20));
+    const answer = await viaGateway();
+    await Promise.all(others);
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.text).choices[0].message.content.length).toBeGreaterThan(0);
+    // The premise: the answer took longer than the first-byte timeout, so only early headers saved it.
+    expect(answer.ms).toBeGreaterThan(FIRST_BYTE_TIMEOUT_MS);
+  });
+
+  it("hears busy, not failure, from a node whose sequences and queue are full of other clients' requests", async () => {
+    const others = direct(3 * (SEQUENCES + NODE_QUEUE));
+    await new Promise((r) => setTimeout(r, 20));
+    const answers = await Promise.all([viaGateway(), viaGateway()]);
+    const statuses = await Promise.all(others);
+    // The node itself refused some of the direct requests as busy: it was saturated.
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    for (const a of answers) {
+      expect([200, 503]).toContain(a.status);
+      if (a.status === 503) expect(Number(a.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    }
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(/pomona_gateway_breaker_state\{model="gw-node-contract\/stories",[^}]*\} 0/);
+    expect(metrics).not.toMatch(/pomona_gateway_upstream_attempts_total\{model="stories",outcome="failed"\}/);
+  });
+});
