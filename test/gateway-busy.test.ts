@@ -57,10 +57,11 @@ async function post(modelName: string, secret = key.secret, signal?: AbortSignal
     body: JSON.stringify({ model: modelName, messages: [{ role: "user", content }] }),
     signal,
   });
+  // biome-ignore lint/suspicious/noExplicitAny: the tests read whichever OpenAI shape came back.
   return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, any> };
 }
 
-const metrics = async () => (await fetch(`${gateway.url}/metrics`)).text();
+const metrics = async () => (await fetch(`${gateway.adminUrl}/metrics`)).text();
 const queueLength = async (modelName: string) =>
   Number(
     new RegExp(`pomona_gateway_queue_length\\{model="${ns}/${modelName}"\\} (\\d+)`).exec(await metrics())?.[1] ?? 0,
@@ -251,7 +252,11 @@ describe("the waiting line", () => {
     const inService = post("one-slot");
     await eventually("one on the node", async () => (held.active === 1 ? true : undefined), 10_000);
     const order: string[] = [];
-    const track = (who: string, p: ReturnType<typeof post>) => p.then((a) => (order.push(who), a));
+    const track = (who: string, p: ReturnType<typeof post>) =>
+      p.then((a) => {
+        order.push(who);
+        return a;
+      });
     const batchAnswer = track("batch", post("one-slot", batch.secret));
     await waitForQueue("one-slot", 1);
     const interactive = [track("interactive", post("one-slot", light.secret))];

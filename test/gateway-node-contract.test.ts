@@ -149,7 +149,7 @@ describe("the node-agent's side of the contract, through the gateway", () => {
       expect([200, 503]).toContain(a.status);
       if (a.status === 503) expect(Number(a.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     }
-    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_breaker_state\{model="gw-node-contract\/stories",[^}]*\} 0/);
     expect(metrics).not.toMatch(/pomona_gateway_upstream_attempts_total\{model="stories",outcome="failed"\}/);
   });

@@ -73,7 +73,7 @@ const chat = (modelName: string, maxTokens: number, stream = false) => ({
   ...(stream ? { stream: true } : {}),
 });
 
-const metricsOf = async (gateway: TestGateway) => (await fetch(`${gateway.url}/metrics`)).text();
+const metricsOf = async (gateway: TestGateway) => (await fetch(`${gateway.adminUrl}/metrics`)).text();
 const queueLength = async (gateway: TestGateway, modelName: string) =>
   Number(
     new RegExp(`pomona_gateway_queue_length\\{model="${ns}/${modelName}"\\} (\\d+)`).exec(
