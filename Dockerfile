@@ -16,6 +16,7 @@ COPY --from=dependencies /app/node_modules ./node_modules
 COPY package.json ./
 COPY crds/ ./crds/
 COPY model-source/ ./model-source/
+COPY pki/ ./pki/
 COPY operator/ ./operator/
 COPY gateway/ ./gateway/
 COPY node-agent/ ./node-agent/
