@@ -157,7 +157,12 @@ async function prepareProvider(work: string, log: (line: string) => void): Promi
   // The module cache is read-only; the copy must not be.
   chmodTree(copy);
   const cmd = join(copy, "cmd", "pulumi-resource-kubernetes");
-  await go(["run", "generate.go"], cmd, "generate.go", log, { VERSION: kubernetesProviderVersion() });
+  // Upstream's go.mod points sdk/v4 at the repository's ../sdk, which the module zip lacks; generate.go
+  // does not use it, so the copy takes the served sdk/v4 for this step (and -mod=mod records its sums).
+  await go(["mod", "edit", "-dropreplace=github.com/pulumi/pulumi-kubernetes/sdk/v4"], copy, "go mod edit", log);
+  await go(["run", "-mod=mod", "generate.go"], cmd, "generate.go", log, { VERSION: kubernetesProviderVersion() });
+  // Back to the module as served, so the build resolves exactly what the committed go.sum pins.
+  for (const file of ["go.mod", "go.sum"]) cpSync(join(download.Dir, file), join(copy, file));
   for (const file of ["schema-embed.json", "terraform-mapping-embed.json"]) {
     if (!existsSync(join(cmd, file))) throw new Error(`generate.go did not write ${file}`);
   }
