@@ -136,7 +136,12 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
   ]);
   const lease = (): V1Lease => ({
     metadata: { name: nodeName, namespace: "kube-node-lease" },
-    spec: { holderIdentity: nodeName, leaseDurationSeconds: 40, renewTime: new Date() },
+    // MicroTime: the API server wants six fractional digits; the client passes a string through untouched.
+    spec: {
+      holderIdentity: nodeName,
+      leaseDurationSeconds: 40,
+      renewTime: new Date().toISOString().replace(/\.(\d{3})Z$/, ".$1000Z") as unknown as Date,
+    },
   });
   await coordination.createNamespacedLease({ namespace: "kube-node-lease", body: lease() });
   const renew = setInterval(() => {
