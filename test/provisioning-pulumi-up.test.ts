@@ -129,13 +129,16 @@ const revisions = async (objects: KubeObject[]) =>
     ]),
   );
 
+/** A `--json` answer of the CLI; anything it printed before the document (a warning) is skipped. */
+const parseJson = <T>(text: string): T => JSON.parse(text.slice(text.indexOf("{"))) as T;
+
 interface PreviewStep {
   op: string;
   urn: string;
 }
 
 async function previewSteps(): Promise<PreviewStep[]> {
-  const preview = JSON.parse(await pulumi(["preview", "--json"])) as { steps?: PreviewStep[] };
+  const preview = parseJson<{ steps?: PreviewStep[] }>(await pulumi(["preview", "--json"]));
   return preview.steps ?? [];
 }
 
@@ -223,7 +226,7 @@ describe("pulumi up of pulumi/ against a real API server", () => {
   test("pulumi destroy removes everything and leaves no orphan", async () => {
     const declared = declaredObjects(settings);
     await timed("pulumi destroy", () => pulumi(["destroy", "--yes", "--skip-preview"]));
-    const state = JSON.parse(await pulumi(["stack", "export"])) as { deployment: { resources?: unknown[] } };
+    const state = parseJson<{ deployment: { resources?: unknown[] } }>(await pulumi(["stack", "export"]));
     expect(state.deployment.resources ?? []).toEqual([]);
     // The namespace goes through Terminating while its contents are removed.
     const deadline = Date.now() + 120_000;
