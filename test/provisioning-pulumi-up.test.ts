@@ -6,7 +6,7 @@
 // The API server has no kubelet, so the program's `pomona:skipAwait` setting switches the provider's
 // readiness waits off, and test/support/local-kubelet.ts starts the containers as local processes.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
@@ -151,6 +151,8 @@ beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "pomona-pulumi-up-"));
   // The program installs the CRDs itself, and `pulumi destroy` removes them: start without them.
   await kubectl(["delete", "-f", join(repoRoot, "crds"), "--ignore-not-found", "--wait"]);
+  // The file backend wants its folder to exist.
+  mkdirSync(join(work, "state"));
   await pulumi(["login", `file://${join(work, "state")}`]);
   await pulumi(["stack", "init", stack, "--secrets-provider", "passphrase"]);
   for (const command of configCommands) await pulumi(command);
