@@ -102,7 +102,8 @@ function declaredObjects(input: PomonaSettingsInput): KubeObject[] {
 /** kubectl's name for an object's type: `kind.version.group`, so no two groups' kinds are confused. */
 function resourceOf(object: KubeObject): string {
   const [group, version] = object.apiVersion.includes("/") ? object.apiVersion.split("/") : ["", object.apiVersion];
-  return `${object.kind.toLowerCase()}.${version}.${group}`.replace(/\.$/, "");
+  // The core group has no name: kubectl takes its kinds bare.
+  return group ? `${object.kind.toLowerCase()}.${version}.${group}` : object.kind.toLowerCase();
 }
 
 interface ServerObject {
@@ -138,7 +139,7 @@ interface PreviewStep {
 }
 
 async function previewSteps(): Promise<PreviewStep[]> {
-  const preview = parseJson<{ steps?: PreviewStep[] }>(await pulumi(["preview", "--json"]));
+  const preview = parseJson<{ steps?: PreviewStep[] }>(await pulumi(["preview", "--json", "--show-sames"]));
   return preview.steps ?? [];
 }
 
