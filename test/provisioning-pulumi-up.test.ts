@@ -114,11 +114,16 @@ interface ServerObject {
 
 /** The objects as the server holds them, in the same order; a missing one fails kubectl. */
 async function serverObjects(objects: KubeObject[]): Promise<ServerObject[]> {
-  const names = objects.map((o) => `${resourceOf(o)}/${o.metadata.name}`);
-  const list = JSON.parse(await kubectlOk(["get", "-n", namespace, "-o", "json", ...names])) as {
-    items?: ServerObject[];
-  };
-  return list.items ?? [list as unknown as ServerObject];
+  // Some objects live outside the stack's namespace (the node Lease rights in kube-node-lease).
+  const found = new Map<KubeObject, ServerObject>();
+  for (const ns of new Set(objects.map((o) => o.metadata.namespace ?? namespace))) {
+    const group = objects.filter((o) => (o.metadata.namespace ?? namespace) === ns);
+    const names = group.map((o) => `${resourceOf(o)}/${o.metadata.name}`);
+    const list = JSON.parse(await kubectlOk(["get", "-n", ns, "-o", "json", ...names])) as { items?: ServerObject[] };
+    const items = list.items ?? [list as unknown as ServerObject];
+    group.forEach((o, i) => found.set(o, items[i]!));
+  }
+  return objects.map((o) => found.get(o)!);
 }
 
 /** What changes when an object's spec changes: its generation where it has one, else its resourceVersion. */
