@@ -16,6 +16,11 @@ export interface PomonaStackArgs {
   settings?: PomonaSettingsInput;
   /** Installs the CRDs from crds/ (default); leave out when another tool owns them. */
   installCrds?: boolean;
+  /**
+   * Marks every object `pulumi.com/skipAwait: "true"`, so `pulumi up` does not wait for Pods to become
+   * ready or Services to get endpoints. Only for an API server without kubelets (the tests'); off by default.
+   */
+  skipAwait?: boolean;
 }
 
 type ResourceConstructor = new (
@@ -51,6 +56,12 @@ function logicalName(object: KubeObject): string {
   return [object.kind.toLowerCase(), namespace, name].filter(Boolean).join("-");
 }
 
+/** The Kubernetes provider's switch for its readiness waits, on one object. */
+function withSkipAwait(object: KubeObject): KubeObject {
+  const annotations = { ...object.metadata.annotations, "pulumi.com/skipAwait": "true" };
+  return { ...object, metadata: { ...object.metadata, annotations } };
+}
+
 export class PomonaStack extends pulumi.ComponentResource {
   readonly namespace: pulumi.Output<string>;
   /** The OpenAI-compatible base URL: the Ingress host when enabled, else the Service inside the cluster. */
@@ -67,7 +78,8 @@ export class PomonaStack extends pulumi.ComponentResource {
     super("pomona:index:PomonaStack", name, {}, opts);
     this.settings = settings;
 
-    const create = (object: KubeObject, extra: pulumi.CustomResourceOptions = {}) => {
+    const create = (plain: KubeObject, extra: pulumi.CustomResourceOptions = {}) => {
+      const object = args.skipAwait ? withSkipAwait(plain) : plain;
       const key = `${object.apiVersion}/${object.kind}`;
       const options = { parent: this, ...extra };
       const Typed = constructors[key] as ResourceConstructor | undefined;

@@ -128,6 +128,16 @@ describe("the Pulumi program", () => {
     expect(objects.some((o) => o.metadata.name === "pomona-redis")).toBe(false);
   });
 
+  test("skipAwait marks every object pulumi.com/skipAwait, and only when asked", async () => {
+    const skipping = await runPulumiProgram({}, { skipAwait: true });
+    expect(skipping.objects.length).toBeGreaterThan(20);
+    for (const object of skipping.objects) {
+      expect(object.metadata.annotations?.["pulumi.com/skipAwait"], object.metadata.name).toBe("true");
+    }
+    const waiting = await runPulumiProgram();
+    expect(waiting.objects.filter((o) => o.metadata.annotations?.["pulumi.com/skipAwait"])).toEqual([]);
+  });
+
   test("settings are checked at the edge: a bad value stops the program before any resource", () => {
     expect(() => parseSettings({ gateway: { replicas: 0 } })).toThrow(/replicas/);
     expect(() => parseSettings({ nodeAgent: { cacheHostPath: "relative/path" } } as PomonaSettingsInput)).toThrow();

@@ -8,7 +8,7 @@ import { parseAllDocuments } from "yaml";
 import { ensureHelm } from "../controlplane/helm.ts";
 import type { KubeObject } from "../pulumi/manifests/index.ts";
 import type { PomonaSettingsInput } from "../pulumi/settings.ts";
-import { PomonaStack } from "../pulumi/stack.ts";
+import { PomonaStack, type PomonaStackArgs } from "../pulumi/stack.ts";
 import { repoRoot } from "./support/crds.ts";
 
 export const chartDir = join(repoRoot, "charts", "pomona");
@@ -62,7 +62,10 @@ export interface PulumiRun {
 const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
 
 /** Runs PomonaStack under Pulumi's mocks and returns every Kubernetes object it registered, as the provider would get it. */
-export async function runPulumiProgram(settings: PomonaSettingsInput = {}): Promise<PulumiRun> {
+export async function runPulumiProgram(
+  settings: PomonaSettingsInput = {},
+  args: Omit<PomonaStackArgs, "settings"> = {},
+): Promise<PulumiRun> {
   const objects: KubeObject[] = [];
   await pulumi.runtime.setMocks(
     {
@@ -76,7 +79,7 @@ export async function runPulumiProgram(settings: PomonaSettingsInput = {}): Prom
     "test",
     false,
   );
-  const stack = new PomonaStack("pomona", { settings });
+  const stack = new PomonaStack("pomona", { settings, ...args });
   await Promise.all(stack.resources.map((resource) => settled(resource.urn)));
   const outputs = {
     namespace: await settled(stack.namespace),
