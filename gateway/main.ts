@@ -14,7 +14,7 @@ import { MemoryLimiter } from "./limits/memory-limiter.ts";
 import { RedisLimiter } from "./limits/redis-limiter.ts";
 import { createMetrics } from "./metrics.ts";
 import { closeGracefully } from "./shutdown.ts";
-import { NodeCredentialWatch } from "./upstream/node-credential-watch.ts";
+import { watchNodeCredential } from "./upstream/node-credential-watch.ts";
 import { MutualTlsTransport, plainTransport } from "./upstream/node-transport.ts";
 
 /** Time streams in flight get to finish when the gateway is asked to stop. */
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   hashingWatcher.start();
 
   const credentials = mutualTls
-    ? new NodeCredentialWatch(kubeConfig, settings.namespace, (c) => mutualTls.use(c), app.log)
+    ? watchNodeCredential(kubeConfig, settings.namespace, (c) => mutualTls.use(c), app.log)
     : undefined;
   credentials?.start();
 
