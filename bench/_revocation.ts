@@ -72,6 +72,7 @@ export async function measureRevocation(
     ...env,
     POMONA_GATEWAY_PORT: String(gatewayPort),
     POMONA_GATEWAY_HOST: "127.0.0.1",
+    POMONA_GATEWAY_ADMIN_PORT: String(await freePort()),
     POMONA_NODE_TOKEN: "bench-node-token",
     POMONA_LOG_LEVEL: "warn",
   });

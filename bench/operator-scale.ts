@@ -14,7 +14,6 @@
  * Run: node bench/operator-scale.ts
  */
 import { execFileSync, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -37,6 +36,9 @@ import {
   encodeCorePart,
   gatewayConfig,
   inferenceNodeTaint,
+  keyedHash,
+  keyHashingDataKeys,
+  keyHashingSecret,
   labels,
   type ModelReplica,
   modelMemoryResource,
@@ -44,6 +46,7 @@ import {
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
+import { BENCH_HASHING_KEY } from "./_gateway-config.ts";
 import { measureRevocation } from "./_revocation.ts";
 import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
@@ -302,7 +305,7 @@ const keys: ApiKey[] = Array.from({ length: KEYS }, (_, i) => ({
   kind: "ApiKey",
   metadata: { name: `key-${i}`, namespace: `team-${i % 50}` },
   spec: { owner: `team-${i % 50}`, disabled: false },
-  status: { hash: createHash("sha256").update(`sk-pomona-${i}`).digest("hex") },
+  status: { hash: keyedHash(`sk-pomona-${i}`, BENCH_HASHING_KEY), hashKeyId: BENCH_HASHING_KEY.id },
 }));
 const publication = {
   compile: [] as number[],
@@ -317,6 +320,14 @@ const publication = {
 for (let round = 0; round < PUBLISH_ROUNDS; round++) {
   const namespace = `bench-keys-${round}`;
   await core.createNamespace({ body: { metadata: { name: namespace } } });
+  // As the operator would have: the key the hashes above are made with.
+  await core.createNamespacedSecret({
+    namespace,
+    body: {
+      metadata: { name: keyHashingSecret, namespace },
+      data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
+    },
+  });
   const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kc), namespace);
   const roundKeys = [...keys];
   const t0 = performance.now();
@@ -361,6 +372,14 @@ const atScale: number[] = [];
 {
   const namespace = "bench-keys-revoke";
   await core.createNamespace({ body: { metadata: { name: namespace } } });
+  // As the operator would have: the key the hashes above are made with.
+  await core.createNamespacedSecret({
+    namespace,
+    body: {
+      metadata: { name: keyHashingSecret, namespace },
+      data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
+    },
+  });
   const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kc), namespace);
   const compiler = new GatewayConfigCompiler();
   let live = [...keys];
@@ -381,6 +400,7 @@ const atScale: number[] = [];
       POMONA_NAMESPACE: namespace,
       POMONA_GATEWAY_PORT: String(port),
       POMONA_GATEWAY_HOST: "127.0.0.1",
+      POMONA_GATEWAY_ADMIN_PORT: String(await freePort()),
       POMONA_NODE_TOKEN: "bench-node-token",
       POMONA_LOG_LEVEL: "warn",
     },
