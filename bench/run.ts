@@ -27,6 +27,9 @@ const scripts = readdirSync(benchDir)
   .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
   .sort();
 
+/** A benchmark still running after this is stopped and reported as failed, so a hang cannot stall CI. */
+const SCRIPT_LIMIT_MS = (quick ? 10 : 40) * 60_000;
+
 function runScript(file: string): Promise<{ code: number; stdout: string; seconds: number }> {
   const started = Date.now();
   return new Promise((resolve) => {
@@ -40,7 +43,14 @@ function runScript(file: string): Promise<{ code: number; stdout: string; second
       stdout += c;
       process.stdout.write(c);
     });
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, seconds: (Date.now() - started) / 1000 }));
+    const limit = setTimeout(() => {
+      console.error(`${file} still running after ${SCRIPT_LIMIT_MS / 60_000} min: stopped`);
+      child.kill("SIGKILL");
+    }, SCRIPT_LIMIT_MS);
+    child.on("close", (code) => {
+      clearTimeout(limit);
+      resolve({ code: code ?? -1, stdout, seconds: (Date.now() - started) / 1000 });
+    });
   });
 }
 
