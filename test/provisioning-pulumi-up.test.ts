@@ -268,7 +268,7 @@ describe("helm install of charts/pomona, run the same way", () => {
   });
 
   test("the objects helm installed serve a chat completion through the gateway", async () => {
-    const env = ["--namespace", helmNamespace];
+    const env = ["--kubeconfig", inject("kubeconfig"), "--namespace", helmNamespace];
     await timed("helm install", async () =>
       helm(["install", "pomona", chartDir, ...env, "--create-namespace", "--set", "nodeAgent.modelMemory=1Gi"]),
     );

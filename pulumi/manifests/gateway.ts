@@ -30,7 +30,10 @@ function deployment(settings: PomonaSettings): KubeObject {
     { name: "POMONA_GATEWAY_HOST", value: "0.0.0.0" },
     { name: "POMONA_GATEWAY_ADMIN_PORT", value: String(gateway.adminPort) },
     { name: "POMONA_GATEWAY_ADMIN_HOST", value: "0.0.0.0" },
-    { name: "POMONA_GATEWAY_TRUSTED_PROXIES", value: gateway.trustedProxies.join(",") },
+    // Only when set: the API server drops an empty value, which would read back as a change.
+    ...(gateway.trustedProxies.length > 0
+      ? [{ name: "POMONA_GATEWAY_TRUSTED_PROXIES", value: gateway.trustedProxies.join(",") }]
+      : []),
     { name: "POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT", value: String(gateway.maxConnectionsPerClient) },
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_LOG_LEVEL", value: gateway.logLevel },

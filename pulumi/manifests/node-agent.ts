@@ -1,6 +1,7 @@
 import { inferenceNodeTaint, nodeTokenSecret, labels as wellKnownLabels } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import {
+  allowedHostsEnv,
   componentLabels,
   containerSecurityContext,
   fieldEnv,
@@ -29,7 +30,8 @@ export function nodeAgentObjects(settings: PomonaSettings): KubeObject[] {
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_CACHE_DIR", value: cacheMountPath },
     ...(nodeAgent.modelMemory ? [{ name: "POMONA_MODEL_MEMORY", value: nodeAgent.modelMemory }] : []),
-    { name: "POMONA_MODEL_ALLOWED_HOSTS", value: settings.modelSources.allowedHosts.join(",") },
+    // Only when set: the API server drops an empty value, which would read back as a change.
+    ...allowedHostsEnv(settings),
     // node-llama-cpp writes beside HOME; the root filesystem is read-only.
     { name: "HOME", value: "/tmp" },
   ];

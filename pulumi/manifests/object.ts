@@ -48,3 +48,9 @@ export function podBasics(settings: { imagePullSecrets: { name: string }[] }) {
     securityContext: podSecurityContext,
   };
 }
+
+/** POMONA_MODEL_ALLOWED_HOSTS when hosts beyond the Hub's are allowed; absent otherwise (the API server drops an empty value). */
+export function allowedHostsEnv(settings: { modelSources: { allowedHosts: string[] } }) {
+  const hosts = settings.modelSources.allowedHosts;
+  return hosts.length > 0 ? [{ name: "POMONA_MODEL_ALLOWED_HOSTS", value: hosts.join(",") }] : [];
+}

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PomonaSettings } from "../settings.ts";
 import {
+  allowedHostsEnv,
   componentLabels,
   containerSecurityContext,
   fieldEnv,
@@ -55,7 +56,7 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                     name: "POMONA_NODE_AGENT_SERVICE_ACCOUNT",
                     value: `${settings.namespace}/${serviceAccountName("node-agent")}`,
                   },
-                  { name: "POMONA_MODEL_ALLOWED_HOSTS", value: settings.modelSources.allowedHosts.join(",") },
+                  ...allowedHostsEnv(settings),
                 ],
                 ports: [{ name: "http", containerPort: 8081 }],
                 ...httpProbes("http"),

@@ -9,17 +9,22 @@
  * - network: each containerPort gets a free local port, and an environment value equal to a container
  *   port's number is replaced by that local port (a Pod has its own network; here they share one);
  * - fieldRef: metadata.namespace → the object's namespace, metadata.name → `<workload>-local`,
- *   spec.nodeName → the stand-in Node, status.podIP → 127.0.0.1;
+ *   spec.nodeName → the stand-in Node, status.podIP and status.hostIP → 127.0.0.1;
  * - secretKeyRef / configMapKeyRef: the value read from the API server;
  * - volumes: a Secret or ConfigMap becomes a temporary folder with one file per key, read from the API
  *   server (a missing one fails, as the kubelet never starts such a Pod); emptyDir and hostPath become an
  *   empty temporary folder; an environment value under a mountPath is moved to that folder;
  * - service account: KUBECONFIG names the same API server with a token of the Pod's service account
  *   from the TokenRequest API, bound to the stand-in Node, as a Pod's token names its node;
+ * - the Node: registered Ready with the address 127.0.0.1, its Lease renewed; readiness probes are sent
+ *   as a kubelet sends them (HTTPS without checking the certificate when the probe says HTTPS);
  * - the environment holds PATH and what the container declares, nothing of the test's own.
  * Anything else a manifest might use (envFrom, other volume or field kinds) throws, so it is noticed.
  */
+
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { get as httpGet, type IncomingMessage } from "node:http";
+import { get as httpsGet } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -52,7 +57,7 @@ interface Container {
   envFrom?: unknown[];
   ports?: { name?: string; containerPort: number }[];
   volumeMounts?: { name: string; mountPath: string }[];
-  readinessProbe?: { httpGet?: { path: string; port: string | number } };
+  readinessProbe?: { httpGet?: { path: string; port: string | number; scheme?: "HTTP" | "HTTPS" } };
 }
 
 interface Volume {
@@ -132,7 +137,13 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
   });
   await kubectlOk([
     ...["patch", "node", nodeName, "--subresource=status", "--type=merge"],
-    ...["-p", JSON.stringify({ status: { conditions: [readyCondition()] } })],
+    // A kubelet registers its node's addresses; the node-agent's certificate is signed only for them.
+    ...[
+      "-p",
+      JSON.stringify({
+        status: { conditions: [readyCondition()], addresses: [{ type: "InternalIP", address: "127.0.0.1" }] },
+      }),
+    ],
   ]);
   const lease = (): V1Lease => ({
     metadata: { name: nodeName, namespace: "kube-node-lease" },
@@ -224,6 +235,7 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
       "metadata.name": `${name}-local`,
       "spec.nodeName": nodeName,
       "status.podIP": "127.0.0.1",
+      "status.hostIP": "127.0.0.1",
     };
     const env: Record<string, string | undefined> = {};
     for (const variable of container.env ?? []) {
@@ -269,8 +281,7 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
       if (process_.child.exitCode !== null) {
         throw new Error(`${name} exited (${process_.child.exitCode}) before ready:\n${process_.output().slice(-3000)}`);
       }
-      const response = await fetch(`http://127.0.0.1:${probePort}${probe.path}`).catch(() => undefined);
-      if (response?.status === 200) return pod;
+      if ((await probeStatus(probe.scheme ?? "HTTP", probePort, probe.path)) === 200) return pod;
       if (Date.now() > deadline) {
         throw new Error(
           `${name}'s readinessProbe ${probe.path} did not answer 200:\n${process_.output().slice(-3000)}`,
@@ -292,4 +303,18 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/** One probe as a kubelet sends it: over HTTPS without checking the certificate, as kubelets do. */
+function probeStatus(scheme: "HTTP" | "HTTPS", port: number, path: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const onResponse = (res: IncomingMessage) => {
+      res.resume();
+      resolve(res.statusCode);
+    };
+    const url = `${scheme.toLowerCase()}://127.0.0.1:${port}${path}`;
+    const req =
+      scheme === "HTTPS" ? httpsGet(url, { rejectUnauthorized: false }, onResponse) : httpGet(url, onResponse);
+    req.on("error", () => resolve(undefined));
+  });
 }
