@@ -252,12 +252,19 @@ describe("pulumi up of pulumi/ against a real API server", () => {
       await new Promise((resolve) => setTimeout(resolve, 1000));
     } while (Date.now() < deadline);
     expect(left).toEqual([]);
-    // Nothing the program made is left anywhere, of any kind it creates (other suites' chart installs carry
-    // the same part-of label, so the selector names Pulumi as the manager).
-    const labelled = await kubectlOk([
-      ...["get", "-A", "-o", "name", "-l", "app.kubernetes.io/part-of=pomona,app.kubernetes.io/managed-by=pulumi"],
-      "namespaces,secrets,serviceaccounts,services,deployments,daemonsets,poddisruptionbudgets,roles,rolebindings,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,customresourcedefinitions",
-    ]);
+    // Nothing the program made is left in the namespaces it uses, nor cluster-wide (other suites apply the
+    // same objects in namespaces of their own, so those are not looked at).
+    const selector = ["-o", "name", "-l", "app.kubernetes.io/part-of=pomona,app.kubernetes.io/managed-by=pulumi"];
+    const namespaced =
+      "secrets,serviceaccounts,services,deployments,daemonsets,poddisruptionbudgets,roles,rolebindings";
+    const clusterWide =
+      "namespaces,clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,customresourcedefinitions";
+    const labelled = [
+      ...(await Promise.all(
+        [namespace, "kube-node-lease"].map((ns) => kubectlOk(["get", "-n", ns, ...selector, namespaced])),
+      )),
+      await kubectlOk(["get", ...selector, clusterWide]),
+    ].join("");
     expect(labelled.trim()).toBe("");
   }, 300_000);
 });
