@@ -33,6 +33,8 @@ export class TokenProbabilities {
   private readonly model: LlamaModel;
   private readonly top: number;
   private readonly sampled: SampledToken[] = [];
+  /** The tokens kept so far in this choice: a token's text depends on what precedes it (a leading space). */
+  private readonly kept: Token[] = [];
   private used = 0;
 
   constructor(model: LlamaModel, top: number) {
@@ -47,6 +49,7 @@ export class TokenProbabilities {
   /** Start the next choice: what the previous one sampled and did not keep is dropped. */
   reset(): void {
     this.sampled.length = 0;
+    this.kept.length = 0;
     this.used = 0;
   }
 
@@ -58,24 +61,30 @@ export class TokenProbabilities {
       // A stop string that starts inside a token makes llama.cpp re-tokenize the kept text, so the kept
       // token may differ from the sampled one: its probability is then read from the same distribution.
       const probabilities = at?.probabilities ?? new Map<Token, number>();
-      out.push({ ...this.alternative(token, probabilities.get(token) ?? 0), top_logprobs: this.topOf(probabilities) });
+      const before = this.kept.slice(-CONTEXT_TOKENS);
+      out.push({
+        ...this.alternative(token, probabilities.get(token) ?? 0, before),
+        top_logprobs: this.topOf(probabilities, before),
+      });
+      this.kept.push(token);
     }
     return out;
   }
 
-  private topOf(probabilities: ReadonlyMap<Token, number>): TokenAlternative[] {
+  private topOf(probabilities: ReadonlyMap<Token, number>, before: Token[]): TokenAlternative[] {
     const out: TokenAlternative[] = [];
     if (this.top === 0) return out;
     for (const [token, p] of probabilities) {
       if (p <= 0) break;
-      out.push(this.alternative(token, p));
+      out.push(this.alternative(token, p, before));
       if (out.length >= this.top) break;
     }
     return out;
   }
 
-  private alternative(token: Token, probability: number): TokenAlternative {
-    const text = this.model.detokenize([token], true);
+  /** The token's text as it reads after `before`, the way the answer's text is detokenized. */
+  private alternative(token: Token, probability: number, before: Token[]): TokenAlternative {
+    const text = this.model.detokenize([token], true, before);
     // log(0) is -Infinity, which JSON cannot carry; OpenAI writes -9999.0 for "practically impossible".
     const logprob = probability > 0 ? Math.max(Math.log(probability), IMPOSSIBLE) : IMPOSSIBLE;
     return { token: text, logprob, bytes: [...Buffer.from(text, "utf8")] };
@@ -83,6 +92,8 @@ export class TokenProbabilities {
 }
 
 const IMPOSSIBLE = -9999;
+/** Enough preceding tokens for the tokenizer to decide a token's leading space. */
+const CONTEXT_TOKENS = 4;
 
 /** The chat shape of one choice's (or one chunk's) logprobs. */
 export function chatLogprobs(entries: TokenLogprob[]) {
