@@ -17,8 +17,14 @@ import type { SampledToken } from "./token-probabilities.ts";
 export type Gate = () => Promise<void> | undefined;
 
 type Evaluate = LlamaContextSequence["evaluate"];
-/** Receives every token the sequence samples, with its candidates' probabilities. */
-export type ProbabilityRecorder = (sampled: SampledToken) => void;
+/**
+ * Receives every token the sequence samples, with its probability, and the candidates' probabilities when
+ * `alternatives` is set (llama.cpp then hands over the whole distribution, which costs time per token).
+ */
+export interface ProbabilityRecorder {
+  alternatives: boolean;
+  record: (sampled: SampledToken) => void;
+}
 
 export class PacedSequence {
   readonly sequence: LlamaContextSequence;
@@ -30,13 +36,19 @@ export class PacedSequence {
     const evaluate: Evaluate = sequence.evaluate.bind(sequence);
     const self = this;
     async function* recorded(tokens: Token[], options: Parameters<Evaluate>[1], record: ProbabilityRecorder) {
-      const inner = sequence.evaluateWithMetadata(tokens, { probabilities: true }, options);
+      const metadata = { confidence: true, probabilities: record.alternatives };
+      const inner = sequence.evaluateWithMetadata(tokens, metadata, options);
       try {
         let input: Token | Token[] | undefined;
         for (;;) {
           const next = await inner.next(input);
           if (next.done) return;
-          record({ token: next.value.token, probabilities: next.value.probabilities });
+          const { token, confidence, probabilities } = next.value as {
+            token: Token;
+            confidence: number;
+            probabilities?: Map<Token, number>;
+          };
+          record.record({ token, probability: confidence, probabilities });
           input = (yield next.value.token) as Token | Token[] | undefined;
         }
       } finally {

@@ -219,7 +219,11 @@ export class ReplicaEngine {
     let aborted = false;
     try {
       paced.setGate(options.gate);
-      paced.setRecorder(probabilities ? (sampled) => probabilities.record(sampled) : undefined);
+      paced.setRecorder(
+        probabilities
+          ? { alternatives: probabilities.alternatives, record: (sampled) => probabilities.record(sampled) }
+          : undefined,
+      );
       await sequence.clearHistory();
       const penalize = params.presencePenalty || params.frequencyPenalty;
       // Later choices reuse the prompt already in the sequence: LlamaCompletion keeps the common prefix.

@@ -7,10 +7,11 @@
  */
 import type { LlamaModel, Token } from "node-llama-cpp";
 
-/** What llama.cpp said when it sampled one token: the token and the candidates' probabilities, best first. */
+/** What llama.cpp said when it sampled one token: its probability, and the candidates' when asked, best first. */
 export interface SampledToken {
   token: Token;
-  probabilities: ReadonlyMap<Token, number>;
+  probability: number;
+  probabilities: ReadonlyMap<Token, number> | undefined;
 }
 
 export interface TokenAlternative {
@@ -42,6 +43,11 @@ export class TokenProbabilities {
     this.top = top;
   }
 
+  /** Whether the whole distribution is needed (for alternatives), not only each sampled token's probability. */
+  get alternatives(): boolean {
+    return this.top > 0;
+  }
+
   record(sampled: SampledToken): void {
     this.sampled.push(sampled);
   }
@@ -59,12 +65,13 @@ export class TokenProbabilities {
     for (const token of tokens) {
       const at = this.sampled[this.used++];
       // A stop string that starts inside a token makes llama.cpp re-tokenize the kept text, so the kept
-      // token may differ from the sampled one: its probability is then read from the same distribution.
-      const probabilities = at?.probabilities ?? new Map<Token, number>();
+      // token may differ from the sampled one: its probability is then read from the same distribution,
+      // or, without one, is the sampled token's.
+      const probability = at?.probabilities?.get(token) ?? at?.probability ?? 0;
       const before = this.kept.slice(-CONTEXT_TOKENS);
       out.push({
-        ...this.alternative(token, probabilities.get(token) ?? 0, before),
-        top_logprobs: this.topOf(probabilities, before),
+        ...this.alternative(token, probability, before),
+        top_logprobs: at?.probabilities ? this.topOf(at.probabilities, before) : [],
       });
       this.kept.push(token);
     }

@@ -220,6 +220,32 @@ describe("logprobs", () => {
   });
 });
 
+it("leaves a stop string's tokens out of the logprobs, as out of the text", async () => {
+  const ask = (stop?: string) =>
+    client().completions.create({
+      model: "stories",
+      prompt: PROMPT,
+      max_tokens: 10,
+      temperature: 0,
+      logprobs: 2,
+      stop,
+    });
+  const plain = (await ask()).choices[0]!;
+  // A word from the middle without its leading space: the stop starts inside the token that carries it.
+  const word = plain
+    .logprobs!.tokens!.slice(3)
+    .find((t) => t.trim().length > 1)!
+    .trim();
+  const stopped = (await ask(word)).choices[0]!;
+  expect(plain.text).toContain(word);
+  // llama.cpp keeps whole tokens before the stop, so the space in front of the word may go with it.
+  expect(plain.text.startsWith(stopped.text)).toBe(true);
+  expect(stopped.text.trimEnd()).toBe(plain.text.slice(0, plain.text.indexOf(word)).trimEnd());
+  expect(stopped.finish_reason).toBe("stop");
+  expect(stopped.logprobs!.tokens!.join("")).toBe(stopped.text);
+  expect(stopped.logprobs!.token_logprobs!.every((lp) => lp <= 0)).toBe(true);
+});
+
 describe("logit_bias", () => {
   const greedy = async (logit_bias?: Record<string, number>) => {
     const answer = await client().completions.create({
