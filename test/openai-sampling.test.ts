@@ -1,27 +1,38 @@
-// OpenAI's sampling and choice parameters through the whole serving path, with the official openai client:
-// the real gateway app and the real node-agent app with real llama.cpp on the fixture model, each in its own
-// process (the benchmarks' static set-up, bench/_static-gateway.ts and bench/_agent-replica.ts: the gateway's
-// config is handed over instead of compiled by the operator, which plays no part in sampling).
+// OpenAI's sampling and choice parameters through the whole stack, with the official openai client: the
+// real node-agent (node-agent/main.ts) loads the fixture model from a ModelReplica in the real API server,
+// and the real gateway in front of it serves the config published as the operator publishes it.
+import { CustomObjectsApi } from "@kubernetes/client-node";
 import { getLlama, type LlamaModel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type BenchChild, startBenchChild } from "../bench/_child.ts";
-import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "../bench/_gateway-config.ts";
-import type { GatewayPolicy } from "../crds/api/index.ts";
-import { tinyModel } from "./support/node-agent.ts";
+import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
+import { installCrds } from "./support/crds.ts";
+import {
+  ConfigFeed,
+  createNamespace,
+  model as gatewayModel,
+  kubeConfig,
+  makeKey,
+  policy,
+  startGateway,
+  type TestGateway,
+} from "./support/gateway.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { eventually } from "./support/processes.ts";
 
-const KEY = "sk-sampling-test-key";
-const TIGHT_KEY = "sk-sampling-tight-key";
+const ns = "openai-sampling";
+const replicaName = "stories-sampling";
 /** 100 tokens a minute: a request reserving prompt + n × max_tokens over that is refused at once. */
-const tightPolicy: GatewayPolicy = { ...generousPolicy, name: "tight", tokensPerMinute: 100 };
+const tight = policy(ns, "tight", { scope: "PerKey", tokensPerMinute: 100 });
+const key = makeKey(ns, "k");
+const tightKey = makeKey(ns, "tight", { rateLimitPolicy: tight.name });
 const PROMPT = "Once upon a time";
 
-let agent: BenchChild;
-let gateway: BenchChild;
+let agent: TestAgent;
+let gateway: TestGateway;
 let model: LlamaModel;
 
-const client = (key = KEY) =>
-  new OpenAI({ apiKey: key, baseURL: `http://127.0.0.1:${gateway.port}/v1`, maxRetries: 0 });
+const client = (k = key) => new OpenAI({ apiKey: k.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
 
 /** Every token id whose text is `text` (the test's own copy of the fixture's vocabulary). */
 function idsOf(text: string): number[] {
@@ -32,24 +43,71 @@ function idsOf(text: string): number[] {
 }
 
 beforeAll(async () => {
-  agent = await startBenchChild("_agent-replica.ts", [tinyModel, "1", BENCH_NODE_TOKEN]);
-  const endpoint = `http://127.0.0.1:${agent.port}/replicas/bench/replica`;
-  const spec = staticGatewaySpec({
-    model: "stories",
-    endpoint,
-    contextSize: 512,
-    keys: [benchKey(KEY, generousPolicy.name), benchKey(TIGHT_KEY, tightPolicy.name)],
-    policies: [generousPolicy, tightPolicy],
+  await installCrds();
+  await createNamespace(ns);
+  agent = await startAgent("sampling-node");
+  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
+  const replica: ModelReplica = {
+    apiVersion: API_VERSION,
+    kind: "ModelReplica",
+    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
+    spec: {
+      model: "stories",
+      nodeName: agent.nodeName,
+      source: { path: tinyModel },
+      engine: { contextSize: 1024, parallelSequences: 2, embeddings: false },
+      memoryBytes: 0,
+      templateHash: "sampling-test",
+    },
+  };
+  await custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    namespace: ns,
+    plural: "modelreplicas",
+    body: replica,
   });
-  gateway = await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)]);
+  const endpoint = await eventually(
+    "the replica Ready",
+    async () => {
+      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
+      const r = (await custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace: ns,
+        plural: "modelreplicas",
+        name: replicaName,
+      })) as ModelReplica;
+      if (r.status?.phase === "Failed") throw new Error(`replica failed: ${r.status.message}`);
+      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
+    },
+    180_000,
+  );
+  gateway = await startGateway(ns, {
+    nodeToken: NODE_AGENT_TOKEN,
+    upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
+  });
+  const feed = new ConfigFeed(ns);
+  await feed.publish({
+    models: [
+      gatewayModel(ns, "stories", {
+        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
+        contextSize: 512,
+        embeddings: false,
+      }),
+    ],
+    keys: [key, tightKey],
+    policies: [tight],
+  });
+  await gateway.waitForVersion(feed.version);
   const llama = await getLlama({ gpu: false, build: "never", progressLogs: false });
   model = await llama.loadModel({ modelPath: tinyModel, gpuLayers: 0 });
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   await model?.dispose();
-  await gateway?.stop();
-  await agent?.stop();
+  await gateway?.close();
+  await agent?.process.stop();
 });
 
 async function refusal(call: Promise<unknown>): Promise<{ status: number; param: string | null | undefined }> {
@@ -313,7 +371,7 @@ describe("what Pomona cannot honour is refused with its param", () => {
 
   it("reserves max_tokens for each of the n choices against the token limit", async () => {
     const ask = (n: number) =>
-      client(TIGHT_KEY).chat.completions.create({
+      client(tightKey).chat.completions.create({
         model: "stories",
         messages: [{ role: "user", content: "Hi" }],
         max_tokens: 40,
