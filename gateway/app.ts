@@ -16,8 +16,8 @@ import {
   proxyList,
 } from "./client-connections.ts";
 import type { QueueSettings } from "./config.ts";
-import { installInferenceCors } from "./cors.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
+import { installInferenceCors } from "./cors.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
 import type { HashingKeysHolder } from "./key-hashing.ts";

@@ -73,7 +73,6 @@ export async function estimateReplica(
   return { architecture, memoryBytes, trainContextSize: insights.trainContextSize };
 }
 
-
 export interface CompleteOptions {
   signal?: AbortSignal;
   onText?: (text: string) => void;

@@ -83,7 +83,17 @@ export function makeKey(namespace: string, name: string, extra: Partial<GatewayK
 }
 
 export function model(namespace: string, name: string, extra: Partial<GatewayModel> = {}): GatewayModel {
-  return { namespace, name, aliases: [], endpoints: [], fallbacks: [], embeddings: true, contextSize: 4096, sequenceContextSize: 1024, ...extra };
+  return {
+    namespace,
+    name,
+    aliases: [],
+    endpoints: [],
+    fallbacks: [],
+    embeddings: true,
+    contextSize: 4096,
+    sequenceContextSize: 1024,
+    ...extra,
+  };
 }
 
 export function policy(
