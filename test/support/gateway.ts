@@ -167,6 +167,7 @@ export async function startGateway(
     clients?: GatewayDeps["clients"];
     metrics?: GatewayMetrics;
     invalidKeys?: GatewayDeps["invalidKeys"];
+    corsOrigins?: GatewayDeps["corsOrigins"];
   } = {},
 ): Promise<TestGateway> {
   const metrics = options.metrics ?? createMetrics();
@@ -188,6 +189,7 @@ export async function startGateway(
     // The test process plays many clients from one address: the per-address cap would count them as one.
     clients: options.clients ?? { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
     now: options.now,
+    corsOrigins: options.corsOrigins,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
   });
   const watcher = new GatewayConfigWatcher({
