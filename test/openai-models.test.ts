@@ -109,6 +109,8 @@ describe("the models a key may use, with Pomona's metadata", () => {
       OpenAI.PermissionDeniedError,
     );
     await expect(client(full.secret).models.retrieve("nothing")).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    // Deleting is for fine-tuned models, which Pomona has none of: no such route.
+    await expect(client(full.secret).models.delete("assistant")).rejects.toBeInstanceOf(OpenAI.NotFoundError);
   });
 
   it("claims embeddings only where /v1/embeddings answers", async () => {

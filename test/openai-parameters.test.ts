@@ -126,6 +126,12 @@ describe("chat completion parameters", () => {
     expect(stopped.answer.choices[0]?.finish_reason).toBe("stop");
   });
 
+  it("temperature 0 is greedy whatever the seed, and a small top_p keeps only the likeliest token", async () => {
+    const greedy = await chat({ seed: 1 });
+    expect((await chat({ seed: 2 })).text).toBe(greedy.text);
+    expect((await chat({ temperature: 1, top_p: 0.01, seed: 3 })).text).toBe(greedy.text);
+  });
+
   it("seed makes sampling repeatable", async () => {
     const seeded = () => chat({ temperature: 1, seed: 11, max_tokens: 20 });
     expect((await seeded()).text).toBe((await seeded()).text);
@@ -150,8 +156,12 @@ describe("chat completion parameters", () => {
     expect(parts.text).toBe((await chat({})).text);
   });
 
-  it("accepts user and n: 1 and answers as without them", async () => {
-    const tagged = await chat({ user: "user-1234", n: 1 });
+  it("accepts user, a message's name and n: 1, and answers as without them", async () => {
+    const tagged = await chat({
+      user: "user-1234",
+      n: 1,
+      messages: [{ role: "user", content: "Once upon a time", name: "ann" }],
+    });
     expect(tagged.text).toBe((await chat({})).text);
   });
 });
@@ -192,10 +202,18 @@ describe("parameters Pomona refuses", () => {
       { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://x/y.png" } }] }] },
       "messages[0].content",
     ],
+    [
+      "/chat/completions",
+      { stream: true, stream_options: { include_obfuscation: true } },
+      "stream_options.include_obfuscation",
+    ],
+    ["/completions", { prompt: ["one", "two"] }, "prompt"],
+    ["/completions", { prompt: [1, 2, 3] }, "prompt"],
     ["/completions", { suffix: "the end" }, "suffix"],
     ["/completions", { best_of: 2 }, "best_of"],
     ["/completions", { echo: true }, "echo"],
     ["/embeddings", { dimensions: 8 }, "dimensions"],
+    ["/embeddings", { input: [1, 2, 3] }, "input"],
   ])("%s refuses %j with 400 naming %s", async (path, extra, param) => {
     const base =
       path === "/chat/completions"
