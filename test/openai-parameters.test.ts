@@ -197,6 +197,10 @@ describe("parameters Pomona refuses", () => {
     ["/chat/completions", { service_tier: "auto" }, "service_tier"],
     ["/chat/completions", { reasoning_effort: "low" }, "reasoning_effort"],
     ["/chat/completions", { web_search_options: {} }, "web_search_options"],
+    ["/chat/completions", { prompt_cache_key: "k" }, "prompt_cache_key"],
+    ["/chat/completions", { safety_identifier: "s" }, "safety_identifier"],
+    ["/chat/completions", { verbosity: "low" }, "verbosity"],
+    ["/chat/completions", { functions: [{ name: "f", parameters: {} }] }, "functions"],
     [
       "/chat/completions",
       { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://x/y.png" } }] }] },
