@@ -1,7 +1,7 @@
 /**
  * The model object of /v1/models and /v1/models/{id}: OpenAI's four fields, which every client parses, and
  * Pomona's own metadata under one `pomona` field, which clients that expect the plain shape ignore
- * (docs/decisions.md, "Model metadata under a `pomona` field").
+ * (docs/decisions.md, "Model metadata under a `pomona` field of OpenAI's model object").
  */
 import type { GatewayModel } from "../crds/api/index.ts";
 import { chatCompletionRequest } from "../crds/api/openai-requests.ts";
