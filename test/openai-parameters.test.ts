@@ -118,11 +118,9 @@ describe("chat completion parameters", () => {
 
   it("stop ends the answer before the stop text", async () => {
     const free = await chat({ max_tokens: 60 });
-    const cut = free.text.indexOf(" ", 1);
-    expect(cut).toBeGreaterThan(0);
-    const stopped = await chat({ max_tokens: 60, stop: [" "] });
-    expect(free.text.startsWith(stopped.text)).toBe(true);
-    expect(stopped.text).not.toContain(" ");
+    expect(free.text).toContain(".");
+    const stopped = await chat({ max_tokens: 60, stop: ["."] });
+    expect(stopped.text).toBe(free.text.slice(0, free.text.indexOf(".")));
     expect(stopped.answer.choices[0]?.finish_reason).toBe("stop");
   });
 
