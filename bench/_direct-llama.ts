@@ -5,7 +5,7 @@
  * free sequences wait in a first-come line, as the agent's sequence pool makes them wait.
  */
 import { getLlama, LlamaCompletion, type LlamaContext, type LlamaContextSequence } from "node-llama-cpp";
-import { perSequenceContext } from "../node-agent/replica-engine.ts";
+import { perSequenceContext } from "../crds/api/index.ts";
 
 export interface StreamFigures {
   /** ms from the call to the first piece of text; undefined if none came. */
@@ -37,7 +37,7 @@ export async function loadDirect(
   for (const threads of threadCounts) {
     const context = await model.createContext({
       sequences: engine.parallelSequences,
-      contextSize: perSequenceContext({ ...engine, embeddings: false }),
+      contextSize: perSequenceContext(engine),
       threads,
     });
     contexts.push(context);

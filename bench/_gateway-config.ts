@@ -31,6 +31,8 @@ export function staticGatewaySpec(parts: {
   model: string;
   endpoint: string;
   contextSize: number;
+  /** What one request may use; the whole context unless given (benchmarks do not read /v1/models). */
+  sequenceContextSize?: number;
   keys: GatewayKey[];
   policies: GatewayPolicy[];
   redisUrl?: string;
@@ -50,6 +52,7 @@ export function staticGatewaySpec(parts: {
           fallbacks: [],
           embeddings: false,
           contextSize: parts.contextSize,
+          sequenceContextSize: parts.sequenceContextSize ?? parts.contextSize,
         },
       ],
       keys: parts.keys,

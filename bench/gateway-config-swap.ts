@@ -53,6 +53,7 @@ function config(version: number, keyCount: number, modelTag: string): GatewayCon
       fallbacks: [],
       embeddings: true,
       contextSize: 4096,
+      sequenceContextSize: 1024,
     })),
     policies: Array.from({ length: 50 }, (_, i) => ({
       namespace: `team-${i}`,

@@ -17,6 +17,7 @@ import {
 } from "./client-connections.ts";
 import type { QueueSettings } from "./config.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
+import { installInferenceCors } from "./cors.ts";
 import { errorHandler } from "./error-handler.ts";
 import { RouteNotFoundError } from "./errors.ts";
 import type { HashingKeysHolder } from "./key-hashing.ts";
@@ -48,6 +49,8 @@ export interface GatewayDeps {
   invalidKeys?: { burst: number; refillPerMinute: number; maxAddresses: number };
   /** Largest non-streamed answer read from a node; defaults to answer-limit.ts. */
   answerLimitBytes?: number;
+  /** Origins whose pages may call the /v1 routes from a browser (gateway/cors.ts); unset or empty: none. */
+  corsOrigins?: readonly string[];
   /** Timeouts, the per-address connection cap and the trusted proxies of the public port. */
   clients?: ClientLimits;
   /** The clock of the limits; tests move it instead of sleeping through windows. */
@@ -121,6 +124,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   });
 
   await app.register(observability, { metrics: deps.metrics });
+  installInferenceCors(app, deps.corsOrigins ?? []);
   await app.register(openAiRoutes, {
     prefix: "/v1",
     holder: deps.holder,

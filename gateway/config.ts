@@ -4,6 +4,7 @@ import { z } from "zod";
 import { defaultSystemNamespace } from "../crds/api/index.ts";
 import { defaultAnswerLimitBytes } from "./answer-limit.ts";
 import { type ClientLimits, parseTrustedProxies } from "./client-connections.ts";
+import { parseCorsOrigins } from "./cors.ts";
 
 const port = z.coerce.number().int().min(0).max(65_535);
 const positiveInt = z.coerce.number().int().positive();
@@ -19,6 +20,7 @@ const environment = z.object({
   POMONA_GATEWAY_KEEP_ALIVE_TIMEOUT_MS: positiveInt.default(5_000),
   POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT: positiveInt.default(256),
   POMONA_GATEWAY_TRUSTED_PROXIES: z.string().default(""),
+  POMONA_GATEWAY_CORS_ORIGINS: z.string().default(""),
   POMONA_GATEWAY_ANSWER_LIMIT_BYTES: positiveInt.default(defaultAnswerLimitBytes),
   POMONA_NODE_TOKEN: z.string().min(1).optional(),
   POMONA_NODE_TOKEN_FILE: z.string().min(1).optional(),
@@ -56,6 +58,8 @@ export interface GatewaySettings {
   clients: ClientLimits;
   /** Largest non-streamed answer read from a node. */
   answerLimitBytes: number;
+  /** Origins whose pages may call the /v1 routes from a browser (gateway/cors.ts); empty turns CORS off. */
+  corsOrigins: string[];
   nodeToken: string;
   redisUrl: string | undefined;
   limitsOnRedisFailure: "allow" | "deny";
@@ -84,6 +88,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
   } catch (err) {
     throw new Error(`invalid gateway configuration: POMONA_GATEWAY_TRUSTED_PROXIES: ${(err as Error).message}`);
   }
+  let corsOrigins: string[];
+  try {
+    corsOrigins = parseCorsOrigins(e.POMONA_GATEWAY_CORS_ORIGINS);
+  } catch (err) {
+    throw new Error(`invalid gateway configuration: POMONA_GATEWAY_CORS_ORIGINS: ${(err as Error).message}`);
+  }
   const nodeToken = e.POMONA_NODE_TOKEN ?? (e.POMONA_NODE_TOKEN_FILE ? readToken(e.POMONA_NODE_TOKEN_FILE) : undefined);
   if (!nodeToken)
     throw new Error("invalid gateway configuration: POMONA_NODE_TOKEN or POMONA_NODE_TOKEN_FILE is required");
@@ -100,6 +110,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): GatewaySetti
       trustedProxies,
     },
     answerLimitBytes: e.POMONA_GATEWAY_ANSWER_LIMIT_BYTES,
+    corsOrigins,
     nodeToken,
     redisUrl: e.POMONA_REDIS_URL,
     limitsOnRedisFailure: e.POMONA_LIMITS_ON_REDIS_FAILURE,

@@ -52,6 +52,7 @@ async function main(): Promise<void> {
     invalidKeys: settings.invalidKeys,
     answerLimitBytes: settings.answerLimitBytes,
     clients: settings.clients,
+    corsOrigins: settings.corsOrigins,
     logLevel: settings.logLevel,
   });
   const admin = await buildAdminApp({ holder, hashingKeys, metrics, logLevel: settings.logLevel });
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
       address,
       adminAddress,
       trustedProxies: settings.clients.trustedProxies,
+      corsOrigins: settings.corsOrigins,
       namespace: settings.namespace,
       limits: settings.redisUrl ? "redis" : "memory",
       onRedisFailure: settings.limitsOnRedisFailure,

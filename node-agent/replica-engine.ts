@@ -13,7 +13,7 @@ import {
   readGgufFileInfo,
   type TokenBias,
 } from "node-llama-cpp";
-import type { EngineSettings } from "../crds/api/index.ts";
+import { type EngineSettings, perSequenceContext } from "../crds/api/index.ts";
 import { type Gate, PacedSequence } from "./paced-sequence.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 import { SequencePool } from "./sequence-pool.ts";
@@ -93,11 +93,6 @@ export async function estimateReplica(
   });
   const memoryBytes = model.cpuRam + model.gpuVram + context.cpuRam + context.gpuVram;
   return { architecture, memoryBytes, trainContextSize: insights.trainContextSize };
-}
-
-/** The contract's contextSize is shared by all sequences; node-llama-cpp's is per sequence. */
-export function perSequenceContext(engine: EngineSettings): number {
-  return Math.floor(engine.contextSize / engine.parallelSequences);
 }
 
 export interface CompleteOptions {

@@ -53,6 +53,10 @@ export const settingsFields = z.object({
       adminPort: z.int().min(1).max(65535).default(9090),
       /** Addresses or CIDRs of the proxies in front (the Ingress controller) whose X-Forwarded-For is believed. */
       trustedProxies: z.array(z.string().min(1)).default([]),
+      /** Origins whose browser pages may call the /v1 API (CORS); "*" allows any; empty turns CORS off. */
+      corsOrigins: z
+        .array(z.string().regex(/^(\*|https?:\/\/[^/?#@\s,]+)$/, "an origin: scheme://host[:port], or *"))
+        .default([]),
       /** Open connections one client address may hold on the public port (trusted proxies are exempt). */
       maxConnectionsPerClient: z.int().min(1).default(256),
       service: z

@@ -53,6 +53,7 @@ async function route(endpoints: { url: string; agent: TestAgent; replica: string
     models: [
       model(ns, "stories", {
         contextSize: 1024,
+        sequenceContextSize: 256,
         embeddings: false,
         endpoints: endpoints.map((e) => ({
           url: e.url,

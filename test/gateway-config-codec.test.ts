@@ -31,6 +31,7 @@ function configWithKeys(count: number): GatewayConfig {
         fallbacks: [],
         embeddings: true,
         contextSize: 512,
+        sequenceContextSize: 128,
       },
     ],
     policies: [{ namespace: "default", name: "standard", requestsPerMinute: 60, scope: "PerKey" }],

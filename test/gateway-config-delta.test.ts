@@ -53,6 +53,7 @@ const arbModel = (namespace: string, name: string): fc.Arbitrary<GatewayModel> =
     fallbacks: fc.uniqueArray(fc.constantFrom(...names), { maxLength: 2 }),
     embeddings: fc.boolean(),
     contextSize: fc.constantFrom(512, 4096),
+    sequenceContextSize: fc.constantFrom(128, 512),
   });
 
 const arbKey = (i: number): fc.Arbitrary<GatewayKey> =>

@@ -90,6 +90,7 @@ beforeAll(async () => {
         aliases: ["tiny-stories"],
         endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
         contextSize: 512,
+        sequenceContextSize: 256,
       }),
     ],
     keys: [key],

@@ -112,6 +112,7 @@ beforeAll(async () => {
       model(ns, "stories", {
         endpoints: [{ url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1, slots: SEQUENCES }],
         contextSize: 512,
+        sequenceContextSize: 512 / SEQUENCES,
         embeddings: false,
       }),
     ],

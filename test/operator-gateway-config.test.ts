@@ -92,6 +92,24 @@ describe("compileGatewayConfig", () => {
     expect(idle?.rateLimitPolicy).toBe("missing");
   });
 
+  it("carries what /v1/models reports: the context one request holds and whether the model embeds", () => {
+    const compiled = compileGatewayConfig({
+      models: [
+        model("chat"),
+        model("narrow", { engine: { contextSize: 1000, parallelSequences: 3, embeddings: false } }),
+      ],
+      replicas: [],
+      keys: [],
+      policies: [],
+      now: new Date(),
+    });
+    expect(compiled.models.map((m) => [m.name, m.contextSize, m.sequenceContextSize, m.embeddings])).toEqual([
+      ["chat", 4096, 1024, true],
+      // Rounded down, as the node-agent sizes each of the 3 sequences.
+      ["narrow", 1000, 333, false],
+    ]);
+  });
+
   it("lists usable keys by hash and leaves out disabled, expired, unminted and policy-less ones", () => {
     const compiled = compileGatewayConfig({
       models: [],

@@ -103,6 +103,7 @@ export const everyOption: PomonaSettingsInput = {
     ingress: { enabled: true, className: "nginx", tlsSecretName: "pomona-tls" },
     service: { type: "NodePort", nodePort: 30080 },
     trustedProxies: ["10.0.0.0/8", "fd00::/8"],
+    corsOrigins: ["https://app.example.com", "http://localhost:5173"],
   },
   nodeAgent: { modelMemory: "6Gi" },
   modelSources: { allowedHosts: ["models.example.com", "*.cdn.example.com"] },

@@ -27,8 +27,14 @@ export const gatewayModel = z.object({
     .array(z.string())
     .describe("Model names in the same namespace to try, in order, when no endpoint serves."),
   rateLimitPolicy: z.string().optional().describe("Name of a policy in the same namespace."),
-  embeddings: z.boolean(),
-  contextSize: z.int().positive(),
+  embeddings: z.boolean().describe("Whether the model serves /v1/embeddings (its engine's embeddings setting)."),
+  contextSize: z.int().positive().describe("Tokens of context shared by all parallel sequences of one replica."),
+  sequenceContextSize: z
+    .int()
+    .positive()
+    .describe(
+      "Tokens one request may hold, prompt and completion together: contextSize / parallelSequences, the size the node-agent gives each sequence.",
+    ),
 });
 
 export const gatewayKey = z.object({

@@ -213,3 +213,12 @@ export type InferenceModelStatus = z.infer<typeof inferenceModelStatus>;
 export type ModelSource = z.infer<typeof modelSource>;
 export type EngineSettings = z.infer<typeof engineSettings>;
 export type Toleration = z.infer<typeof toleration>;
+
+/**
+ * Tokens one request may hold, prompt and completion together. The spec's contextSize is shared by all
+ * parallel sequences; node-llama-cpp sizes each sequence, so the node-agent loads this much per sequence and
+ * the gateway reports it in /v1/models.
+ */
+export function perSequenceContext(engine: Pick<EngineSettings, "contextSize" | "parallelSequences">): number {
+  return Math.floor(engine.contextSize / engine.parallelSequences);
+}

@@ -5,12 +5,12 @@
  */
 import type { FastifyInstance } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
-import type { GatewayModel } from "../../crds/api/index.ts";
 import { chatCompletionRequest, completionRequest, embeddingRequest } from "../../crds/api/openai-requests.ts";
 import type { ConfigHolder } from "../config-source/config-holder.ts";
 import { keyMayUse } from "../config-source/route-table.ts";
 import { ModelNotAllowedError, ModelNotFoundError } from "../errors.ts";
 import type { HashingKeysHolder } from "../key-hashing.ts";
+import { modelObject } from "../model-object.ts";
 import { modelParams } from "../openai-schemas.ts";
 import { type InferenceDeps, inferenceHandler } from "../serve-inference.ts";
 import { authenticator } from "./authenticate.ts";
@@ -22,13 +22,6 @@ export interface OpenAiRouteOptions {
   throttle: InvalidKeyThrottle;
   inference: InferenceDeps;
 }
-
-const modelObject = (model: GatewayModel, createdMs: number) => ({
-  id: model.name,
-  object: "model" as const,
-  created: Math.floor(createdMs / 1000),
-  owned_by: model.namespace,
-});
 
 export async function openAiRoutes(root: FastifyInstance, opts: OpenAiRouteOptions) {
   const app = root.withTypeProvider<ZodTypeProvider>();

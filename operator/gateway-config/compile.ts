@@ -13,7 +13,7 @@ import type {
   ModelReplica,
   RateLimitPolicy,
 } from "../../crds/api/index.ts";
-import { labels } from "../../crds/api/index.ts";
+import { labels, perSequenceContext } from "../../crds/api/index.ts";
 
 export interface GatewayConfigInputs {
   models: readonly InferenceModel[];
@@ -64,6 +64,7 @@ export function compileGatewayConfig(inputs: GatewayConfigInputs): CompiledConfi
         ...(policy ? { rateLimitPolicy: policy } : {}),
         embeddings: m.spec.engine.embeddings,
         contextSize: m.spec.engine.contextSize,
+        sequenceContextSize: perSequenceContext(m.spec.engine),
       };
     })
     .sort(byName);

@@ -34,6 +34,9 @@ function deployment(settings: PomonaSettings): KubeObject {
     ...(gateway.trustedProxies.length > 0
       ? [{ name: "POMONA_GATEWAY_TRUSTED_PROXIES", value: gateway.trustedProxies.join(",") }]
       : []),
+    ...(gateway.corsOrigins.length > 0
+      ? [{ name: "POMONA_GATEWAY_CORS_ORIGINS", value: gateway.corsOrigins.join(",") }]
+      : []),
     { name: "POMONA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT", value: String(gateway.maxConnectionsPerClient) },
     { name: "POMONA_NODE_TOKEN_FILE", value: `${nodeTokenMountPath}/token` },
     { name: "POMONA_LOG_LEVEL", value: gateway.logLevel },

@@ -83,7 +83,17 @@ export function makeKey(namespace: string, name: string, extra: Partial<GatewayK
 }
 
 export function model(namespace: string, name: string, extra: Partial<GatewayModel> = {}): GatewayModel {
-  return { namespace, name, aliases: [], endpoints: [], fallbacks: [], embeddings: true, contextSize: 4096, ...extra };
+  return {
+    namespace,
+    name,
+    aliases: [],
+    endpoints: [],
+    fallbacks: [],
+    embeddings: true,
+    contextSize: 4096,
+    sequenceContextSize: 1024,
+    ...extra,
+  };
 }
 
 export function policy(
@@ -157,6 +167,7 @@ export async function startGateway(
     clients?: GatewayDeps["clients"];
     metrics?: GatewayMetrics;
     invalidKeys?: GatewayDeps["invalidKeys"];
+    corsOrigins?: GatewayDeps["corsOrigins"];
   } = {},
 ): Promise<TestGateway> {
   const metrics = options.metrics ?? createMetrics();
@@ -178,6 +189,7 @@ export async function startGateway(
     // The test process plays many clients from one address: the per-address cap would count them as one.
     clients: options.clients ?? { ...defaultClientLimits, maxConnectionsPerClient: 100_000 },
     now: options.now,
+    corsOrigins: options.corsOrigins,
     logLevel: process.env.POMONA_TEST_LOG_LEVEL ?? "silent",
   });
   const watcher = new GatewayConfigWatcher({
