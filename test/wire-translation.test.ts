@@ -441,6 +441,22 @@ describe("Anthropic Messages → chat completions", () => {
     });
   });
 
+  it("turns output_config.format into a json_schema response_format", () => {
+    const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+    const chat = messagesToChat(
+      parse({
+        model: "m",
+        max_tokens: 8,
+        messages: [{ role: "user", content: "x" }],
+        output_config: { format: { type: "json_schema", schema } },
+      }),
+    );
+    expect(chat.response_format).toEqual({
+      type: "json_schema",
+      json_schema: { name: "output", schema, strict: true },
+    });
+  });
+
   it("refuses what it cannot honour and requires max_tokens", () => {
     const issue = (body: unknown) => anthropicMessagesRequest.safeParse(body).error?.issues[0];
     expect(issue({ model: "m", messages: [{ role: "user", content: "x" }] })).toMatchObject({ path: ["max_tokens"] });

@@ -70,7 +70,18 @@ export const anthropicMessagesRequest = z.strictObject({
   system: z.union([z.string(), z.array(textBlock).max(256)]).optional(),
   tools: z.array(anthropicTool).max(128).optional(),
   tool_choice: toolChoice.optional(),
+  /** Structured output: the answer follows the JSON schema (grammar-enforced on the node). */
+  output_config: z
+    .strictObject({
+      format: z
+        .strictObject({ type: z.literal("json_schema"), schema: jsonSchemaObject })
+        .nullable()
+        .optional(),
+    })
+    .optional(),
+  cache_control: cacheControl.optional(),
   stop_sequences: z.array(z.string().min(1).max(256)).max(4, "at most 4 stop sequences are supported").optional(),
+  /** Sampling settings older clients send (the current SDK's types no longer name them). */
   temperature: z.number().min(0).max(1).optional(),
   top_p: z.number().gt(0).max(1).optional(),
   top_k: z.int().min(1).optional(),

@@ -1,7 +1,8 @@
 /**
  * The Anthropic Messages API (`POST /v1/messages`) over the chat pipeline: a request becomes a chat
  * completion (system → a system message, tool_use blocks → an assistant message's tool_calls, tool_result
- * blocks → tool messages, tools → function tools, tool_choice any → required), and the node's answer
+ * blocks → tool messages, tools → function tools, tool_choice any → required, output_config.format →
+ * response_format), and the node's answer
  * becomes a `message` object, or the event sequence `client.messages.stream` reads. Errors have
  * Anthropic's shape `{type: "error", error: {type, message}}`.
  */
@@ -17,6 +18,7 @@ import { type GatewayError, UpstreamError } from "../errors.ts";
 import {
   type ChatUsage,
   checkedChat,
+  inRouteTerms,
   joinedText,
   paramRenamer,
   type StreamTranslator,
@@ -31,6 +33,7 @@ export const messagesParam = paramRenamer({
   max_completion_tokens: "max_tokens",
   stop: "stop_sequences",
   parallel_tool_calls: "tool_choice.disable_parallel_tool_use",
+  response_format: "output_config.format",
 });
 
 /** A chat request, with llama.cpp's top_k, which OpenAI's types do not name. */
@@ -97,6 +100,12 @@ export function messagesToChat(body: AnthropicMessagesRequest): ChatRequest {
             : { type: "function", function: { name: choice.name } };
     if (choice.type !== "none" && choice.disable_parallel_tool_use) chat.parallel_tool_calls = false;
   }
+  const format = body.output_config?.format;
+  if (format)
+    chat.response_format = {
+      type: "json_schema",
+      json_schema: { name: "output", schema: format.schema, strict: true },
+    };
   if (body.stop_sequences && body.stop_sequences.length > 0) chat.stop = body.stop_sequences;
   if (body.temperature !== undefined) chat.temperature = body.temperature;
   if (body.top_p !== undefined) chat.top_p = body.top_p;
@@ -297,8 +306,8 @@ export function anthropicErrorType(error: GatewayError): string {
 
 export function anthropicEnvelope(error: GatewayError) {
   // Anthropic's errors have no param: name it in the message when the message does not already.
-  const param = messagesParam(error.param);
-  const message = param && !error.message.includes(param) ? `${error.message} (${param})` : error.message;
+  const { param, message: text } = inRouteTerms(error, messagesParam);
+  const message = param && !text.includes(param) ? `${text} (${param})` : text;
   return { type: "error", error: { type: anthropicErrorType(error), message } };
 }
 

@@ -75,6 +75,16 @@ export function paramRenamer(names: Record<string, string>) {
   };
 }
 
+/** An error's param and message as the route names the param (the message named the chat parameter). */
+export function inRouteTerms(
+  error: GatewayError,
+  routeParam: (chatParam: string | null) => string | null,
+): { param: string | null; message: string } {
+  const param = routeParam(error.param);
+  if (error.param === null || param === error.param) return { param, message: error.message };
+  return { param, message: error.message.replaceAll(error.param, param ?? "") };
+}
+
 /** Text parts joined, as chat templates take one string per message. */
 export const joinedText = (content: string | readonly { text: string }[]): string =>
   typeof content === "string" ? content : content.map((p) => p.text).join("");
