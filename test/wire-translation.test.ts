@@ -361,7 +361,7 @@ describe("chat completions → Responses", () => {
     ) as {
       error: { param: string };
     };
-    expect(e.error.param).toBe("max_output_tokens");
+    expect(e.error).toMatchObject({ param: "max_output_tokens", message: "max_output_tokens is 9000, more than …" });
     expect(
       (responsesWire.envelope(new InvalidRequestError("x", "messages[3].content")) as { error: { param: string } })
         .error.param,

@@ -16,6 +16,7 @@ import { type GatewayError, UpstreamError } from "../errors.ts";
 import {
   type ChatUsage,
   checkedChat,
+  inRouteTerms,
   joinedText,
   paramRenamer,
   type StreamTranslator,
@@ -391,8 +392,7 @@ export const responsesWire: WireFormat = {
     };
   },
   envelope(error) {
-    return {
-      error: { message: error.message, type: error.type, param: responsesParam(error.param), code: error.code },
-    };
+    const { param, message } = inRouteTerms(error, responsesParam);
+    return { error: { message, type: error.type, param, code: error.code } };
   },
 };
