@@ -200,6 +200,11 @@ describe("Responses → chat completions", () => {
     expect(
       issue({ model: "m", input: [{ role: "user", content: [{ type: "input_image", image_url: "x" }] }] }),
     ).toMatchObject({ path: ["input", 0, "content"], message: expect.stringMatching(/images/) });
+    expect(issue({ model: "m", input: "x", text: { verbosity: "low" } })).toMatchObject({ code: "unrecognized_keys" });
+    expect(issue({ model: "m", input: "x", truncation: "auto" })).toMatchObject({ path: ["truncation"] });
+    expect(issue({ model: "m", input: "x", tool_choice: { type: "web_search_preview" } })).toMatchObject({
+      path: ["tool_choice"],
+    });
     expect(responsesRequest.safeParse({ model: "m", input: "x", store: false }).success).toBe(true);
   });
 
@@ -468,6 +473,12 @@ describe("Anthropic Messages → chat completions", () => {
     ).toMatchObject({
       code: "unrecognized_keys",
     });
+    const base = { model: "m", max_tokens: 1, messages: [{ role: "user", content: "x" }] };
+    expect(issue({ ...base, tools: [{ type: "web_search_20250305", name: "web_search" }] })).toMatchObject({
+      path: ["tools", 0, "type"],
+    });
+    expect(issue({ ...base, output_config: { effort: "low" } })).toMatchObject({ code: "unrecognized_keys" });
+    expect(issue({ ...base, stop_sequences: ["a", "b", "c", "d", "e"] })).toMatchObject({ path: ["stop_sequences"] });
   });
 });
 
