@@ -8,7 +8,12 @@ import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { GatewayModel } from "../crds/api/index.ts";
-import type { ChatCompletionRequest, CompletionRequest, EmbeddingRequest } from "../crds/api/openai-requests.ts";
+import {
+  type ChatCompletionRequest,
+  type CompletionRequest,
+  type EmbeddingRequest,
+  samplingRefusal,
+} from "../crds/api/openai-requests.ts";
 import { keyMayUse } from "./config-source/route-table.ts";
 import {
   GatewayError,
@@ -81,9 +86,16 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?
         param,
       );
     }
+    const refusal =
+      kind === "embedding" ? undefined : samplingRefusal(body as ChatCompletionRequest | CompletionRequest);
+    if (refusal) throw new InvalidRequestError(refusal.message, refusal.param);
     const text = promptText(body);
+    // n choices each may generate up to max_tokens; the prompt is counted once, as in OpenAI's usage.
+    const choices = kind === "embedding" ? 1 : ((body as ChatCompletionRequest).n ?? 1);
     const tokens =
-      kind === "embedding" ? estimatePromptTokens(text) : reservation(text, maxTokens ?? undefined, model.contextSize);
+      kind === "embedding"
+        ? estimatePromptTokens(text)
+        : reservation(text, maxTokens ?? undefined, model.contextSize, choices);
     const ticket = await admit(deps, request, model, tokens);
 
     const stream = kind !== "embedding" && (body as ChatCompletionRequest).stream === true;

@@ -5,24 +5,58 @@
  * So the sequence's `evaluate` is wrapped once: before asking for each next token it awaits the gate of
  * the request holding the sequence (e.g. "the client's socket has drained"). While the gate is shut
  * this sequence decodes nothing; the context's other sequences keep batching without it.
+ *
+ * When the request asked for log probabilities, the same wrapper reads each token through
+ * `evaluateWithMetadata` (which plain `evaluate` calls too, without metadata) and hands the token's
+ * probabilities to the request's recorder, so LlamaCompletion stays the one generation path.
  */
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
+import type { SampledToken } from "./token-probabilities.ts";
 
 /** Resolves when the sequence may decode its next token; rejecting ends the generation with that error. */
 export type Gate = () => Promise<void> | undefined;
 
 type Evaluate = LlamaContextSequence["evaluate"];
+/**
+ * Receives every token the sequence samples, with its probability, and the candidates' probabilities when
+ * `alternatives` is set (llama.cpp then hands over the whole distribution, which costs time per token).
+ */
+export interface ProbabilityRecorder {
+  alternatives: boolean;
+  record: (sampled: SampledToken) => void;
+}
 
 export class PacedSequence {
   readonly sequence: LlamaContextSequence;
   private gate: Gate | undefined;
+  private recorder: ProbabilityRecorder | undefined;
 
   constructor(sequence: LlamaContextSequence) {
     this.sequence = sequence;
     const evaluate: Evaluate = sequence.evaluate.bind(sequence);
     const self = this;
+    async function* recorded(tokens: Token[], options: Parameters<Evaluate>[1], record: ProbabilityRecorder) {
+      const metadata = { confidence: true, probabilities: record.alternatives };
+      const inner = sequence.evaluateWithMetadata(tokens, metadata, options);
+      try {
+        let input: Token | Token[] | undefined;
+        for (;;) {
+          const next = await inner.next(input);
+          if (next.done) return;
+          const { token, confidence, probabilities } = next.value as {
+            token: Token;
+            confidence: number;
+            probabilities?: Map<Token, number>;
+          };
+          record.record({ token, probability: confidence, probabilities });
+          input = (yield next.value.token) as Token | Token[] | undefined;
+        }
+      } finally {
+        await inner.return();
+      }
+    }
     sequence.evaluate = async function* paced(tokens, options) {
-      const inner = evaluate(tokens, options);
+      const inner = self.recorder ? recorded(tokens, options, self.recorder) : evaluate(tokens, options);
       try {
         let input: Token | Token[] | undefined;
         for (;;) {
@@ -40,5 +74,10 @@ export class PacedSequence {
   /** The gate of the request now holding the sequence; undefined lets it run freely. */
   setGate(gate: Gate | undefined): void {
     this.gate = gate;
+  }
+
+  /** The log-probability recorder of the request now holding the sequence; undefined records nothing. */
+  setRecorder(recorder: ProbabilityRecorder | undefined): void {
+    this.recorder = recorder;
   }
 }

@@ -11,12 +11,14 @@ import {
   type LlamaModel,
   type LlamaText,
   readGgufFileInfo,
+  type TokenBias,
 } from "node-llama-cpp";
 import type { EngineSettings } from "../crds/api/index.ts";
 import { type Gate, PacedSequence } from "./paced-sequence.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 import { SequencePool } from "./sequence-pool.ts";
 import { fastest, measureThreads, type ThreadMeasurement, threadCandidates } from "./thread-probe.ts";
+import { type TokenLogprob, TokenProbabilities } from "./token-probabilities.ts";
 
 export interface GenerationParams {
   maxTokens?: number;
@@ -26,15 +28,35 @@ export interface GenerationParams {
   stop?: string[];
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** llama.cpp extensions. */
+  topK?: number;
+  minP?: number;
+  tokenBias?: TokenBias;
+  /** Report each kept token's log probability and this many alternatives (token-probabilities.ts). */
+  logprobs?: { top: number };
+  /** Choices to generate, one after another on the same sequence (1 when absent). */
+  choices?: number;
 }
 
 export type FinishReason = "stop" | "length";
 
-export interface GenerationResult {
+export interface ChoiceResult {
+  index: number;
   text: string;
-  promptTokens: number;
   completionTokens: number;
   finishReason: FinishReason;
+  /** The kept tokens' log probabilities, when asked for. */
+  logprobs: TokenLogprob[] | undefined;
+}
+
+export interface GenerationResult {
+  /** The first choice's text and finish reason. */
+  text: string;
+  promptTokens: number;
+  /** Summed over the choices, as OpenAI counts them. */
+  completionTokens: number;
+  finishReason: FinishReason;
+  choices: ChoiceResult[];
   aborted: boolean;
   /** Milliseconds from the call to the first generated token, when there was one. */
   firstTokenMs: number | undefined;
@@ -80,7 +102,10 @@ export function perSequenceContext(engine: EngineSettings): number {
 
 export interface CompleteOptions {
   signal?: AbortSignal;
-  onText?: (text: string) => void;
+  /** Each piece of kept text, with its choice and (when asked for) its tokens' log probabilities. */
+  onText?: (text: string, choice: number, logprobs: TokenLogprob[] | undefined) => void;
+  /** Called as each choice ends, before the next one starts. */
+  onChoiceEnd?: (choice: ChoiceResult) => void;
   /**
    * Called once the request is admitted — it holds a sequence or a place in the queue — and every check
    * that could refuse it (prompt length, a full queue, an unloading replica) has passed. Refusals are
@@ -188,40 +213,81 @@ export class ReplicaEngine {
     const paced = await place;
     const sequence = paced.sequence;
     let firstTokenMs: number | undefined;
-    let completionTokens = 0;
+    const probabilities = params.logprobs ? new TokenProbabilities(this.model, params.logprobs.top) : undefined;
     const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+    const choices: ChoiceResult[] = [];
+    let aborted = false;
     try {
       paced.setGate(options.gate);
+      paced.setRecorder(
+        probabilities
+          ? { alternatives: probabilities.alternatives, record: (sampled) => probabilities.record(sampled) }
+          : undefined,
+      );
       await sequence.clearHistory();
       const penalize = params.presencePenalty || params.frequencyPenalty;
-      const { response, metadata } = await completion.generateCompletionWithMeta(prompt, {
-        maxTokens,
-        temperature: params.temperature,
-        topP: params.topP,
-        seed: params.seed,
-        customStopTriggers: params.stop?.length ? params.stop : undefined,
-        repeatPenalty: penalize
-          ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }
-          : false,
-        signal: options.signal,
-        stopOnAbortSignal: true,
-        onToken: (tokens) => {
-          if (firstTokenMs === undefined) firstTokenMs = performance.now() - started;
-          completionTokens += tokens.length;
-        },
-        onTextChunk: options.onText,
-      });
+      // Later choices reuse the prompt already in the sequence: LlamaCompletion keeps the common prefix.
+      for (let index = 0; index < (params.choices ?? 1) && !aborted; index++) {
+        probabilities?.reset();
+        let completionTokens = 0;
+        const logprobs: TokenLogprob[] | undefined = probabilities ? [] : undefined;
+        let pending: TokenLogprob[] | undefined;
+        const { response, metadata } = await completion.generateCompletionWithMeta(prompt, {
+          maxTokens,
+          temperature: params.temperature,
+          topP: params.topP,
+          topK: params.topK,
+          minP: params.minP,
+          // Each choice its own seed, so a seeded request still gets different choices, reproducibly.
+          seed: params.seed === undefined ? undefined : params.seed + index,
+          tokenBias: params.tokenBias,
+          customStopTriggers: params.stop?.length ? params.stop : undefined,
+          repeatPenalty: penalize
+            ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }
+            : false,
+          signal: options.signal,
+          stopOnAbortSignal: true,
+          // onToken comes right before onTextChunk with the same kept tokens.
+          onToken: (tokens) => {
+            if (firstTokenMs === undefined) firstTokenMs = performance.now() - started;
+            completionTokens += tokens.length;
+            if (probabilities) {
+              pending = probabilities.take(tokens);
+              logprobs?.push(...pending);
+            }
+          },
+          onTextChunk: options.onText
+            ? (text) => {
+                options.onText!(text, index, pending);
+                pending = undefined;
+              }
+            : undefined,
+        });
+        aborted = metadata.stopReason === "abort";
+        const choice: ChoiceResult = {
+          index,
+          text: response,
+          completionTokens,
+          finishReason: metadata.stopReason === "maxTokens" ? "length" : "stop",
+          logprobs,
+        };
+        choices.push(choice);
+        if (!aborted) options.onChoiceEnd?.(choice);
+      }
+      const first = choices[0]!;
       return {
-        text: response,
+        text: first.text,
         promptTokens,
-        completionTokens,
-        finishReason: metadata.stopReason === "maxTokens" ? "length" : "stop",
-        aborted: metadata.stopReason === "abort",
+        completionTokens: choices.reduce((sum, c) => sum + c.completionTokens, 0),
+        finishReason: first.finishReason,
+        choices,
+        aborted,
         firstTokenMs,
         totalMs: performance.now() - started,
       };
     } finally {
       paced.setGate(undefined);
+      paced.setRecorder(undefined);
       completion.dispose({ disposeSequence: false });
       this.pool.release(paced);
     }

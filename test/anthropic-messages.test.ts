@@ -73,7 +73,7 @@ describe("the Messages API through the official Anthropic client", () => {
       stop_sequences: ["THE END"],
       metadata: { user_id: "someone" },
       // Older clients send sampling settings; the current SDK's types no longer name them.
-      ...({ temperature: 0.3, top_p: 0.9 } as object),
+      ...({ temperature: 0.3, top_p: 0.9, top_k: 40 } as object),
     });
     expect(data.content.length).toBeGreaterThan(0);
     expect(data.stop_sequence).toBeNull();

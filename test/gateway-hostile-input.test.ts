@@ -237,7 +237,7 @@ const cases = (): Case[] => [
     status: 400,
     param: "temperature",
   },
-  { name: "n = 2", headers: auth(), body: withValid({ n: 2 }), status: 400, param: "n" },
+  { name: "n = 9", headers: auth(), body: withValid({ n: 9 }), status: 400, param: "n" },
   { name: "stream a string", headers: auth(), body: withValid({ stream: "yes" }), status: 400, param: "stream" },
   {
     name: "unknown stream option",

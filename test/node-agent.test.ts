@@ -323,11 +323,12 @@ describe("the node token and request validation", () => {
   });
 
   it.each([
-    [{ n: 2 }, "n"],
+    [{ n: 9 }, "n"],
     [{ temperature: 5 }, "temperature"],
     [{ top_p: 0 }, "top_p"],
     [{ max_tokens: 0 }, "max_tokens"],
-    [{ logprobs: true }, "logprobs"],
+    [{ top_logprobs: 3 }, "top_logprobs"],
+    [{ logit_bias: { "100000": 1 } }, "logit_bias"],
     [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
   ])("refuses %j with 400 naming the param", async (extra, param) => {
     const response = await fetch(`${agent.url}/replicas/${ns}/story-a/v1/chat/completions`, {

@@ -84,7 +84,8 @@ export const anthropicMessagesRequest = z.strictObject({
   /** Sampling settings older clients send (the current SDK's types no longer name them). */
   temperature: z.number().min(0).max(1).optional(),
   top_p: z.number().gt(0).max(1).optional(),
-  top_k: z.int().min(1).optional(),
+  /** llama.cpp's top-k, as on the chat routes: 0 = all tokens. */
+  top_k: z.int().min(0).optional(),
   stream: z.boolean().optional(),
   /** Anthropic's abuse-tracking id: accepted and ignored, as `user` is on the OpenAI routes. */
   metadata: z.strictObject({ user_id: z.string().max(256).nullable().optional() }).optional(),

@@ -1,10 +1,18 @@
 /**
  * The OpenAI request bodies Pomona serves, as zod schemas: the gateway validates a client's request with
  * them and the node-agent validates what the gateway forwards, so both refuse and accept the same. Objects
- * are strict, so a parameter Pomona cannot honour (n > 1, logprobs, tools, dimensions, …) is named in a
- * 400 instead of being silently ignored. Text messages only, no tools.
+ * are strict, so a parameter Pomona cannot honour (tools, dimensions, …) is named in a 400 instead of
+ * being silently ignored. Text messages only, no tools. `top_k` and `min_p` are llama.cpp extensions.
  */
 import { z } from "zod";
+
+/** Most choices one request may ask for (`n`). */
+export const MAX_CHOICES = 8;
+/** Most tokens one request may bias, OpenAI's own limit. */
+export const MAX_LOGIT_BIAS = 300;
+/** Most alternatives per token: 20 for chat (`top_logprobs`), 5 for legacy completions (`logprobs`), as OpenAI. */
+export const MAX_TOP_LOGPROBS = 20;
+export const MAX_LEGACY_LOGPROBS = 5;
 
 const maxTokens = z.int().min(1).max(1_000_000);
 const stop = z.union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).max(4)]).nullable();
@@ -16,7 +24,8 @@ const sampling = {
   max_tokens: maxTokens.nullable().optional(),
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().gt(0).max(1).nullable().optional(),
-  n: z.literal(1, "only n = 1 is supported").nullable().optional(),
+  /** Choices per request, generated one after another on one sequence (docs/decisions.md). */
+  n: z.int().min(1).max(MAX_CHOICES, `n must be at most ${MAX_CHOICES}`).nullable().optional(),
   stream: z.boolean().nullable().optional(),
   stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullable().optional(),
   stop: stop.optional(),
@@ -24,6 +33,15 @@ const sampling = {
   frequency_penalty: z.number().min(-2).max(2).nullable().optional(),
   seed: z.int().nullable().optional(),
   user: z.string().max(256).optional(),
+  /** Token id (as a string, as JSON keys are) → a bias added to its logit; checked against the vocabulary by the node. */
+  logit_bias: z
+    .record(z.string().regex(/^\d{1,9}$/, "logit_bias keys are token ids"), z.number().min(-100).max(100))
+    .refine((b) => Object.keys(b).length <= MAX_LOGIT_BIAS, `at most ${MAX_LOGIT_BIAS} tokens may be biased`)
+    .nullable()
+    .optional(),
+  /** llama.cpp extensions: sample among the k most likely tokens (0 = all), and drop tokens below min_p × the top one. */
+  top_k: z.int().min(0).max(100_000).nullable().optional(),
+  min_p: z.number().min(0).max(1).nullable().optional(),
 };
 
 const textPart = z.strictObject({ type: z.literal("text"), text: z.string() });
@@ -38,12 +56,16 @@ export const chatCompletionRequest = z.strictObject({
   ...sampling,
   messages: z.array(chatMessage).min(1).max(4096),
   max_completion_tokens: maxTokens.nullable().optional(),
+  logprobs: z.boolean().nullable().optional(),
+  top_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).nullable().optional(),
 });
 
 export const completionRequest = z.strictObject({
   ...sampling,
   prompt: z.union([z.string(), z.array(z.string()).length(1, "only one prompt per request is supported")]),
   echo: z.literal(false, "echo is not supported").optional(),
+  /** The legacy shape: the log probability of each token and of the `logprobs` most likely alternatives. */
+  logprobs: z.int().min(0).max(MAX_LEGACY_LOGPROBS).nullable().optional(),
 });
 
 /** Up to 2,048 inputs, OpenAI's own limit, so clients that batch to it are served unchanged. */
@@ -58,3 +80,16 @@ export type ChatCompletionRequest = z.infer<typeof chatCompletionRequest>;
 export type CompletionRequest = z.infer<typeof completionRequest>;
 export type EmbeddingRequest = z.infer<typeof embeddingRequest>;
 export type ChatMessage = z.infer<typeof chatMessage>;
+
+/**
+ * The cross-field rules of the sampling parameters, checked by the gateway and the node-agent alike (kept
+ * out of the schemas so they stay plain objects that other schemas may extend). Returns the refusal, or
+ * undefined when the request is fine.
+ */
+export function samplingRefusal(
+  body: ChatCompletionRequest | CompletionRequest,
+): { message: string; param: string } | undefined {
+  if ("messages" in body && body.top_logprobs != null && body.logprobs !== true)
+    return { message: "logprobs must be set to true when top_logprobs is used.", param: "top_logprobs" };
+  return undefined;
+}

@@ -3,7 +3,8 @@
  * token per 4 characters of text (rounded up, at least 1), the usual figure
  * for English with BPE tokenizers; the completion reserves max_tokens, or
  * DEFAULT_COMPLETION_TOKENS capped by the model's context when the client gave
- * none. The real usage replaces the estimate when the answer ends.
+ * none, once for each of the request's `n` choices. The real usage replaces
+ * the estimate when the answer ends.
  */
 export const CHARS_PER_TOKEN = 4;
 export const DEFAULT_COMPLETION_TOKENS = 512;
@@ -12,7 +13,12 @@ export function estimatePromptTokens(text: string): number {
   return Math.max(1, Math.ceil(text.length / CHARS_PER_TOKEN));
 }
 
-export function reservation(promptText: string, maxTokens: number | undefined, contextSize: number): number {
+export function reservation(
+  promptText: string,
+  maxTokens: number | undefined,
+  contextSize: number,
+  choices = 1,
+): number {
   const completion = maxTokens ?? Math.min(DEFAULT_COMPLETION_TOKENS, contextSize);
-  return estimatePromptTokens(promptText) + completion;
+  return estimatePromptTokens(promptText) + completion * choices;
 }

@@ -109,7 +109,7 @@ export function messagesToChat(body: AnthropicMessagesRequest): ChatRequest {
   if (body.stop_sequences && body.stop_sequences.length > 0) chat.stop = body.stop_sequences;
   if (body.temperature !== undefined) chat.temperature = body.temperature;
   if (body.top_p !== undefined) chat.top_p = body.top_p;
-  // llama.cpp's top-k, forwarded under the same name: the chat schema decides whether nodes take it.
+  // llama.cpp's top-k, which the chat routes take as an extension under the same name.
   if (body.top_k !== undefined) chat.top_k = body.top_k;
   if (body.stream) chat.stream = true;
   return chat;

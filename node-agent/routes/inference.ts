@@ -16,11 +16,13 @@ import {
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
 import { chatPrompt } from "../chat-prompt.ts";
+import { answerChoices, StreamChoices } from "../choices.ts";
 import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
 import { replicaParams } from "../openai-schemas.ts";
 import type { GenerationParams, GenerationResult } from "../replica-engine.ts";
 import type { ReplicaSlot } from "../replica-manager.ts";
+import { samplingParams } from "../sampling-params.ts";
 import { JsonAnswer, type ResponseTiming } from "./admitted-response.ts";
 import { EventStream } from "./sse.ts";
 
@@ -95,6 +97,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const engine = slot.engine!;
     const labels = { namespace: slot.namespace, replica: slot.name, model: slot.model };
     const endpoint = kind === "chat" ? "chat" : "completions";
+    const sampling = samplingParams(body, engine.model);
     let prompt: string | LlamaText;
     let templateStops: string[] = [];
     if (kind === "chat") {
@@ -117,7 +120,11 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       stop: [...userStops, ...templateStops],
       presencePenalty: body.presence_penalty ?? undefined,
       frequencyPenalty: body.frequency_penalty ?? undefined,
+      ...sampling,
     };
+    // Legacy completions count text offsets from the start of the prompt.
+    const promptChars = typeof prompt === "string" ? prompt.length : 0;
+    const streamChoices = new StreamChoices(kind, promptChars);
 
     // The replica's own stop signal aborts every request when it unloads; the socket's close aborts this one.
     const clientGone = new AbortController();
@@ -150,8 +157,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
         return;
       }
       stream = new EventStream(reply.raw, timing);
-      if (kind === "chat")
-        stream.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
+      if (kind === "chat") stream.send(chunk([streamChoices.opening(0)]));
     };
     const answer = () => json ?? stream;
     /** Back-pressure: the generation waits while the client's socket is full (admitted-response.ts). */
@@ -207,15 +213,13 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
         onText:
           body.stream !== true
             ? undefined
-            : (text) => {
-                stream?.send(
-                  chunk([
-                    kind === "chat"
-                      ? { index: 0, delta: { content: text }, finish_reason: null }
-                      : { index: 0, text, finish_reason: null, logprobs: null },
-                  ]),
-                );
-              },
+            : (text, index, logprobs) => stream?.send(chunk([streamChoices.text(index, text, logprobs)])),
+        onChoiceEnd: (choice) => {
+          if (!stream) return;
+          stream.send(chunk([streamChoices.finish(choice)]));
+          if (kind === "chat" && choice.index + 1 < (body.n ?? 1))
+            stream.send(chunk([streamChoices.opening(choice.index + 1)]));
+        },
       });
     } catch (err) {
       if (!answer()) return refused(err);
@@ -237,20 +241,10 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       return reply;
     }
     if (json) {
-      const choice =
-        kind === "chat"
-          ? { index: 0, message: { role: "assistant", content: result.text }, finish_reason: result.finishReason }
-          : { index: 0, text: result.text, finish_reason: result.finishReason, logprobs: null };
-      json.end({ id, object, created, model: body.model, choices: [choice], usage: usageOf(result) });
+      const choices = answerChoices(kind, result.choices, promptChars);
+      json.end({ id, object, created, model: body.model, choices, usage: usageOf(result) });
       return reply;
     }
-    stream?.send(
-      chunk([
-        kind === "chat"
-          ? { index: 0, delta: {}, finish_reason: result.finishReason }
-          : { index: 0, text: "", finish_reason: result.finishReason, logprobs: null },
-      ]),
-    );
     if (body.stream_options?.include_usage) stream?.send(chunk([], { usage: usageOf(result) }));
     stream?.end();
     return reply;

@@ -1,0 +1,133 @@
+/**
+ * Log probabilities of generated tokens, in OpenAI's two shapes. llama.cpp reports, for each sampled
+ * token, the probability of every candidate the sampler chain left — after logit_bias, the repeat
+ * penalties, top_k/top_p/min_p and the temperature; at temperature 0 (greedy) that is the model's softmax
+ * with bias and penalties only. A logprob is the natural log of that probability; candidates the chain
+ * removed (probability 0) never appear.
+ */
+import type { LlamaModel, Token } from "node-llama-cpp";
+
+/** What llama.cpp said when it sampled one token: its probability, and the candidates' when asked, best first. */
+export interface SampledToken {
+  token: Token;
+  probability: number;
+  probabilities: ReadonlyMap<Token, number> | undefined;
+}
+
+export interface TokenAlternative {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+/** One generated token with its log probability and the `top` most likely alternatives. */
+export interface TokenLogprob extends TokenAlternative {
+  top_logprobs: TokenAlternative[];
+}
+
+/**
+ * Collects what the sequence sampled, in order (paced-sequence.ts feeds it), and turns the tokens the
+ * generation kept into logprob entries. Tokens held back and dropped (a stop string, the end-of-text
+ * token) are sampled but never kept, so the kept tokens are a prefix of the sampled ones.
+ */
+export class TokenProbabilities {
+  private readonly model: LlamaModel;
+  private readonly top: number;
+  private readonly sampled: SampledToken[] = [];
+  /** The tokens kept so far in this choice: a token's text depends on what precedes it (a leading space). */
+  private readonly kept: Token[] = [];
+  private used = 0;
+
+  constructor(model: LlamaModel, top: number) {
+    this.model = model;
+    this.top = top;
+  }
+
+  /** Whether the whole distribution is needed (for alternatives), not only each sampled token's probability. */
+  get alternatives(): boolean {
+    return this.top > 0;
+  }
+
+  record(sampled: SampledToken): void {
+    this.sampled.push(sampled);
+  }
+
+  /** Start the next choice: what the previous one sampled and did not keep is dropped. */
+  reset(): void {
+    this.sampled.length = 0;
+    this.kept.length = 0;
+    this.used = 0;
+  }
+
+  /** Entries for the next tokens the generation kept, in the order it kept them. */
+  take(tokens: readonly Token[]): TokenLogprob[] {
+    const out: TokenLogprob[] = [];
+    for (const token of tokens) {
+      const at = this.sampled[this.used++];
+      // A stop string that starts inside a token makes llama.cpp re-tokenize the kept text, so the kept
+      // token may differ from the sampled one: its probability is then read from the same distribution,
+      // or, without one, is the sampled token's.
+      const probability = at?.probabilities?.get(token) ?? at?.probability ?? 0;
+      const before = this.kept.slice(-CONTEXT_TOKENS);
+      out.push({
+        ...this.alternative(token, probability, before),
+        top_logprobs: at?.probabilities ? this.topOf(at.probabilities, before) : [],
+      });
+      this.kept.push(token);
+    }
+    return out;
+  }
+
+  private topOf(probabilities: ReadonlyMap<Token, number>, before: Token[]): TokenAlternative[] {
+    const out: TokenAlternative[] = [];
+    if (this.top === 0) return out;
+    for (const [token, p] of probabilities) {
+      if (p <= 0) break;
+      out.push(this.alternative(token, p, before));
+      if (out.length >= this.top) break;
+    }
+    return out;
+  }
+
+  /** The token's text as it reads after `before`, the way the answer's text is detokenized. */
+  private alternative(token: Token, probability: number, before: Token[]): TokenAlternative {
+    const text = this.model.detokenize([token], true, before);
+    // log(0) is -Infinity, which JSON cannot carry; OpenAI writes -9999.0 for "practically impossible".
+    const logprob = probability > 0 ? Math.max(Math.log(probability), IMPOSSIBLE) : IMPOSSIBLE;
+    return { token: text, logprob, bytes: [...Buffer.from(text, "utf8")] };
+  }
+}
+
+const IMPOSSIBLE = -9999;
+/** Enough preceding tokens for the tokenizer to decide a token's leading space. */
+const CONTEXT_TOKENS = 4;
+
+/** The chat shape of one choice's (or one chunk's) logprobs. */
+export function chatLogprobs(entries: TokenLogprob[]) {
+  return { content: entries, refusal: null };
+}
+
+/**
+ * The legacy completions shape: parallel arrays, `top_logprobs` a token → logprob object holding the
+ * alternatives and always the sampled token, and `text_offset` each token's character offset, counted
+ * from the start of the prompt as OpenAI does.
+ */
+export function legacyLogprobs(entries: TokenLogprob[], offset: number) {
+  const text_offset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    text_offset.push(at);
+    at += e.token.length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => {
+      const top: Record<string, number> = {};
+      for (const alt of e.top_logprobs) top[alt.token] ??= alt.logprob;
+      top[e.token] ??= e.logprob;
+      return top;
+    }),
+    text_offset,
+  };
+}
