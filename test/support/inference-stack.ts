@@ -23,11 +23,12 @@ export interface InferenceStack {
   stop: () => Promise<void>;
 }
 
-/** Model `stories` (alias `tiny-stories`), context 512, two sequences, served to the given keys. */
+/** Model `stories` (alias `tiny-stories`), two sequences sharing a context of 512 unless given, served to the given keys. */
 export async function startInferenceStack(
   ns: string,
-  parts: { keys: TestKey[]; policies?: GatewayPolicy[] },
+  parts: { keys: TestKey[]; policies?: GatewayPolicy[]; contextSize?: number },
 ): Promise<InferenceStack> {
+  const contextSize = parts.contextSize ?? 512;
   await installCrds();
   await createNamespace(ns);
   const agent = await startAgent(`${ns}-node`);
@@ -41,7 +42,7 @@ export async function startInferenceStack(
       model: "stories",
       nodeName: agent.nodeName,
       source: { path: tinyModel },
-      engine: { contextSize: 512, parallelSequences: 2, embeddings: false },
+      engine: { contextSize, parallelSequences: 2, embeddings: false },
       memoryBytes: 0,
       templateHash: "wire-test",
     },
@@ -84,7 +85,7 @@ export async function startInferenceStack(
       model(ns, "stories", {
         aliases: ["tiny-stories"],
         endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
-        contextSize: 512,
+        contextSize,
         embeddings: false,
       }),
     ],
