@@ -1,7 +1,8 @@
 // The gateway's mutual TLS transport against the real node-agent app serving TLS (certificates made by the
 // operator's own signing code): calls to one node share one verified connection instead of a TLS handshake
 // each, a certificate for another node or another address is still refused before any request is sent,
-// and a new credential goes into new connections.
+// the node refuses a client certificate that is not the gateway's, and a new credential goes into new
+// connections.
 import type { IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
@@ -103,6 +104,19 @@ describe("gateway → node mutual TLS transport", () => {
     // The refusals leave the right node's pool usable.
     expect(await call(transport, `${base}/replicas/ns/none/v1/completions`, NODE)).toBe(404);
     transport.close();
+  });
+
+  it("is refused by the node with a certificate the CA signed for someone else, even on a reused connection", async () => {
+    const gateway = new MutualTlsTransport();
+    gateway.use(await issue(nodeIdentity.gatewayCommonName, "client"));
+    const other = new MutualTlsTransport();
+    other.use(await issue("someone-else", "client"));
+    const url = `${base}/replicas/ns/none/v1/completions`;
+    expect(await call(gateway, url, NODE)).toBe(404);
+    expect([await call(other, url, NODE), await call(other, url, NODE)]).toEqual([401, 401]);
+    expect(await call(gateway, url, NODE)).toBe(404);
+    gateway.close();
+    other.close();
   });
 
   it("opens new connections with a new credential, and calls on them succeed", async () => {
