@@ -40,8 +40,9 @@ export interface ClientCredential {
 const RETIRE_AFTER_MS = 15 * 60_000;
 
 /**
- * A pool no longer used (a previous credential, or the least recently used): requests in flight keep their connections to the end; idle
- * connections close now, busy ones when their request ends, and whatever is left after RETIRE_AFTER_MS.
+ * A pool no longer used (a previous credential's, or the least recently used one): requests in flight keep
+ * their connections to the end; idle connections close now, busy ones when their request ends, and whatever
+ * is left after RETIRE_AFTER_MS.
  */
 function retire(agent: HttpsAgent): void {
   // Read by the agent each time a request ends: false closes the connection instead of pooling it.
