@@ -59,9 +59,9 @@ export class NodeLossTracker implements Runnable {
     this.states.clear();
   }
 
-  /** Nodes followed; each has at most one timer. */
-  get size(): number {
-    return this.states.size;
+  /** Whether anything is kept for the node (its Node or its Lease still exists). */
+  tracks(node: string): boolean {
+    return this.states.has(node);
   }
 
   /** When the node's timer fires, if it has one (for tests and logs). */
