@@ -4,8 +4,15 @@
 // - a resourceVersion the server no longer keeps (410 Gone) means one new list, and an object deleted
 //   meanwhile is handed on as deleted, so nobody's state keeps it;
 // - objects are stored without managedFields and the last-applied annotation.
-import { CoreV1Api, KubeConfig, type V1ConfigMap } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  type KubernetesObject,
+  type V1ConfigMap,
+} from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { API_VERSION, GROUP, type RateLimitPolicy, VERSION } from "../crds/api/index.ts";
 import {
   type BackoffOptions,
   backoffDelay,
@@ -14,12 +21,13 @@ import {
   stripUnusedFields,
 } from "../kube/list-watch.ts";
 import { createNamespaces } from "./operator-support.ts";
+import { installCrds } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 import { relayedKubeConfig } from "./support/tcp-relay.ts";
 
 const ns = "kube-list-watch";
 const backoff: BackoffOptions = { initialMs: 100, maxMs: 800 };
-const running: ListWatch<V1ConfigMap>[] = [];
+const running: { stop(): void }[] = [];
 
 function configMaps(kubeConfig: KubeConfig, extra: Partial<ConstructorParameters<typeof ListWatch>[0]> = {}) {
   const failures: number[] = [];
@@ -45,11 +53,11 @@ function configMaps(kubeConfig: KubeConfig, extra: Partial<ConstructorParameters
 }
 
 /** Resolves on the first event that matches; the deadline only turns a hang into a failure. */
-function nextEvent(
-  listWatch: ListWatch<V1ConfigMap>,
-  match: (type: ListWatchEventType, o: V1ConfigMap) => boolean,
+function nextEvent<T extends KubernetesObject>(
+  listWatch: ListWatch<T>,
+  match: (type: ListWatchEventType, o: T) => boolean,
   what: string,
-): Promise<V1ConfigMap> {
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const deadline = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 60_000);
     listWatch.on((type, o) => {
@@ -68,6 +76,7 @@ const localKubeConfig = () => {
 };
 
 beforeAll(async () => {
+  await installCrds();
   await createNamespaces(ns);
 });
 
@@ -118,21 +127,36 @@ describe("list/watch against the API server", () => {
   }, 120_000);
 
   it("lists again after 410 Gone and hands on what was deleted meanwhile", async () => {
-    const core = localKubeConfig().makeApiClient(CoreV1Api);
-    await kubectlOk(["create", "configmap", "doomed", "-n", ns]);
+    const policy = (name: string) =>
+      JSON.stringify({
+        apiVersion: API_VERSION,
+        kind: "RateLimitPolicy",
+        metadata: { name, namespace: ns },
+        spec: { requestsPerMinute: 60 },
+      });
+    await kubectlOk(["apply", "-f", "-"], policy("doomed"));
+    const custom = localKubeConfig().makeApiClient(CustomObjectsApi);
+    const ref = { group: GROUP, version: VERSION, namespace: ns, plural: "ratelimitpolicies" };
     let first = true;
-    const { listWatch } = configMaps(localKubeConfig(), {
+    const listWatch = new ListWatch<RateLimitPolicy & { metadata: object }>({
+      kubeConfig: localKubeConfig(),
+      path: `/apis/${API_VERSION}/namespaces/${ns}/ratelimitpolicies`,
+      backoff,
       // The first list is a real one, after which "doomed" is deleted; its resourceVersion is then replaced
-      // by "1", far older than the API server keeps, so the watch is answered 410 Gone, as it is when a
-      // watcher has been away longer than the server's history (etcd compaction, watch cache window).
+      // by "1", older than the API server keeps for this kind (its watch cache starts when the CRD is
+      // established), so the watch is answered 410 Gone, as when a watcher has been away too long.
       list: async () => {
-        const page = await core.listNamespacedConfigMap({ namespace: ns });
-        if (!first) return { items: page.items, resourceVersion: page.metadata?.resourceVersion };
+        const page = (await custom.listNamespacedCustomObject(ref)) as {
+          items: (RateLimitPolicy & { metadata: object })[];
+          metadata: { resourceVersion: string };
+        };
+        if (!first) return { items: page.items, resourceVersion: page.metadata.resourceVersion };
         first = false;
-        await core.deleteNamespacedConfigMap({ name: "doomed", namespace: ns });
+        await custom.deleteNamespacedCustomObject({ ...ref, name: "doomed" });
         return { items: page.items, resourceVersion: "1" };
       },
     });
+    running.push(listWatch);
     const deleted = nextEvent(
       listWatch,
       (t, o) => t === "deleted" && o.metadata?.name === "doomed",
@@ -140,7 +164,6 @@ describe("list/watch against the API server", () => {
     );
     listWatch.start();
     await listWatch.synced;
-    expect(listWatch.get("doomed", ns)).toBeDefined();
     await deleted;
     expect(listWatch.get("doomed", ns)).toBeUndefined();
     expect(listWatch.stats.relistsAfterGone).toBe(1);
@@ -148,7 +171,7 @@ describe("list/watch against the API server", () => {
 
     // After the relist it watches from the new resourceVersion as usual.
     const later = nextEvent(listWatch, (t, o) => t === "added" && o.metadata?.name === "later", "'later'");
-    await kubectlOk(["create", "configmap", "later", "-n", ns]);
+    await kubectlOk(["apply", "-f", "-"], policy("later"));
     await later;
     expect(listWatch.stats.lists).toBe(2);
   }, 120_000);
