@@ -1,7 +1,7 @@
 /**
  * Finds lost nodes from watch events rather than by scanning. A node is lost when its Node is gone, or
  * when its Lease in kube-node-lease has not been renewed for the Lease's duration plus the grace
- * period. A node that stops renewing sends no event, so each node has one timer, set for the moment
+ * period (a Node that never got a Lease: for the grace since its creation). A node that stops renewing sends no event, so each node has one timer, set for the moment
  * the grace runs out and moved by every renewal; it fires only for a node that really stopped. Each
  * node's entry goes when both its Node and its Lease are gone, so nothing grows with nodes that left.
  */
@@ -84,7 +84,9 @@ export class NodeLossTracker implements Runnable {
       state.timer = undefined;
       state.due = undefined;
     }
-    const overdueMs = leaseExpiredForMs(lease, now) - this.options.graceMs;
+    // A Node without a Lease yet (a kubelet registers the Node first) gets the grace from its creation.
+    const created = node?.metadata?.creationTimestamp ? new Date(node.metadata.creationTimestamp).getTime() : 0;
+    const overdueMs = (lease ? leaseExpiredForMs(lease, now) : now - created) - this.options.graceMs;
     if (!node || overdueMs > 0) {
       if (!state?.lost) this.options.onLost(name);
       if (!node && !lease) this.states.delete(name);
