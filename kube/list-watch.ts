@@ -94,7 +94,6 @@ export class ListWatch<T extends KubernetesObject> {
   private readonly syncedHandlers: ((items: T[]) => void)[] = [];
   /** namespace ("" for cluster-scoped) → name → object. Empty namespaces are dropped. */
   private store = new Map<string, Map<string, T>>();
-  private size = 0;
   private resourceVersion: string | undefined;
   private listed = false;
   private running = false;
@@ -108,7 +107,7 @@ export class ListWatch<T extends KubernetesObject> {
   readonly synced: Promise<void> = new Promise((resolve) => {
     this.resolveSynced = resolve;
   });
-  /** Lists and watch requests made so far, for tests and metrics. */
+  /** Lists and watch requests made so far (the tests check that a dropped watch does not relist). */
   readonly stats = { lists: 0, watches: 0, relistsAfterGone: 0 };
 
   constructor(options: ListWatchOptions<T>) {
@@ -159,10 +158,6 @@ export class ListWatch<T extends KubernetesObject> {
     const all: T[] = [];
     for (const objects of this.store.values()) for (const o of objects.values()) all.push(o);
     return all;
-  }
-
-  get count(): number {
-    return this.size;
   }
 
   private log(level: "debug" | "info" | "warn", message: string, fields?: Record<string, unknown>): void {
@@ -258,7 +253,6 @@ export class ListWatch<T extends KubernetesObject> {
   private replace(items: T[]): void {
     const old = this.store;
     this.store = new Map();
-    this.size = 0;
     for (const raw of items) {
       const object = this.trim(raw);
       const key = object.metadata?.name ?? "";
@@ -346,7 +340,6 @@ export class ListWatch<T extends KubernetesObject> {
     }
     const name = object.metadata?.name ?? "";
     const before = objects.get(name);
-    if (!before) this.size++;
     objects.set(name, object);
     return before;
   }
@@ -358,7 +351,6 @@ export class ListWatch<T extends KubernetesObject> {
     const before = objects?.get(name);
     if (!objects || !before) return undefined;
     objects.delete(name);
-    this.size--;
     if (objects.size === 0) this.store.delete(ns);
     return before;
   }

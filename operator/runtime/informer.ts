@@ -68,11 +68,6 @@ export class Informer<T extends KubernetesObject> {
     return this.listWatch.synced;
   }
 
-  /** Lists and watch requests made so far. */
-  get stats(): Readonly<{ lists: number; watches: number; relistsAfterGone: number }> {
-    return this.listWatch.stats;
-  }
-
   /** Start listing and watching; resolves when the cache has synced. */
   start(): Promise<void> {
     this.listWatch.start();

@@ -46,6 +46,7 @@ export class Manager {
   private started = false;
   private synced = false;
   private stopping: Promise<void> | undefined;
+  private setup: () => Promise<void> = async () => {};
 
   constructor(options: ManagerOptions) {
     this.options = options;
@@ -109,8 +110,6 @@ export class Manager {
     );
     this.elector.start();
   }
-
-  private setup: () => Promise<void> = async () => {};
 
   private async lead(): Promise<void> {
     try {
