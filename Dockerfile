@@ -15,6 +15,7 @@ WORKDIR /app
 COPY --from=dependencies /app/node_modules ./node_modules
 COPY package.json ./
 COPY crds/ ./crds/
+COPY kube/ ./kube/
 COPY model-source/ ./model-source/
 COPY pki/ ./pki/
 COPY operator/ ./operator/

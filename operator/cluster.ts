@@ -1,5 +1,5 @@
 /** The shared caches and writers every controller of this operator uses. */
-import type { KubeConfig, V1Lease, V1Node, V1Secret } from "@kubernetes/client-node";
+import type { V1Lease, V1Node, V1Secret } from "@kubernetes/client-node";
 import {
   API_VERSION,
   type ApiKey,
@@ -10,9 +10,8 @@ import {
 } from "../crds/api/index.ts";
 import { Applier } from "./runtime/apply.ts";
 import { EventRecorder } from "./runtime/events.ts";
-import { Informer } from "./runtime/informer.ts";
-import type { Logger } from "./runtime/log.ts";
-import type { OperatorMetrics } from "./runtime/metrics.ts";
+import type { Informer } from "./runtime/informer.ts";
+import type { Manager } from "./runtime/manager.ts";
 
 /** Label on key Secrets the operator mints, so it watches only those. */
 export const mintedKeyLabel = "pomona.dev/api-key";
@@ -26,61 +25,55 @@ export interface ClusterScope {
   servedNamespaces?: readonly string[];
 }
 
-export function createCluster(kubeConfig: KubeConfig, log: Logger, metrics: OperatorMetrics, scope: ClusterScope) {
-  const crd = <T extends ModelReplica | InferenceModel | ApiKey | RateLimitPolicy>(kind: string, plural: string) =>
+/** The informers come from the manager, which starts them and shares one per source. */
+export function createCluster(manager: Manager, scope: ClusterScope) {
+  const { kubeConfig, log, metrics } = manager;
+  const events = new EventRecorder(kubeConfig, log);
+  const crd = <T extends ModelReplica | InferenceModel | ApiKey | RateLimitPolicy>(kind: string, plural: string) => {
     // biome-ignore lint/suspicious/noExplicitAny: the client's KubernetesObject and our Resource differ only in optionality.
-    new Informer<any>(
-      kubeConfig,
-      { path: `/apis/${API_VERSION}/${plural}`, apiVersion: API_VERSION, kind },
-      log,
-    ) as Informer<T & { metadata: NonNullable<T["metadata"]> }>;
+    const informer = manager.informer<any>({
+      path: `/apis/${API_VERSION}/${plural}`,
+      apiVersion: API_VERSION,
+      kind,
+    }) as Informer<T & { metadata: NonNullable<T["metadata"]> }>;
+    // What was said about an object in Events is forgotten with it.
+    informer.onDelete((o) => events.forget(o));
+    return informer;
+  };
   return {
     kubeConfig,
     log,
     metrics,
     applier: new Applier(kubeConfig),
-    events: new EventRecorder(kubeConfig, log),
+    events,
     models: crd<InferenceModel>("InferenceModel", "inferencemodels"),
     replicas: crd<ModelReplica>("ModelReplica", "modelreplicas"),
     keys: crd<ApiKey>("ApiKey", "apikeys"),
     policies: crd<RateLimitPolicy>("RateLimitPolicy", "ratelimitpolicies"),
-    nodes: new Informer<V1Node>(kubeConfig, { path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }, log),
-    nodeLeases: new Informer<V1Lease>(
-      kubeConfig,
-      {
-        path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        namespace: "kube-node-lease",
-      },
-      log,
-    ),
+    nodes: manager.informer<V1Node>({ path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }),
+    nodeLeases: manager.informer<V1Lease>({
+      path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+      apiVersion: "coordination.k8s.io/v1",
+      kind: "Lease",
+      namespace: "kube-node-lease",
+    }),
     /** Minted key Secrets: one informer per served namespace, so no right to list Secrets elsewhere is needed. */
-    keySecrets: (scope.servedNamespaces ?? [undefined]).map(
-      (namespace) =>
-        new Informer<V1Secret>(
-          kubeConfig,
-          {
-            path: namespace ? `/api/v1/namespaces/${namespace}/secrets` : "/api/v1/secrets",
-            apiVersion: "v1",
-            kind: "Secret",
-            ...(namespace ? { namespace } : {}),
-            labelSelector: `${mintedKeyLabel}=true`,
-          },
-          log,
-        ),
-    ),
-    hashingSecret: new Informer<V1Secret>(
-      kubeConfig,
-      {
-        path: `/api/v1/namespaces/${scope.namespace}/secrets`,
+    keySecrets: (scope.servedNamespaces ?? [undefined]).map((namespace) =>
+      manager.informer<V1Secret>({
+        path: namespace ? `/api/v1/namespaces/${namespace}/secrets` : "/api/v1/secrets",
         apiVersion: "v1",
         kind: "Secret",
-        namespace: scope.namespace,
-        labelSelector: `${keyHashingLabel}=true`,
-      },
-      log,
+        ...(namespace ? { namespace } : {}),
+        labelSelector: `${mintedKeyLabel}=true`,
+      }),
     ),
+    hashingSecret: manager.informer<V1Secret>({
+      path: `/api/v1/namespaces/${scope.namespace}/secrets`,
+      apiVersion: "v1",
+      kind: "Secret",
+      namespace: scope.namespace,
+      labelSelector: `${keyHashingLabel}=true`,
+    }),
     scope,
   };
 }

@@ -1,15 +1,13 @@
-// The operator's informer keeps its cache current across a broken connection: the client's list-watch
-// stops on errors other than 410 Gone, and the wrapper must start it again. The API server is real; a
+// The operator's informer keeps its cache current across a broken connection. The API server is real; a
 // plain TCP relay in front of it (ours, in this test) is what breaks, as a network or a load balancer would.
-import { connect, createServer, type Server, type Socket } from "node:net";
-import { KubeConfig, type V1ConfigMap } from "@kubernetes/client-node";
+import type { V1ConfigMap } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../controlplane/local-control-plane.ts";
 import { Informer } from "../operator/runtime/informer.ts";
 import type { Logger } from "../operator/runtime/log.ts";
 import { createNamespaces } from "./operator-support.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 import { eventually } from "./support/processes.ts";
+import { type Relay, relayedKubeConfig } from "./support/tcp-relay.ts";
 
 const ns = "op-informer";
 const lines: string[] = [];
@@ -20,60 +18,15 @@ const log: Logger = {
   child: () => log,
 };
 
-class Relay {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
-  readonly port: number;
-  private readonly target: URL;
-
-  constructor(port: number, target: URL) {
-    this.port = port;
-    this.target = target;
-  }
-
-  open(): Promise<void> {
-    this.server = createServer((client) => {
-      const upstream = connect(Number(this.target.port), this.target.hostname);
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.once("close", () => this.sockets.delete(s));
-        s.on("error", () => {});
-      }
-      client.pipe(upstream).pipe(client);
-    });
-    return new Promise((resolve) => this.server?.listen(this.port, "127.0.0.1", resolve));
-  }
-
-  /** Stop accepting and cut every open connection, watches included. */
-  async break(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    const closed = new Promise<void>((resolve) => server?.close(() => resolve()));
-    for (const s of this.sockets) s.destroy();
-    await closed;
-  }
-}
-
 let relay: Relay;
 let informer: Informer<V1ConfigMap>;
 
 beforeAll(async () => {
   await createNamespaces(ns);
-  const kc = new KubeConfig();
-  kc.loadFromFile(inject("kubeconfig"));
-  const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error("no cluster in the kubeconfig");
-  relay = new Relay(await freePort(), new URL(cluster.server));
-  await relay.open();
-  const relayed = new KubeConfig();
-  relayed.loadFromOptions({
-    clusters: [{ ...cluster, server: `https://127.0.0.1:${relay.port}` }],
-    users: kc.users,
-    contexts: kc.contexts,
-    currentContext: kc.currentContext,
-  });
+  const relayed = await relayedKubeConfig(inject("kubeconfig"));
+  relay = relayed.relay;
   informer = new Informer<V1ConfigMap>(
-    relayed,
+    relayed.kubeConfig,
     { path: `/api/v1/namespaces/${ns}/configmaps`, apiVersion: "v1", kind: "ConfigMap", namespace: ns },
     log,
   );
@@ -105,7 +58,7 @@ describe("informer", () => {
       async () => (informer.get("during", ns) ? true : undefined),
       45_000,
     );
-    expect(lines).toContain("watch stopped; restarting");
+    expect(lines).toContain("list/watch failed; retrying");
     expect(changes).toContain("during");
     await kubectlOk(["create", "configmap", "after", "-n", ns]);
     await eventually("the informer to follow new changes", async () => (informer.get("after", ns) ? true : undefined));

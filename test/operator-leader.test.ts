@@ -110,4 +110,20 @@ describe("operator leader election", () => {
       standby?.process.child.exitCode !== null ? true : undefined,
     );
   }, 90_000);
+
+  it("on SIGTERM a leader finishes, gives its Lease up and exits 0, so a standby need not wait for expiry", async () => {
+    // The previous test left the Lease with a made-up holder: free it as an expired holder would.
+    await kubectl(["delete", "lease", operatorLeaseName, "-n", system]);
+    const third = await startOperator(system, { POMONA_OPERATOR_ID: "operator-three" });
+    operators.push(third);
+    await third.process.waitFor(/caches synced/);
+    expect(await holder()).toBe("operator-three");
+
+    const exited = new Promise<number | null>((resolve) => third.process.child.once("exit", (code) => resolve(code)));
+    third.process.child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(third.process.output()).toMatch(/shutting down/);
+    // Released, not merely left to expire (it would still name operator-three for 15 s).
+    expect(await holder()).toBeUndefined();
+  }, 90_000);
 });

@@ -1,10 +1,13 @@
 /**
- * Follows one Secret by name, the way the gateway's Role allows (get and watch by name only): a watch
- * with a field selector, restarted with backoff when it ends, and a read now and then in case a watch
- * missed a change. Each version read or watched goes to `onSecret`; a missing Secret to `onMissing`.
+ * Follows one Secret by name, the way the gateway's Role allows (get and watch by name only): the shared
+ * list/watch loop (kube/list-watch.ts) with a get by name in place of the list and a field selector on
+ * the watch, so resume from resourceVersion, relist on 410 Gone and backoff with jitter are the ones every
+ * component uses. Each version seen goes to `onSecret` (again every `resyncMs`); a missing or deleted
+ * Secret to `onMissing`.
  */
-import { ApiException, CoreV1Api, type KubeConfig, type V1Secret, Watch } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
+import { type ListResult, ListWatch } from "../../kube/list-watch.ts";
 
 export interface NamedSecretWatchOptions {
   kubeConfig: KubeConfig;
@@ -13,92 +16,66 @@ export interface NamedSecretWatchOptions {
   log: FastifyBaseLogger;
   onSecret: (secret: V1Secret) => void;
   onMissing?: () => void;
-  /** Read it again this often even without a watch event. */
+  /** Hand the Secret to `onSecret` again this often even without a watch event. */
   resyncMs?: number;
 }
 
 export class NamedSecretWatch {
   private readonly core: CoreV1Api;
-  private readonly watch: Watch;
   private readonly options: NamedSecretWatchOptions;
-  private stopped = false;
-  private watchAbort: AbortController | undefined;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private backoffMs = 500;
+  private readonly listWatch: ListWatch<V1Secret>;
 
   constructor(options: NamedSecretWatchOptions) {
     this.options = options;
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.watch = new Watch(options.kubeConfig);
+    const { name, namespace, log } = options;
+    this.listWatch = new ListWatch<V1Secret>({
+      kubeConfig: options.kubeConfig,
+      path: `/api/v1/namespaces/${namespace}/secrets`,
+      fieldSelector: `metadata.name=${name}`,
+      list: () => this.get(),
+      resyncMs: options.resyncMs ?? 30_000,
+      log: (level, message, fields) => log[level]({ secret: name, ...fields }, `Secret watch: ${message}`),
+    });
+    this.listWatch.on((type, secret) => {
+      if (type === "deleted") options.onMissing?.();
+      else options.onSecret(secret);
+    });
+    this.listWatch.onSynced((items) => {
+      if (items.length === 0) options.onMissing?.();
+    });
   }
 
   start(): void {
-    this.startWatch();
-    this.resync();
+    this.listWatch.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.watchAbort?.abort();
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    this.listWatch.stop();
   }
 
-  /** Read the Secret now. */
+  /** Read the Secret now and hand it on, whatever the watch has seen. */
   async refresh(): Promise<void> {
-    const { name, namespace, log } = this.options;
+    const { name, log } = this.options;
     try {
-      this.options.onSecret(await this.core.readNamespacedSecret({ name, namespace }));
+      const { items } = await this.get();
+      if (items[0]) this.options.onSecret(items[0]);
+      else this.options.onMissing?.();
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) this.options.onMissing?.();
-      else
-        log.warn({ secret: name, err: String(err) }, "cannot read a Secret the gateway follows; keeping what it has");
+      log.warn({ secret: name, err: String(err) }, "cannot read a Secret the gateway follows; keeping what it has");
     }
   }
 
-  private resync(): void {
-    if (this.stopped) return;
-    void this.refresh();
-    this.later(this.options.resyncMs ?? 30_000, () => this.resync());
-  }
-
-  private later(ms: number, fn: () => void): void {
-    if (this.stopped) return;
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    t.unref();
-    this.timers.add(t);
-  }
-
-  private startWatch(): void {
-    if (this.stopped) return;
-    const { name, namespace, log } = this.options;
-    const restart = (err: unknown) => {
-      if (this.stopped) return;
-      // client-node ends a watch that has been quiet for 30 s; that is routine, anything else is worth a warning.
-      if (err && (err as { name?: string }).name !== "TimeoutError")
-        log.warn({ secret: name, err: String(err) }, "Secret watch ended; restarting");
-      this.later(this.backoffMs, () => this.startWatch());
-      this.backoffMs = Math.min(this.backoffMs * 2, 10_000);
-      // A watch that ended may have missed a change.
-      void this.refresh();
-    };
-    this.watch
-      .watch(
-        `/api/v1/namespaces/${namespace}/secrets`,
-        { fieldSelector: `metadata.name=${name}` },
-        (phase, secret: V1Secret) => {
-          this.backoffMs = 500;
-          if (phase === "ADDED" || phase === "MODIFIED") this.options.onSecret(secret);
-        },
-        restart,
-      )
-      .then((abort) => {
-        this.watchAbort = abort;
-        if (this.stopped) abort.abort();
-      })
-      .catch(restart);
+  /** The "list" of one Secret: a get, whose resourceVersion the watch starts from. */
+  private async get(): Promise<ListResult<V1Secret>> {
+    const { name, namespace } = this.options;
+    try {
+      const secret = await this.core.readNamespacedSecret({ name, namespace });
+      return { items: [secret], resourceVersion: secret.metadata?.resourceVersion };
+    } catch (err) {
+      // Missing: the watch starts at the newest state and sends the Secret as ADDED when it appears.
+      if (err instanceof ApiException && err.code === 404) return { items: [], resourceVersion: undefined };
+      throw err;
+    }
   }
 }

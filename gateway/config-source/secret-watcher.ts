@@ -8,7 +8,7 @@
  * config is refused, counted and logged, and the last good one stays.
  */
 import { createHash } from "node:crypto";
-import { ApiException, CoreV1Api, type KubeConfig, Watch } from "@kubernetes/client-node";
+import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
 import {
   bucketSecretName,
@@ -22,6 +22,7 @@ import type { GatewayMetrics } from "../metrics.ts";
 import { assembleRouteTable, bucketsToRead } from "./config-assembler.ts";
 import { ConfigDecoder, InvalidConfigError } from "./config-decoder.ts";
 import type { ConfigHolder } from "./config-holder.ts";
+import { NamedSecretWatch } from "./named-secret-watch.ts";
 
 export interface SecretWatcherOptions {
   kubeConfig: KubeConfig;
@@ -31,7 +32,7 @@ export interface SecretWatcherOptions {
   metrics: GatewayMetrics;
   /** Pause before reading again while buckets do not match the core yet. */
   notReadyRetryMs?: number;
-  /** Read the core again this often even without a watch event, in case a watch missed one. */
+  /** Read the core again this often even without a watch event. */
   resyncMs?: number;
 }
 
@@ -39,7 +40,7 @@ const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest(
 
 export class GatewayConfigWatcher {
   private readonly core: CoreV1Api;
-  private readonly watch: Watch;
+  private readonly coreWatch: NamedSecretWatch;
   private readonly decoder = new ConfigDecoder();
   private readonly options: SecretWatcherOptions;
   /** Bucket bytes by their sha256, read for a config not applied yet (its other buckets were not written yet). */
@@ -47,9 +48,7 @@ export class GatewayConfigWatcher {
   private stopped = false;
   private loading: Promise<void> | undefined;
   private loadAgain = false;
-  private watchAbort: AbortController | undefined;
   private timers = new Set<NodeJS.Timeout>();
-  private watchBackoffMs = 500;
   private readBackoffMs = 1_000;
   /** The last core refused, so the same invalid bytes are not reported on every resync. */
   private refusedCoreSha: string | undefined;
@@ -59,18 +58,25 @@ export class GatewayConfigWatcher {
   constructor(options: SecretWatcherOptions) {
     this.options = options;
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.watch = new Watch(options.kubeConfig);
+    // The core names the buckets, so a new core is the one change to follow; every version seen
+    // (and the one in use, again every resyncMs) is read in full, and an unchanged one costs no decoding.
+    this.coreWatch = new NamedSecretWatch({
+      kubeConfig: options.kubeConfig,
+      namespace: options.namespace,
+      name: coreSecretName,
+      log: options.log,
+      resyncMs: options.resyncMs ?? 30_000,
+      onSecret: () => void this.refresh(),
+    });
   }
 
   start(): void {
-    this.startWatch();
-    this.later(this.options.resyncMs ?? 30_000, () => this.resync());
-    void this.refresh();
+    this.coreWatch.start();
   }
 
   stop(): void {
     this.stopped = true;
-    this.watchAbort?.abort();
+    this.coreWatch.stop();
     void this.decoder.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
@@ -93,12 +99,6 @@ export class GatewayConfigWatcher {
     return this.loading;
   }
 
-  private resync(): void {
-    if (this.stopped) return;
-    void this.refresh();
-    this.later(this.options.resyncMs ?? 30_000, () => this.resync());
-  }
-
   private later(ms: number, fn: () => void): void {
     if (this.stopped) return;
     const t = setTimeout(() => {
@@ -107,37 +107,6 @@ export class GatewayConfigWatcher {
     }, ms);
     t.unref();
     this.timers.add(t);
-  }
-
-  private startWatch(): void {
-    if (this.stopped) return;
-    const { namespace, log } = this.options;
-    const restart = (err: unknown) => {
-      if (this.stopped) return;
-      // client-node ends a watch that has been quiet for 30 s; that is routine, anything else is worth a warning.
-      if ((err as { name?: string } | null)?.name === "TimeoutError")
-        log.debug("gateway config watch idle; restarting");
-      else if (err) log.warn({ err: String(err) }, "gateway config watch ended; restarting");
-      this.later(this.watchBackoffMs, () => this.startWatch());
-      this.watchBackoffMs = Math.min(this.watchBackoffMs * 2, 10_000);
-      // A watch that ended may have missed a change.
-      void this.refresh();
-    };
-    this.watch
-      .watch(
-        `/api/v1/namespaces/${namespace}/secrets`,
-        { fieldSelector: `metadata.name=${coreSecretName}` },
-        (phase) => {
-          this.watchBackoffMs = 500;
-          if (phase === "ADDED" || phase === "MODIFIED") void this.refresh();
-        },
-        restart,
-      )
-      .then((abort) => {
-        this.watchAbort = abort;
-        if (this.stopped) abort.abort();
-      })
-      .catch(restart);
   }
 
   private async readSecretData(name: string): Promise<Buffer | undefined> {

@@ -31,7 +31,10 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
   const placing = new Mutex();
   /** Replicas created but not yet seen in the cache: their memory counts as used (as kube-scheduler's assume cache). */
   const assumed = new Map<string, { node: string; bytes: number; namespace: string; model: string }>();
-  const memoryCache = new Map<string, MemoryFigure>();
+  // Once the cache has shown a replica (even only its deletion) it counts from the cache: the assumption goes.
+  cluster.replicas.onChange((r) => assumed.delete(`${r.metadata.namespace}/${r.metadata.name}`));
+  /** Per model key: the memory figure of one uid/generation (a new generation replaces it; deletion drops it). */
+  const memoryCache = new Map<string, { of: string; figure: MemoryFigure }>();
   const failures = new Map<string, { count: number; notBefore: number }>();
   const degradations = new Map<string, { reason: string; message: string }>();
   /** uids of replicas this operator deleted that the cache may still show. */
@@ -86,17 +89,19 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     if (!model || model.metadata.deletionTimestamp) {
       failures.delete(key);
       degradations.delete(key);
+      memoryCache.delete(key);
       return undefined;
     }
     const now = Date.now();
     const generation = model.metadata.generation;
     const spec = model.spec;
     const memoryKey = `${model.metadata.uid}/${generation}`;
-    let memory = memoryCache.get(memoryKey);
+    const cached = memoryCache.get(key);
+    let memory = cached?.of === memoryKey ? cached.figure : undefined;
     if (!memory) {
       memory = await replicaMemory(spec, { hfEndpoint: options.hfEndpoint, sources: options.modelSources });
       // An unreadable header may be a passing network failure: only a figure is kept, an error is retried.
-      if (!("error" in memory)) memoryCache.set(memoryKey, memory);
+      if (!("error" in memory)) memoryCache.set(key, { of: memoryKey, figure: memory });
     }
     let conditions = model.status?.conditions;
     const requeue: number[] = [];

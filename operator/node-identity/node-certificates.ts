@@ -4,30 +4,22 @@
  * certificate written back is the node's followed by the CA's, so the node-agent learns the CA it
  * checks the gateway's client certificate against from the same answer.
  */
-import {
-  ApiException,
-  CertificatesV1Api,
-  type KubeConfig,
-  type V1CertificateSigningRequest,
-} from "@kubernetes/client-node";
+import { ApiException, CertificatesV1Api, type V1CertificateSigningRequest } from "@kubernetes/client-node";
 import { nodeIdentity } from "../../crds/api/index.ts";
 import { type Credential, parseCertificateRequest, signCertificate } from "../../pki/x509.ts";
 import type { Cluster } from "../cluster.ts";
 import type { Reconcile } from "../runtime/controller.ts";
-import { Informer } from "../runtime/informer.ts";
+import type { Informer } from "../runtime/informer.ts";
+import type { Manager } from "../runtime/manager.ts";
 import { decideNodeCertificate } from "./approval.ts";
 
-export const certificateRequestInformer = (kubeConfig: KubeConfig, log: Cluster["log"]) =>
-  new Informer<V1CertificateSigningRequest>(
-    kubeConfig,
-    {
-      path: "/apis/certificates.k8s.io/v1/certificatesigningrequests",
-      apiVersion: "certificates.k8s.io/v1",
-      kind: "CertificateSigningRequest",
-      labelSelector: nodeIdentity.nodeLabel,
-    },
-    log,
-  );
+export const certificateRequestInformer = (manager: Manager) =>
+  manager.informer<V1CertificateSigningRequest>({
+    path: "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+    apiVersion: "certificates.k8s.io/v1",
+    kind: "CertificateSigningRequest",
+    labelSelector: nodeIdentity.nodeLabel,
+  });
 
 const conditionOf = (csr: V1CertificateSigningRequest, type: string) =>
   csr.status?.conditions?.some((c) => c.type === type && c.status === "True") ?? false;

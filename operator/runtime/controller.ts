@@ -26,6 +26,7 @@ export class Controller {
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
   private running = false;
+  private workers: Promise<void>[] = [];
 
   constructor(name: string, reconcile: Reconcile, log: Logger, metrics: OperatorMetrics) {
     this.name = name;
@@ -59,12 +60,16 @@ export class Controller {
 
   start(workers = 2): void {
     this.running = true;
-    for (let i = 0; i < workers; i++) void this.work();
+    for (let i = 0; i < workers; i++) this.workers.push(this.work());
   }
 
-  stop(): void {
+  /** Stop taking keys; resolves when the reconciles in flight have finished. */
+  stop(): Promise<void> {
     this.running = false;
     this.queue.shutdown();
+    const workers = this.workers;
+    this.workers = [];
+    return Promise.all(workers).then(() => undefined);
   }
 
   private async work(): Promise<void> {

@@ -1,9 +1,11 @@
 /**
- * A shared cache of one kind, filled by the client's list-watch. The client
- * relists after 410 Gone but stops on any other error, so this wrapper starts
- * it again with backoff, and reports whether the first list has arrived.
+ * A shared cache of one kind for the operator's controllers, filled by the list/watch loop every
+ * component shares (kube/list-watch.ts: paged list, resume from resourceVersion, relist on 410 Gone,
+ * backoff with jitter, trimmed objects). Handlers hear every added, changed or deleted object; `synced`
+ * resolves once the first list is in the cache.
  */
-import { type KubeConfig, type KubernetesObject, KubernetesObjectApi, ListWatch, Watch } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { ListWatch, type ListWatchEventType, objectKey } from "../../kube/list-watch.ts";
 import type { Logger } from "./log.ts";
 
 export type Handler<T> = (obj: T, old?: T) => void;
@@ -18,62 +20,62 @@ export interface InformerSource {
   labelSelector?: string;
 }
 
+export interface InformerOptions<T> {
+  /** Trims each object before it is cached; defaults to dropping managedFields and the last-applied annotation. */
+  transform?: (obj: T) => T;
+  /** Hand every cached object to the handlers again this often (level-triggered controllers re-check). */
+  resyncMs?: number;
+}
+
 export class Informer<T extends KubernetesObject> {
   readonly source: InformerSource;
   private readonly listWatch: ListWatch<T>;
   private readonly handlers: Handler<T>[] = [];
-  private synced = false;
-  private stopped = false;
-  private restartDelayMs = 0;
-  private readonly log: Logger;
+  private readonly deleteHandlers: Handler<T>[] = [];
 
-  constructor(kubeConfig: KubeConfig, source: InformerSource, log: Logger) {
+  constructor(kubeConfig: KubeConfig, source: InformerSource, log: Logger, options: InformerOptions<T> = {}) {
     this.source = source;
-    this.log = log;
-    const objects = KubernetesObjectApi.makeApiClient(kubeConfig);
-    const listFn = () =>
-      objects.list<T>(
-        source.apiVersion,
-        source.kind,
-        source.namespace,
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        source.labelSelector,
-      );
-    this.listWatch = new ListWatch<T>(source.path, new Watch(kubeConfig), listFn, false, source.labelSelector);
-    this.listWatch.on("add", (o) => this.emit(o));
-    this.listWatch.on("update", (o) => this.emit(o));
-    this.listWatch.on("delete", (o) => this.emit(o));
-    this.listWatch.on("connect", () => {
-      this.restartDelayMs = 0;
+    this.listWatch = new ListWatch<T>({
+      kubeConfig,
+      ...source,
+      ...options,
+      log: (level, message, fields) => {
+        if (level !== "debug") log[level](message, { kind: source.kind, ...fields });
+      },
     });
-    this.listWatch.on("error", (err) => this.restart(err));
+    this.listWatch.on((type: ListWatchEventType, obj: T, old?: T) => {
+      for (const h of this.handlers) h(obj, old);
+      if (type === "deleted") for (const h of this.deleteHandlers) h(obj);
+    });
   }
 
-  /** Called with every added, changed or deleted object. */
+  /** Called with every added, changed, deleted or resynced object. */
   onChange(handler: Handler<T>): void {
     this.handlers.push(handler);
   }
 
-  get hasSynced(): boolean {
-    return this.synced;
+  /** Called when an object is gone, so state kept per object can be dropped. */
+  onDelete(handler: Handler<T>): void {
+    this.deleteHandlers.push(handler);
   }
 
-  async start(): Promise<void> {
-    this.stopped = false;
-    try {
-      await this.listWatch.start();
-      this.synced = true;
-    } catch (err) {
-      this.restart(err);
-    }
+  get hasSynced(): boolean {
+    return this.listWatch.hasSynced;
+  }
+
+  /** Resolves once the first list is in the cache. */
+  get synced(): Promise<void> {
+    return this.listWatch.synced;
+  }
+
+  /** Start listing and watching; resolves when the cache has synced. */
+  start(): Promise<void> {
+    this.listWatch.start();
+    return this.listWatch.synced;
   }
 
   stop(): void {
-    this.stopped = true;
-    void this.listWatch.stop();
+    this.listWatch.stop();
   }
 
   get(name: string, namespace?: string): T | undefined {
@@ -83,27 +85,9 @@ export class Informer<T extends KubernetesObject> {
   list(namespace?: string): readonly T[] {
     return this.listWatch.list(namespace);
   }
-
-  private emit(obj: T): void {
-    for (const h of this.handlers) h(obj);
-  }
-
-  private restart(err: unknown): void {
-    if (this.stopped) return;
-    this.restartDelayMs = Math.min(30_000, this.restartDelayMs ? this.restartDelayMs * 2 : 500);
-    this.log.warn("watch stopped; restarting", {
-      kind: this.source.kind,
-      error: (err as Error)?.message ?? String(err),
-      retryInMs: this.restartDelayMs,
-    });
-    setTimeout(() => {
-      if (!this.stopped) void this.start();
-    }, this.restartDelayMs).unref();
-  }
 }
 
-export const keyOf = (o: KubernetesObject): string =>
-  o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
+export const keyOf = objectKey;
 
 export function splitKey(key: string): { namespace: string; name: string } {
   const i = key.indexOf("/");

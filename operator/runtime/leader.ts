@@ -25,6 +25,8 @@ export class LeaderElector {
   private leading = false;
   private lastRenewed = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** The renewal in flight: stop() waits for it, or its write could undo the release. */
+  private ticking: Promise<void> | undefined;
   private stopped = false;
 
   constructor(kubeConfig: KubeConfig, options: LeaderOptions, log: Logger) {
@@ -38,13 +40,14 @@ export class LeaderElector {
   }
 
   start(): void {
-    void this.tick();
+    this.ticking = this.tick();
   }
 
   /** Give the lease up so a standby takes over without waiting for expiry. */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.ticking;
     if (!this.leading) return;
     this.leading = false;
     try {
@@ -61,8 +64,9 @@ export class LeaderElector {
           body: lease,
         });
       }
-    } catch {
+    } catch (err) {
       // The lease expires on its own.
+      this.log.warn("cannot give the leader lease up; it expires on its own", { error: (err as Error).message });
     }
   }
 
@@ -86,7 +90,10 @@ export class LeaderElector {
       this.log.warn("lost leadership", { identity: this.options.identity });
       this.options.onStoppedLeading();
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.options.renewMs);
+    if (!this.stopped)
+      this.timer = setTimeout(() => {
+        this.ticking = this.tick();
+      }, this.options.renewMs);
   }
 
   private async tryAcquireOrRenew(): Promise<boolean> {

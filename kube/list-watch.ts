@@ -1,0 +1,374 @@
+/**
+ * The one list/watch loop of Pomona, shared by the operator's informers, the gateway's config source and
+ * the node-agent's replica watch. It lists (in pages), then watches from the list's resourceVersion and
+ * keeps a store of what it has seen:
+ * - a watch that ends (the server's timeout, client-node's 30 s idle cut, a dropped connection) resumes
+ *   from the last resourceVersion seen, bookmarks included, without listing again;
+ * - 410 Gone (the resourceVersion is older than the server keeps) lists again, and the difference
+ *   between the old store and the new list goes out as added, modified and deleted events, so nothing
+ *   deleted meanwhile stays behind in anyone's state;
+ * - any other failure waits with exponential backoff and jitter, capped, then resumes;
+ * - `resyncMs` hands every stored object to the handlers again now and then.
+ * `transform` trims each object before it is stored (by default: managedFields and the last-applied
+ * annotation, which no component reads and which are often most of an object's bytes).
+ */
+import { type KubeConfig, type KubernetesObject, KubernetesObjectApi, Watch } from "@kubernetes/client-node";
+
+export type ListWatchEventType = "added" | "modified" | "deleted" | "resync";
+export type ListWatchHandler<T> = (type: ListWatchEventType, object: T, old?: T) => void;
+export type ListWatchLog = (
+  level: "debug" | "info" | "warn",
+  message: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+export interface ListResult<T> {
+  items: T[];
+  /** Where the watch starts; undefined starts it at the newest state, the server sending each object as ADDED. */
+  resourceVersion: string | undefined;
+}
+
+export interface ListWatchOptions<T extends KubernetesObject> {
+  kubeConfig: KubeConfig;
+  /** The collection's path, e.g. `/api/v1/namespaces/x/secrets` or `/apis/pomona.dev/v1alpha1/modelreplicas`. */
+  path: string;
+  /** For the default list: the kind's apiVersion and kind, and the namespace if the path names one. */
+  apiVersion?: string;
+  kind?: string;
+  namespace?: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Replaces the default paged list, e.g. with a get by name where the caller may not list. */
+  list?: () => Promise<ListResult<T>>;
+  /** Trims an object before it is stored and handed on; defaults to `stripUnusedFields`. */
+  transform?: (object: T) => T;
+  /** Hand every stored object to the handlers again this often; 0 or unset: never. */
+  resyncMs?: number;
+  backoff?: BackoffOptions;
+  /** Items per list page. */
+  pageSize?: number;
+  log?: ListWatchLog;
+}
+
+export interface BackoffOptions {
+  initialMs: number;
+  maxMs: number;
+}
+
+const defaultBackoff: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
+
+/**
+ * The wait before retry number `attempt` (0-based): initialMs·2^attempt capped at maxMs, of which a random
+ * half is taken off, so many clients cut off at once do not come back at once. Never above maxMs.
+ */
+export function backoffDelay(attempt: number, options: BackoffOptions, random = Math.random): number {
+  const ceiling = Math.min(options.maxMs, options.initialMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration";
+
+/** Drops what no Pomona component reads: managedFields and kubectl's last-applied copy of the object. */
+export function stripUnusedFields<T extends KubernetesObject>(object: T): T {
+  const metadata = object.metadata;
+  if (!metadata) return object;
+  if (metadata.managedFields) delete metadata.managedFields;
+  if (metadata.annotations?.[lastApplied] !== undefined) {
+    delete metadata.annotations[lastApplied];
+    if (Object.keys(metadata.annotations).length === 0) delete metadata.annotations;
+  }
+  return object;
+}
+
+export const objectKey = (o: KubernetesObject): string =>
+  o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
+
+/** The server said the resourceVersion is too old (410 Gone): list again. */
+class GoneError extends Error {}
+
+export class ListWatch<T extends KubernetesObject> {
+  private readonly options: ListWatchOptions<T>;
+  private readonly watcher: Watch;
+  private readonly objects: KubernetesObjectApi;
+  private readonly handlers: ListWatchHandler<T>[] = [];
+  private readonly syncedHandlers: ((items: T[]) => void)[] = [];
+  /** namespace ("" for cluster-scoped) → name → object. Empty namespaces are dropped. */
+  private store = new Map<string, Map<string, T>>();
+  private resourceVersion: string | undefined;
+  private listed = false;
+  private running = false;
+  private stopped = false;
+  private failures = 0;
+  private abort: AbortController | undefined;
+  private sleeping: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private resolveSynced!: () => void;
+  /** Resolves once the first list is in the store. */
+  readonly synced: Promise<void> = new Promise((resolve) => {
+    this.resolveSynced = resolve;
+  });
+  /** Lists and watch requests made so far (the tests check that a dropped watch does not relist). */
+  readonly stats = { lists: 0, watches: 0, relistsAfterGone: 0 };
+
+  constructor(options: ListWatchOptions<T>) {
+    this.options = options;
+    this.watcher = new Watch(options.kubeConfig);
+    this.objects = KubernetesObjectApi.makeApiClient(options.kubeConfig);
+  }
+
+  on(handler: ListWatchHandler<T>): void {
+    this.handlers.push(handler);
+  }
+
+  /** Called after each complete list with everything that exists now. */
+  onSynced(handler: (items: T[]) => void): void {
+    this.syncedHandlers.push(handler);
+  }
+
+  get hasSynced(): boolean {
+    return this.listed;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.stopped = false;
+    void this.run();
+    const resyncMs = this.options.resyncMs ?? 0;
+    if (resyncMs > 0) {
+      this.resyncTimer = setInterval(() => this.resync(), resyncMs);
+      this.resyncTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.running = false;
+    this.abort?.abort();
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.sleeping?.wake();
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.store.get(namespace ?? "")?.get(name);
+  }
+
+  list(namespace?: string): T[] {
+    if (namespace !== undefined) return [...(this.store.get(namespace)?.values() ?? [])];
+    const all: T[] = [];
+    for (const objects of this.store.values()) for (const o of objects.values()) all.push(o);
+    return all;
+  }
+
+  private log(level: "debug" | "info" | "warn", message: string, fields?: Record<string, unknown>): void {
+    this.options.log?.(level, message, { path: this.options.path, ...fields });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        if (this.resourceVersion === undefined || !this.listed) await this.relist();
+        if (this.stopped) return;
+        await this.watchOnce();
+      } catch (err) {
+        if (this.stopped) return;
+        if (err instanceof GoneError) {
+          this.stats.relistsAfterGone++;
+          this.log("info", "resourceVersion expired (410 Gone); listing again");
+          this.resourceVersion = undefined;
+          this.listed = false;
+          continue;
+        }
+        const retryInMs = backoffDelay(this.failures++, this.options.backoff ?? defaultBackoff);
+        this.log("warn", "list/watch failed; retrying", { error: errorText(err), retryInMs });
+        await this.sleep(retryInMs);
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.sleeping = undefined;
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.sleeping = { timer, wake };
+    });
+  }
+
+  private async relist(): Promise<void> {
+    this.stats.lists++;
+    const result = await (this.options.list ?? (() => this.listPages()))();
+    if (this.stopped) return;
+    this.replace(result.items);
+    this.resourceVersion = result.resourceVersion;
+    this.listed = true;
+    const items = this.list();
+    for (const h of this.syncedHandlers) h(items);
+    this.resolveSynced();
+  }
+
+  /** The default list: pages of `pageSize`, all at the first page's resourceVersion. */
+  private async listPages(): Promise<ListResult<T>> {
+    const { apiVersion, kind, namespace, fieldSelector, labelSelector, pageSize = 500 } = this.options;
+    if (!apiVersion || !kind) throw new Error(`list/watch of ${this.options.path} needs apiVersion and kind, or list`);
+    const items: T[] = [];
+    let resourceVersion: string | undefined;
+    let continueToken: string | undefined;
+    do {
+      let page: Awaited<ReturnType<KubernetesObjectApi["list"]>>;
+      try {
+        page = await this.objects.list<T>(
+          apiVersion,
+          kind,
+          namespace,
+          undefined,
+          undefined,
+          undefined,
+          fieldSelector,
+          labelSelector,
+          pageSize,
+          continueToken,
+        );
+      } catch (err) {
+        // An expired continue token: start the list over.
+        if (continueToken && (err as { code?: number }).code === 410) {
+          items.length = 0;
+          continueToken = undefined;
+          resourceVersion = undefined;
+          continue;
+        }
+        throw err;
+      }
+      resourceVersion ??= page.metadata?.resourceVersion;
+      for (const item of page.items as T[]) items.push(item);
+      continueToken = page.metadata?._continue || undefined;
+    } while (continueToken);
+    return { items, resourceVersion };
+  }
+
+  /** Take a full list as the new store, handing on only what differs from the old one. */
+  private replace(items: T[]): void {
+    const old = this.store;
+    this.store = new Map();
+    for (const raw of items) {
+      const object = this.trim(raw);
+      const key = object.metadata?.name ?? "";
+      const ns = object.metadata?.namespace ?? "";
+      const before = old.get(ns)?.get(key);
+      old.get(ns)?.delete(key);
+      this.put(object);
+      if (!before) this.emit("added", object);
+      else if (before.metadata?.resourceVersion !== object.metadata?.resourceVersion)
+        this.emit("modified", object, before);
+    }
+    for (const objects of old.values()) for (const gone of objects.values()) this.emit("deleted", gone);
+  }
+
+  /** One watch request; resolves when it ends normally or idles out, rejects on failures and 410. */
+  private watchOnce(): Promise<void> {
+    this.stats.watches++;
+    const { path, labelSelector, fieldSelector } = this.options;
+    return new Promise<void>((resolve, reject) => {
+      let gone = false;
+      let failure: unknown;
+      let ended = false;
+      this.watcher
+        .watch(
+          path,
+          {
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            // As client-go: 5 to 10 minutes, so many watchers do not all come back at once.
+            timeoutSeconds: Math.round(300 + Math.random() * 300),
+            labelSelector,
+            fieldSelector,
+          },
+          (type: string, object: T & { code?: number; message?: string }) => {
+            if (type === "ERROR") {
+              if (object.code === 410) gone = true;
+              else failure = new Error(`watch error ${object.code}: ${object.message}`);
+              return;
+            }
+            this.failures = 0;
+            const rv = object.metadata?.resourceVersion;
+            if (rv) this.resourceVersion = rv;
+            if (type === "BOOKMARK") return;
+            const trimmed = this.trim(object);
+            if (type === "ADDED" || type === "MODIFIED") {
+              const before = this.put(trimmed);
+              this.emit(before ? "modified" : "added", trimmed, before);
+            } else if (type === "DELETED") {
+              this.emit("deleted", this.remove(trimmed) ?? trimmed);
+            }
+          },
+          (err: unknown) => {
+            ended = true;
+            // 410 comes either as an ERROR event in the stream or as the status of the watch request itself.
+            if (gone || (err as { statusCode?: number } | null)?.statusCode === 410) reject(new GoneError());
+            else if (failure) reject(failure);
+            else if (!err || (err as Error).name === "AbortError") resolve();
+            else if ((err as Error).name === "TimeoutError") {
+              // client-node cuts a watch quiet for 30 s: routine, resume at once.
+              this.log("debug", "watch idle; resuming");
+              resolve();
+            } else reject(err);
+          },
+        )
+        .then((controller) => {
+          this.abort = controller;
+          // The request was answered 200: the server is back, so the next failure starts from a short wait.
+          if (!ended) this.failures = 0;
+          if (this.stopped) controller.abort();
+        })
+        .catch(reject);
+    });
+  }
+
+  private trim(object: T): T {
+    return (this.options.transform ?? stripUnusedFields)(object);
+  }
+
+  private put(object: T): T | undefined {
+    const ns = object.metadata?.namespace ?? "";
+    let objects = this.store.get(ns);
+    if (!objects) {
+      objects = new Map();
+      this.store.set(ns, objects);
+    }
+    const name = object.metadata?.name ?? "";
+    const before = objects.get(name);
+    objects.set(name, object);
+    return before;
+  }
+
+  private remove(object: T): T | undefined {
+    const ns = object.metadata?.namespace ?? "";
+    const objects = this.store.get(ns);
+    const name = object.metadata?.name ?? "";
+    const before = objects?.get(name);
+    if (!objects || !before) return undefined;
+    objects.delete(name);
+    if (objects.size === 0) this.store.delete(ns);
+    return before;
+  }
+
+  private resync(): void {
+    if (!this.listed) return;
+    for (const object of this.list()) this.emit("resync", object);
+  }
+
+  private emit(type: ListWatchEventType, object: T, old?: T): void {
+    for (const h of this.handlers) {
+      try {
+        h(type, object, old);
+      } catch (err) {
+        this.log("warn", "list/watch handler failed", { error: errorText(err) });
+      }
+    }
+  }
+}
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));

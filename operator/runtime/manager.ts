@@ -1,0 +1,148 @@
+/**
+ * Runs the operator's controllers as controller-runtime's manager does: it owns the shared informers
+ * (one per watched source, whoever asks for it), the controllers and other runnables, leader election,
+ * the health endpoints and shutdown. Only the leader works: on becoming leader it runs the setup the
+ * wiring gives it (which registers controllers), starts the informers, waits for their first lists (a
+ * promise per informer, no polling), then starts the controllers and runnables. Leadership lost means
+ * stop and exit, so a new standby starts clean; a signal means finish the reconciles in flight, give
+ * the lease up and stop.
+ */
+import type { Server } from "node:http";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { serveHealth } from "../health.ts";
+import { Controller, type Reconcile } from "./controller.ts";
+import { Informer, type InformerOptions, type InformerSource } from "./informer.ts";
+import { LeaderElector } from "./leader.ts";
+import type { Logger } from "./log.ts";
+import type { OperatorMetrics } from "./metrics.ts";
+
+/** Something that runs while this operator leads, after the caches have synced. */
+export interface Runnable {
+  start(): void;
+  stop(): void | Promise<void>;
+}
+
+export interface ManagerOptions {
+  kubeConfig: KubeConfig;
+  log: Logger;
+  metrics: OperatorMetrics;
+  /** Port of /healthz, /readyz and /metrics. */
+  healthPort: number;
+  leaderElection: { namespace: string; name: string; identity: string; leaseDurationSeconds: number; renewMs: number };
+  /** How long shutdown waits for the reconciles in flight. */
+  shutdownGraceMs?: number;
+}
+
+export class Manager {
+  readonly kubeConfig: KubeConfig;
+  readonly log: Logger;
+  readonly metrics: OperatorMetrics;
+  private readonly options: ManagerOptions;
+  private readonly informers = new Map<string, Informer<KubernetesObject>>();
+  private readonly controllers: { controller: Controller; workers: number }[] = [];
+  private readonly runnables: Runnable[] = [];
+  private readonly elector: LeaderElector;
+  private server: Server | undefined;
+  private started = false;
+  private synced = false;
+  private stopping: Promise<void> | undefined;
+  private setup: () => Promise<void> = async () => {};
+
+  constructor(options: ManagerOptions) {
+    this.options = options;
+    this.kubeConfig = options.kubeConfig;
+    this.log = options.log;
+    this.metrics = options.metrics;
+    this.elector = new LeaderElector(
+      options.kubeConfig,
+      {
+        ...options.leaderElection,
+        onStartedLeading: () => {
+          this.metrics.isLeader.set(1);
+          void this.lead();
+        },
+        // Acting without the lease could fight the new leader: stop and exit, to start over as a standby.
+        onStoppedLeading: () => {
+          this.metrics.isLeader.set(0);
+          for (const { controller } of this.controllers) void controller.stop();
+          this.log.error("leadership lost; exiting");
+          process.exit(1);
+        },
+      },
+      options.log,
+    );
+  }
+
+  /** The shared informer of a source: asking twice for the same path and selector gives the same cache. */
+  informer<T extends KubernetesObject>(source: InformerSource, options?: InformerOptions<T>): Informer<T> {
+    const id = `${source.path}?${source.labelSelector ?? ""}`;
+    let informer = this.informers.get(id) as Informer<T> | undefined;
+    if (!informer) {
+      informer = new Informer<T>(this.kubeConfig, source, this.log, options);
+      this.informers.set(id, informer as unknown as Informer<KubernetesObject>);
+      if (this.started) void informer.start();
+    }
+    return informer;
+  }
+
+  /** A controller started with `workers` workers once the caches have synced. */
+  controller(name: string, reconcile: Reconcile, workers = 1): Controller {
+    const controller = new Controller(name, reconcile, this.log, this.metrics);
+    this.controllers.push({ controller, workers });
+    return controller;
+  }
+
+  /** Anything else that runs while leading, started after the controllers. */
+  add(runnable: Runnable): void {
+    this.runnables.push(runnable);
+  }
+
+  /**
+   * Serve health and campaign for the lease. `setup` runs once on becoming leader, before the caches
+   * start: it registers controllers and runnables and does what they need first.
+   */
+  async run(setup: () => Promise<void>): Promise<void> {
+    this.setup = setup;
+    this.server = await serveHealth(
+      this.options.healthPort,
+      this.metrics.registry,
+      () => !this.elector.isLeader || this.synced,
+    );
+    this.elector.start();
+  }
+
+  private async lead(): Promise<void> {
+    try {
+      await this.setup();
+      this.started = true;
+      const informers = [...this.informers.values()];
+      for (const informer of informers) void informer.start();
+      await Promise.all(informers.map((i) => i.synced));
+    } catch (err) {
+      this.log.error("cannot start leading; exiting", { error: (err as Error).message });
+      process.exit(1);
+    }
+    if (this.stopping) return;
+    this.synced = true;
+    this.log.info("caches synced", {
+      informers: this.informers.size,
+      objects: [...this.informers.values()].reduce((n, i) => n + i.list().length, 0),
+    });
+    for (const { controller, workers } of this.controllers) controller.start(workers);
+    for (const runnable of this.runnables) runnable.start();
+  }
+
+  /** Stop taking work, let the reconciles in flight finish (within the grace), give the lease up. */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      await Promise.all(this.runnables.map((r) => r.stop()));
+      const drained = Promise.all(this.controllers.map(({ controller }) => controller.stop()));
+      const grace = new Promise((resolve) => setTimeout(resolve, this.options.shutdownGraceMs ?? 10_000).unref());
+      await Promise.race([drained, grace]);
+      for (const informer of this.informers.values()) informer.stop();
+      await this.elector.stop();
+      await new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve(undefined)));
+    })();
+    return this.stopping;
+  }
+}
