@@ -8,6 +8,7 @@ import {
   LlamaCompletion,
   type LlamaContext,
   type LlamaEmbeddingContext,
+  type LlamaGrammar,
   type LlamaModel,
   type LlamaText,
   readGgufFileInfo,
@@ -26,6 +27,8 @@ export interface GenerationParams {
   stop?: string[];
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** Holds the answer to a format: structured output and tool calls (chat-turn.ts). */
+  grammar?: LlamaGrammar;
 }
 
 export type FinishReason = "stop" | "length";
@@ -203,6 +206,7 @@ export class ReplicaEngine {
         repeatPenalty: penalize
           ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }
           : false,
+        grammar: params.grammar,
         signal: options.signal,
         stopOnAbortSignal: true,
         onToken: (tokens) => {

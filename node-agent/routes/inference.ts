@@ -15,7 +15,7 @@ import {
   completionRequest,
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
-import { chatPrompt } from "../chat-prompt.ts";
+import { ChatDeltas, type ChatTurn, chatAnswer, prepareChatTurn } from "../chat-turn.ts";
 import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
 import { replicaParams } from "../openai-schemas.ts";
@@ -97,10 +97,11 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const endpoint = kind === "chat" ? "chat" : "completions";
     let prompt: string | LlamaText;
     let templateStops: string[] = [];
+    let turn: ChatTurn | undefined;
     if (kind === "chat") {
-      const chat = chatPrompt(engine.model, (body as ChatCompletionRequest).messages);
-      prompt = chat.prompt;
-      templateStops = chat.stop;
+      turn = await prepareChatTurn(engine, body as ChatCompletionRequest);
+      prompt = turn.prompt;
+      templateStops = turn.stop;
     } else {
       const p = (body as CompletionRequest).prompt;
       prompt = typeof p === "string" ? p : (p[0] ?? "");
@@ -117,6 +118,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       stop: [...userStops, ...templateStops],
       presencePenalty: body.presence_penalty ?? undefined,
       frequencyPenalty: body.frequency_penalty ?? undefined,
+      grammar: turn?.grammar,
     };
 
     // The replica's own stop signal aborts every request when it unloads; the socket's close aborts this one.
@@ -154,6 +156,11 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
         stream.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
     };
     const answer = () => json ?? stream;
+    // Chat deltas go through the turn, which holds a tool call back until it is complete (chat-turn.ts).
+    const deltas =
+      turn && body.stream === true
+        ? new ChatDeltas(turn, (delta) => stream?.send(chunk([{ index: 0, delta, finish_reason: null }])))
+        : undefined;
     /** Back-pressure: the generation waits while the client's socket is full (admitted-response.ts). */
     const gate = () => {
       const wait = stream?.gate();
@@ -208,13 +215,8 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
           body.stream !== true
             ? undefined
             : (text) => {
-                stream?.send(
-                  chunk([
-                    kind === "chat"
-                      ? { index: 0, delta: { content: text }, finish_reason: null }
-                      : { index: 0, text, finish_reason: null, logprobs: null },
-                  ]),
-                );
+                if (deltas) deltas.text(text);
+                else stream?.send(chunk([{ index: 0, text, finish_reason: null, logprobs: null }]));
               },
       });
     } catch (err) {
@@ -237,17 +239,18 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       return reply;
     }
     if (json) {
-      const choice =
-        kind === "chat"
-          ? { index: 0, message: { role: "assistant", content: result.text }, finish_reason: result.finishReason }
-          : { index: 0, text: result.text, finish_reason: result.finishReason, logprobs: null };
+      let choice: object;
+      if (turn) {
+        const { message, finishReason } = chatAnswer(turn, result.text, result.finishReason);
+        choice = { index: 0, message, finish_reason: finishReason, logprobs: null };
+      } else choice = { index: 0, text: result.text, finish_reason: result.finishReason, logprobs: null };
       json.end({ id, object, created, model: body.model, choices: [choice], usage: usageOf(result) });
       return reply;
     }
     stream?.send(
       chunk([
-        kind === "chat"
-          ? { index: 0, delta: {}, finish_reason: result.finishReason }
+        deltas
+          ? { index: 0, delta: {}, finish_reason: deltas.finish(result.text, result.finishReason) }
           : { index: 0, text: "", finish_reason: result.finishReason, logprobs: null },
       ]),
     );
