@@ -191,7 +191,10 @@ const INTEGER_BYTES = 35;
 const FORMAT_BYTES = 40;
 /** A string's character may be written as a \uXXXX escape. */
 const BYTES_PER_CHAR = 6;
-/** Whitespace between parts: a newline and four spaces per nesting level, or one space (GbnfWhitespace). */
+/**
+ * Whitespace before a member: a newline and four spaces per nesting level, or one space (GbnfWhitespace).
+ * A member costs that, its key, `:` and one optional space, its value and a comma.
+ */
 const space = (depth: number) => 1 + 4 * depth;
 /** The four newlines node-llama-cpp's JSON grammar ends with. */
 export const GRAMMAR_TRAILER_BYTES = 4;
@@ -221,8 +224,7 @@ export function longestAnswer(node: GrammarNode, cap: number, depth = 0): number
         2 +
         space(depth) +
         node.properties.reduce(
-          (sum, [name, sub]) =>
-            sum + space(depth + 1) + literalBytes(name) + 2 + space(depth + 1) + longestAnswer(sub, cap, depth + 1),
+          (sum, [name, sub]) => sum + space(depth + 1) + literalBytes(name) + 3 + longestAnswer(sub, cap, depth + 1),
           0,
         )
       );

@@ -5,6 +5,7 @@
  * JSON for that function's parameters:
  * - tool_choice "required" or a named function: the answer must be the JSON array (no prefix);
  * - "auto": the answer is either `<tool_call>` and the array, or free text that does not start with "<";
+ *   a function whose call cannot fit the request's room is left out (none fits: text only);
  * - "none" (or no tools): no grammar, the tools are only shown to the model.
  * parallel_tool_calls false allows one call; otherwise as many (up to MAX_PARALLEL_CALLS) as fit the room.
  */
@@ -23,6 +24,7 @@ import {
 
 export const TOOL_CALL_PREFIX = "<tool_call>";
 export const MAX_PARALLEL_CALLS = 8;
+const noParameters = { type: "object", properties: {} };
 
 export interface ToolCallOut {
   id: string;
@@ -42,10 +44,10 @@ export function toolInstructions(tools: FunctionTool[]): string {
   const list = tools
     .map(
       (t) =>
-        `- ${t.function.name}${t.function.description ? `: ${t.function.description}` : ""}\n  parameters: ${JSON.stringify(t.function.parameters ?? { type: "object", properties: {} })}`,
+        `${t.function.name}${t.function.description ? `: ${t.function.description}` : ""} ${JSON.stringify(t.function.parameters ?? noParameters)}`,
     )
     .join("\n");
-  return `You can call these functions:\n${list}\nTo call functions, answer with ${TOOL_CALL_PREFIX} followed by a JSON array of {"name": <function name>, "arguments": <arguments object>}.`;
+  return `Functions:\n${list}\nTo call functions: ${TOOL_CALL_PREFIX}[{"name": …, "arguments": {…}}]`;
 }
 
 /** The calls' text as the model writes it, for assistant turns in the history. */
@@ -61,8 +63,6 @@ export function parseArguments(text: string): unknown {
     return text;
   }
 }
-
-const noParameters = { type: "object", properties: {} };
 
 function callsNode(tools: { name: string; parameters: GrammarNode }[], maxCalls: number): GrammarNode {
   return {
@@ -86,7 +86,7 @@ function callsNode(tools: { name: string; parameters: GrammarNode }[], maxCalls:
 /**
  * The grammar for a request's tools, or undefined when no call can be made (no tools, tool_choice none).
  * `room` is the tokens the request may generate. Throws SchemaRefusedError (a 400) for parameters the
- * grammar cannot enforce or a call that cannot fit, and for a tool_choice naming no declared function.
+ * grammar cannot enforce, a forced call that cannot fit, and a tool_choice naming no declared function.
  */
 export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: number): Promise<ToolPlan | undefined> {
   const tools = body.tools ?? [];
@@ -109,13 +109,19 @@ export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: 
       throw new SchemaRefusedError(`tools[${index}].function.name`, `two tools are named ${t.function.name}`);
     names.add(t.function.name);
   }
-  const translated = offered.map(({ t, index }) => ({
+  let translated = offered.map(({ t, index }) => ({
     index,
     name: t.function.name,
     parameters: translateSchema(t.function.parameters ?? noParameters, `tools[${index}].function.parameters`),
   }));
   const mode = choice === "auto" ? "auto" : "required";
   const prefixBytes = mode === "auto" ? TOOL_CALL_PREFIX.length : 0;
+  // Under "auto" the model may also answer in text: a function whose call cannot fit is simply not
+  // callable in this answer (no function fits: a text answer), rather than a refused request.
+  if (mode === "auto") {
+    translated = translated.filter((t) => fitCap(callsNode([t], 1), room, prefixBytes) !== undefined);
+    if (translated.length === 0) return undefined;
+  }
   const one = callsNode(translated, 1);
   const cap = fitCap(one, room, prefixBytes);
   if (cap === undefined) {

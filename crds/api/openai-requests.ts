@@ -39,7 +39,13 @@ const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, "must be 1 to 64 
 export const toolCall = z.strictObject({
   id: z.string().min(1).max(256),
   type: z.literal("function"),
-  function: z.strictObject({ name: functionName, arguments: z.string().max(1_000_000) }),
+  function: z.strictObject({
+    name: functionName,
+    arguments: z.string().max(1_000_000),
+    // Added by the openai SDK's parse and stream helpers to the messages they return, which clients send
+    // back in the history; OpenAI ignores it, and so does Pomona.
+    parsed_arguments: z.unknown().optional(),
+  }),
 });
 
 export const chatMessage = z.discriminatedUnion("role", [
@@ -55,6 +61,9 @@ export const chatMessage = z.discriminatedUnion("role", [
     name: z.string().max(256).optional(),
     refusal: z.string().max(100_000).nullable().optional(),
     tool_calls: z.array(toolCall).max(128).optional(),
+    // Output fields of an answer (the SDK's helpers add `parsed`) sent back in the history: ignored.
+    parsed: z.unknown().optional(),
+    annotations: z.array(z.unknown()).max(256).optional(),
   }),
   z.strictObject({ role: z.literal("tool"), content: textContent, tool_call_id: z.string().min(1).max(256) }),
 ]);
