@@ -7,12 +7,14 @@
  *   items, prefixItems, minItems, maxItems, minLength, maxLength, format date-time/date/time, enum and
  *   const of scalars, anyOf, $ref into $defs/definitions, and annotations (title, description, …);
  * - every property is written, in the schema's order, so `required` always holds;
+ * - integers are written with at most 15 digits and no exponent, so they are safe integers (zod's z.int()
+ *   range, ±(2^53 − 1), is accepted as minimum/maximum);
  * - anything else (pattern, minimum, oneOf, allOf, additionalProperties true, recursion, …) is refused.
  * The grammar's longest answer, in tokens, is bounded by its UTF-8 bytes (a token the grammar accepts is
  * at least one byte): `fitSchema` gives strings and arrays without a stated bound an implicit one so the
  * longest answer fits the request's room, and refuses a schema whose stated bounds cannot fit.
  */
-import type { GbnfJsonSchema } from "node-llama-cpp";
+import type { GbnfJsonSchema, Llama, LlamaGrammar } from "node-llama-cpp";
 
 /** A schema Pomona cannot enforce or fit; `param` names it as OpenAI names parameters. */
 export class SchemaRefusedError extends Error {
@@ -56,16 +58,18 @@ const ANNOTATIONS = new Set([
 const KEYWORDS: Record<string, Set<string>> = {
   string: new Set(["type", "minLength", "maxLength", "format"]),
   number: new Set(["type"]),
-  integer: new Set(["type"]),
+  integer: new Set(["type", "minimum", "maximum"]),
   boolean: new Set(["type"]),
   null: new Set(["type"]),
   object: new Set(["type", "properties", "required", "additionalProperties"]),
   array: new Set(["type", "items", "prefixItems", "minItems", "maxItems"]),
 };
+const MAX_SAFE_INTEGER = 9007199254740991;
 const SCALARS = new Set(["string", "number", "integer", "boolean", "null"]);
 const FORMATS = new Set(["date-time", "date", "time"]);
 /** Deeper schemas are refused: the translation recurses, and no real answer format nests this far. */
 const MAX_DEPTH = 32;
+const MAX_NODES = 2_000;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const count = (v: unknown, where: string, refuse: (m: string) => never): number => {
@@ -82,9 +86,12 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
     throw new SchemaRefusedError(param, `${param}${path ? ` at ${path}` : ""}: ${message}`);
   };
 
+  let nodes = 0;
   const walk = (node: unknown, path: string, depth: number, refs: readonly string[]): GrammarNode => {
     const no = (message: string) => refuse(path, message);
     if (depth > MAX_DEPTH) no(`schemas nested deeper than ${MAX_DEPTH} levels are not supported`);
+    // $ref is inlined, so a small schema can stand for a huge one: the grammar's size is bounded here.
+    if (++nodes > MAX_NODES) no(`schemas of more than ${MAX_NODES} parts (after $ref) are not supported`);
     if (!isObject(node)) return no("a schema must be a JSON object");
     if (typeof node.$ref === "string") {
       const ref = node.$ref;
@@ -131,6 +138,11 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
     for (const key of Object.keys(node))
       if (!KEYWORDS[type]!.has(key) && !ANNOTATIONS.has(key))
         no(`${key} is not supported for type ${type}: the grammar cannot enforce it`);
+    if (type === "integer" && (node.minimum !== undefined || node.maximum !== undefined)) {
+      // zod writes z.int() as the safe-integer range; the grammar writes integers of at most 15 digits.
+      if (!(Number(node.minimum) <= -MAX_SAFE_INTEGER && Number(node.maximum) >= MAX_SAFE_INTEGER))
+        no("minimum and maximum are supported for integers only as the safe-integer range (±9007199254740991)");
+    }
     switch (type) {
       case "string": {
         if (node.format !== undefined && !FORMATS.has(node.format as string))
@@ -187,7 +199,7 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
 
 /** Upper bounds, in UTF-8 bytes, of what node-llama-cpp's JSON grammar writes for each part. */
 const NUMBER_BYTES = 52; // "-" 16 digits "." 16 digits "e-" 16 digits (GbnfNumber)
-const INTEGER_BYTES = 35;
+const INTEGER_BYTES = 16; // "-" and up to 15 digits (INTEGER_RULE)
 const FORMAT_BYTES = 40;
 /** A string's character may be written as a \uXXXX escape. */
 const BYTES_PER_CHAR = 6;
@@ -230,13 +242,11 @@ export function longestAnswer(node: GrammarNode, cap: number, depth = 0): number
       );
     case "array": {
       const n = node.maxItems ?? Math.max(node.minItems, cap);
+      const member = (item: GrammarNode) => space(depth + 1) + 1 + longestAnswer(item, cap, depth + 1);
       let sum = 2 + space(depth);
-      for (let i = 0; i < n; i++) {
-        const item = node.prefix[i] ?? node.items;
-        if (!item) break;
-        sum += space(depth + 1) + 1 + longestAnswer(item, cap, depth + 1);
-      }
-      return sum;
+      for (const item of node.prefix.slice(0, n)) sum += member(item);
+      const rest = n - Math.min(n, node.prefix.length);
+      return rest > 0 && node.items ? sum + rest * member(node.items) : sum;
     }
   }
 }
@@ -306,4 +316,18 @@ export function fitSchema(schema: unknown, param: string, room: number): GbnfJso
       `${param}: its longest valid answer (${longestAnswer(node, 0) + GRAMMAR_TRAILER_BYTES} tokens at most) cannot fit in the ${room} tokens this request may generate; lower maxLength/maxItems, raise max_completion_tokens or shorten the prompt`,
     );
   return toGbnfSchema(node, cap);
+}
+
+/** node-llama-cpp's integer rule allows 16 digits and an exponent; Pomona's stays a safe integer. */
+const INTEGER_RULE = 'integer-number-rule ::= "-"? ("0" | [1-9] [0-9]{0,14})';
+
+/** The GBNF node-llama-cpp makes for `schema`, with Pomona's integer rule; its root rule is `root`. */
+export async function jsonSchemaGbnf(llama: Llama, schema: GbnfJsonSchema): Promise<string> {
+  const grammar = await llama.createGrammarForJsonSchema<GbnfJsonSchema>(schema);
+  return grammar.grammar.replace(/^integer-number-rule ::= .*$/m, INTEGER_RULE);
+}
+
+/** A grammar from `gbnf` that ends, as node-llama-cpp's JSON grammars do, at the four newlines after the value. */
+export function jsonGrammar(llama: Llama, gbnf: string): Promise<LlamaGrammar> {
+  return llama.createGrammar({ grammar: gbnf, stopGenerationTriggers: ["\n\n\n\n"], trimWhitespaceSuffix: true });
 }

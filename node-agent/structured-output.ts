@@ -3,9 +3,9 @@
  * the longest answer it allows fits the tokens the request may generate (json-schema-grammar.ts). A
  * schema the grammar cannot enforce, or cannot fit, is a 400 naming the parameter.
  */
-import type { GbnfJsonSchema, Llama, LlamaGrammar } from "node-llama-cpp";
+import type { Llama, LlamaGrammar } from "node-llama-cpp";
 import type { ResponseFormat } from "../crds/api/openai-requests.ts";
-import { fitSchema, SchemaRefusedError } from "./json-schema-grammar.ts";
+import { fitSchema, jsonGrammar, jsonSchemaGbnf, SchemaRefusedError } from "./json-schema-grammar.ts";
 
 /** How deep json_object's any-JSON nests: bounded so its longest answer can be computed and fitted. */
 const ANY_JSON_DEPTH = 3;
@@ -56,7 +56,7 @@ export async function responseFormatGrammar(
   if (format.type === "json_schema") {
     const param = "response_format.json_schema.schema";
     if (!format.json_schema.schema) throw new SchemaRefusedError(param, `${param} is required`);
-    return llama.createGrammarForJsonSchema<GbnfJsonSchema>(fitSchema(format.json_schema.schema, param, room));
+    return jsonGrammar(llama, await jsonSchemaGbnf(llama, fitSchema(format.json_schema.schema, param, room)));
   }
   let low = 0;
   let high = room;
@@ -70,10 +70,13 @@ export async function responseFormatGrammar(
   return llama.createGrammar({ grammar: anyJsonGrammar(low) });
 }
 
-/** The instruction added to the prompt, so the model knows the format the grammar holds it to. */
+/**
+ * The note added to the system message. The schema itself is not written into the prompt, as llama-server
+ * and Ollama do not: the grammar already fixes the keys and the structure, and on small contexts the
+ * schema's text would take the room its answer needs. Clients that want the model to read descriptions
+ * put them in their messages.
+ */
 export function responseFormatNote(format: ResponseFormat | undefined): string | undefined {
   if (!format || format.type === "text") return undefined;
-  if (format.type === "json_object") return "Answer with a JSON object.";
-  const { name, description, schema } = format.json_schema;
-  return `Answer with a JSON value named ${name}${description ? ` (${description})` : ""} following this JSON schema: ${JSON.stringify(schema ?? {})}`;
+  return "Answer in JSON.";
 }

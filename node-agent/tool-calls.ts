@@ -10,12 +10,14 @@
  * parallel_tool_calls false allows one call; otherwise as many (up to MAX_PARALLEL_CALLS) as fit the room.
  */
 import { randomUUID } from "node:crypto";
-import type { GbnfJsonSchema, Llama, LlamaGrammar } from "node-llama-cpp";
+import type { Llama, LlamaGrammar } from "node-llama-cpp";
 import type { ChatCompletionRequest, FunctionTool } from "../crds/api/openai-requests.ts";
 import {
   fitCap,
   GRAMMAR_TRAILER_BYTES,
   type GrammarNode,
+  jsonGrammar,
+  jsonSchemaGbnf,
   longestAnswer,
   SchemaRefusedError,
   toGbnfSchema,
@@ -140,18 +142,12 @@ export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: 
         maxCalls = n;
         break;
       }
-  const json = await llama.createGrammarForJsonSchema<GbnfJsonSchema>(
-    toGbnfSchema(callsNode(translated, maxCalls), cap),
-  );
-  if (mode === "required") return { mode, grammar: json, maxCalls };
+  const json = await jsonSchemaGbnf(llama, toGbnfSchema(callsNode(translated, maxCalls), cap));
+  if (mode === "required") return { mode, grammar: await jsonGrammar(llama, json), maxCalls };
   // Auto: the calls' grammar behind the prefix, or free text that cannot be mistaken for a call.
-  const calls = json.grammar.replace(/^root ::= /m, "pomona-tool-calls ::= ");
-  const grammar = await llama.createGrammar({
-    grammar: `root ::= "${TOOL_CALL_PREFIX}" pomona-tool-calls | pomona-text\npomona-text ::= ([^<] [^\\x00]*)?\n${calls}`,
-    stopGenerationTriggers: ["\n\n\n\n"],
-    trimWhitespaceSuffix: true,
-  });
-  return { mode, grammar, maxCalls };
+  const calls = json.replace(/^root ::= /m, "pomona-tool-calls ::= ");
+  const gbnf = `root ::= "${TOOL_CALL_PREFIX}" pomona-tool-calls | pomona-text\npomona-text ::= ([^<] [^\\x00]*)?\n${calls}`;
+  return { mode, grammar: await jsonGrammar(llama, gbnf), maxCalls };
 }
 
 /** The calls in a generated answer, or undefined when it is text. */

@@ -328,7 +328,10 @@ describe("the node token and request validation", () => {
     [{ top_p: 0 }, "top_p"],
     [{ max_tokens: 0 }, "max_tokens"],
     [{ logprobs: true }, "logprobs"],
-    [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+    [
+      { tools: [{ type: "function", function: { name: "f", parameters: { type: "string", pattern: "^a" } } }] },
+      "tools[0].function.parameters",
+    ],
   ])("refuses %j with 400 naming the param", async (extra, param) => {
     const response = await fetch(`${agent.url}/replicas/${ns}/story-a/v1/chat/completions`, {
       method: "POST",
