@@ -4,7 +4,8 @@
  * grammar holds the model to it, so every call names a declared function and its arguments are valid
  * JSON for that function's parameters:
  * - tool_choice "required" or a named function: the answer must be the JSON array (no prefix);
- * - "auto": the answer is either `<tool_call>` and the array, or free text that does not start with "<";
+ * - "auto": the answer is either `<tool_call>` and the array, or free text that does not start with "<"
+ *   (both after up to four whitespace characters);
  *   a function whose call cannot fit the request's room is left out (none fits: text only);
  * - "none" (or no tools): no grammar, the tools are only shown to the model.
  * parallel_tool_calls false allows one call; otherwise as many (up to MAX_PARALLEL_CALLS) as fit the room.
@@ -117,7 +118,7 @@ export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: 
     parameters: translateSchema(t.function.parameters ?? noParameters, `tools[${index}].function.parameters`),
   }));
   const mode = choice === "auto" ? "auto" : "required";
-  const prefixBytes = mode === "auto" ? TOOL_CALL_PREFIX.length : 0;
+  const prefixBytes = mode === "auto" ? 4 + TOOL_CALL_PREFIX.length : 0;
   // Under "auto" the model may also answer in text: a function whose call cannot fit is simply not
   // callable in this answer (no function fits: a text answer), rather than a refused request.
   if (mode === "auto") {
@@ -146,7 +147,13 @@ export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: 
   if (mode === "required") return { mode, grammar: await jsonGrammar(llama, json), maxCalls };
   // Auto: the calls' grammar behind the prefix, or free text that cannot be mistaken for a call.
   const calls = json.replace(/^root ::= /m, "pomona-tool-calls ::= ");
-  const gbnf = `root ::= "${TOOL_CALL_PREFIX}" pomona-tool-calls | pomona-text\npomona-text ::= ([^<] [^\\x00]*)?\n${calls}`;
+  // Leading whitespace first: a model often starts its turn with a space (a space-prefixed token).
+  const gbnf = [
+    `root ::= pomona-space "${TOOL_CALL_PREFIX}" pomona-tool-calls | pomona-space pomona-text`,
+    `pomona-space ::= [ \\t\\n]{0,4}`,
+    `pomona-text ::= ([^< \\t\\n] [^\\x00]*)?`,
+    calls,
+  ].join("\n");
   return { mode, grammar: await jsonGrammar(llama, gbnf), maxCalls };
 }
 
