@@ -81,10 +81,12 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
         grammar: mode === "json" ? grammar : undefined,
         onToken: (t) => {
           tokens += t.length;
+        },
+        // Timed on text, as the client times the stack's stream (trailing whitespace is held back on both).
+        onTextChunk: () => {
           last = performance.now();
           first ??= last;
         },
-        onTextChunk: () => {},
       });
     } finally {
       completion.dispose({ disposeSequence: false });
