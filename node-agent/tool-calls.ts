@@ -157,14 +157,22 @@ export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: 
   return { mode, grammar: await jsonGrammar(llama, gbnf), maxCalls };
 }
 
-/** The calls in a generated answer, or undefined when it is text. */
+/**
+ * The calls in a generated answer, or undefined when it is text — or calls cut short, which the sizing
+ * rules out; should it happen (an abort), the text is answered as it is rather than as broken calls.
+ */
 export function parseToolCalls(plan: ToolPlan, text: string): ToolCallOut[] | undefined {
   let json = text.trim();
   if (plan.mode === "auto") {
     if (!json.startsWith(TOOL_CALL_PREFIX)) return undefined;
     json = json.slice(TOOL_CALL_PREFIX.length);
   }
-  const calls = JSON.parse(json) as { name: string; arguments: unknown }[];
+  let calls: { name: string; arguments: unknown }[];
+  try {
+    calls = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
   return calls.map((c) => ({
     id: `call_${randomUUID().replaceAll("-", "").slice(0, 24)}`,
     type: "function",
