@@ -1,7 +1,7 @@
 /**
  * The cost of grammar-constrained generation: tokens/s of one stream with response_format json_schema and
  * with free text, on the same chat prompt, through gateway + node-agent and with node-llama-cpp called
- * directly in this process (the same prompt text the agent renders, a grammar from
+ * directly in this process (the same context and sequences, the same prompt text the agent renders, a grammar from
  * llama.createGrammarForJsonSchema made once, as a node-llama-cpp user would). Greedy sampling, so both
  * paths generate the same tokens. A stream's rate is its completion tokens over the time from sending the
  * request to its last byte (time to first token included), as in bench/inference-stack.ts; the paths take
@@ -52,8 +52,9 @@ type Path = (mode: Mode) => Promise<Figures>;
 async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> {
   const llama = await benchLlama(BENCH_THREADS);
   const model = await llama.loadModel({ modelPath: BENCH_MODEL, gpuLayers: llama.gpu === false ? 0 : "auto" });
+  // The agent's context: the same sequences (one used at a time here as there), so both do the same work.
   const context = await model.createContext({
-    sequences: 1,
+    sequences: BENCH_ENGINE.parallelSequences,
     contextSize: BENCH_ENGINE.contextSize / BENCH_ENGINE.parallelSequences,
     threads: BENCH_THREADS,
   });
@@ -104,12 +105,12 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
 }
 
 /** One streamed chat completion through the gateway, read as it comes; tokens from the usage chunk. */
-function stackPath(url: string): Path {
+function stackPath(url: string, authorization: string): Path {
   return async (mode) => {
     const started = performance.now();
     const response = await fetch(url, {
       method: "POST",
-      headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+      headers: { authorization, "content-type": "application/json" },
       body: JSON.stringify({
         model: "bench",
         messages: MESSAGES,
@@ -174,7 +175,15 @@ const gateway = await startBenchChild("_static-gateway.ts", [
 const direct = await directPath();
 const paths: [string, Path][] = [
   ["node-llama-cpp in-process", direct.run],
-  ["gateway + node-agent", stackPath(`http://127.0.0.1:${gateway.port}/v1/chat/completions`)],
+  ["gateway + node-agent", stackPath(`http://127.0.0.1:${gateway.port}/v1/chat/completions`, `Bearer ${API_KEY}`)],
+  // Splits the gap between the agent's serving and the gateway's relay.
+  [
+    "node-agent alone (HTTP SSE)",
+    stackPath(
+      `http://127.0.0.1:${agent.port}/replicas/bench/replica/v1/chat/completions`,
+      `Bearer ${BENCH_NODE_TOKEN}`,
+    ),
+  ],
 ];
 
 try {
@@ -203,6 +212,7 @@ try {
       if (round === 0) continue;
       add(paired, `generation|${mode}`, generationOf[1]! / generationOf[0]!);
       add(paired, `end|${mode}`, endToEnd[1]! / endToEnd[0]!);
+      add(paired, `agent|${mode}`, generationOf[2]! / generationOf[0]!);
     }
   }
   const rate = (label: string, mode: Mode) => median(rates.get(key(label, mode)) ?? []);
@@ -212,8 +222,10 @@ try {
   const ratio = median(paired.get("generation|json") ?? []);
   const withFirst = median(paired.get("end|json") ?? []);
   const textRatio = median(paired.get("generation|text") ?? []);
-  // Time the stack adds to each generated token, per format; it does not grow with the model.
-  const addedMs = (mode: Mode) => 1000 / generation(stackLabel, mode) - 1000 / generation(directLabel, mode);
+  // Time the stack adds to each generated token, per format, from the paired ratio (robust to the load's
+  // drift, unlike a difference of two medians); it does not grow with the model.
+  const addedMs = (mode: Mode) =>
+    (1000 / generation(directLabel, mode)) * (1 / median(paired.get(`generation|${mode}`) ?? []) - 1);
   const onSlowerModel = (msPerToken: number) => `${((100 * msPerToken) / (msPerToken + addedMs("json"))).toFixed(1)}%`;
   const rows = paths.map(
     ([label]) =>
@@ -221,7 +233,7 @@ try {
   );
   console.log(`### Structured output: grammar-constrained generation (median of ${ROUNDS} requests per figure after a warm-up round)
 ${quickNote()}
-${BENCH_MODEL.split("/").pop()}, ${BENCH_THREADS} thread(s), a sequence of ${BENCH_ENGINE.contextSize / BENCH_ENGINE.parallelSequences} tokens, one stream at a time, the chat prompt ${JSON.stringify(MESSAGES[0]!.content)}, temperature 0, up to ${MAX_TOKENS} tokens. json_schema is a four-property object (bounded strings, an enum, a boolean); free text is the same messages without response_format. Figures are tokens/s of one stream: generation (first token to last, as the agent's own tokens/s metric) / end to end (request sent to last token, time to first token included).
+${BENCH_MODEL.split("/").pop()}, ${BENCH_THREADS} thread(s), context ${BENCH_ENGINE.contextSize} shared by ${BENCH_ENGINE.parallelSequences} sequences on every path, one stream at a time, the chat prompt ${JSON.stringify(MESSAGES[0]!.content)}, temperature 0, up to ${MAX_TOKENS} tokens. json_schema is a four-property object (bounded strings, an enum, a boolean); free text is the same messages without response_format. Figures are tokens/s of one stream: generation (first token to last, as the agent's own tokens/s metric) / end to end (request sent to last token, time to first token included).
 
 | path | json_schema tokens/s | free text tokens/s | json / free (generation) |
 |---|---|---|---|
@@ -235,7 +247,7 @@ ${targetTable([
   },
 ])}
 
-Ratios are medians of paired rounds (the stack's figure over the direct one measured just before it). For comparison, free text through the stack gives ${textRatio.toFixed(3)} × direct in the same run. The stack adds ${addedMs("json").toFixed(3)} ms to each json_schema token and ${addedMs("text").toFixed(3)} ms to each free-text token (the agent's SSE write, the gateway's relay, the client's read, with processes sharing the cores): the grammar runs the same in both paths, but a constrained token of the fixture takes only ${(1000 / generation(directLabel, "json")).toFixed(2)} ms, so that fixed cost weighs more. On a model making a token every 25 ms the same added cost would give about ${onSlowerModel(25)} of direct, and ${onSlowerModel(10)} at 10 ms a token: an estimate from this run, not a measurement.
+Ratios are medians of paired rounds (the stack's figure over the direct one measured just before it). For comparison, free text through the stack gives ${textRatio.toFixed(3)} × direct in the same run; the node-agent alone gives ${median(paired.get("agent|json") ?? []).toFixed(3)} × (json_schema) and ${median(paired.get("agent|text") ?? []).toFixed(3)} × (free text). The stack adds ${addedMs("json").toFixed(3)} ms to each json_schema token and ${addedMs("text").toFixed(3)} ms to each free-text token (the agent's SSE write, the gateway's relay, the client's read, with processes sharing the cores): the grammar runs the same in both paths, but a constrained token of the fixture takes only ${(1000 / generation(directLabel, "json")).toFixed(2)} ms, so that fixed cost weighs more. On a model making a token every 25 ms the same added cost would give about ${onSlowerModel(25)} of direct, and ${onSlowerModel(10)} at 10 ms a token: an estimate from this run, not a measurement.
 
 The target is read on generation tokens/s: the grammar's cost is paid per token, while the time to the first token holds per-request costs (HTTP through two processes, building the grammar) that a short, schema-bounded answer spreads over few tokens; the end-to-end ratio is shown beside it.`);
 } finally {
