@@ -1,5 +1,5 @@
 /**
- * Function calling for chat (docs/decisions.md, "Tool calls: one grammar-enforced syntax"). A tool call in
+ * Function calling for chat (docs/decisions.md, "Tool calls and structured output: grammars sized to the request"). A tool call in
  * the generated text is `<tool_call>` followed by a JSON array of `{"name": …, "arguments": {…}}`, and a
  * grammar holds the model to it, so every call names a declared function and its arguments are valid
  * JSON for that function's parameters:
