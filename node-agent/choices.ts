@@ -2,28 +2,35 @@
  * The `choices` of an OpenAI answer and of its stream chunks, for chat and legacy completions: one entry
  * per choice with its index, and `logprobs` in the endpoint's shape when the request asked for them.
  */
-import type { ChoiceResult } from "./replica-engine.ts";
+import { type ChatTurn, chatAnswer } from "./chat-turn.ts";
+import type { ChoiceResult, FinishReason } from "./replica-engine.ts";
 import { chatLogprobs, legacyLogprobs, type TokenLogprob } from "./token-probabilities.ts";
 
 export type Kind = "chat" | "completion";
 
-/** The whole answer's choices. `promptChars` starts the legacy text offsets, as OpenAI counts them. */
-export function answerChoices(kind: Kind, choices: ChoiceResult[], promptChars: number) {
-  return choices.map((c) =>
-    kind === "chat"
-      ? {
-          index: c.index,
-          message: { role: "assistant", content: c.text },
-          logprobs: c.logprobs ? chatLogprobs(c.logprobs) : null,
-          finish_reason: c.finishReason,
-        }
-      : {
-          index: c.index,
-          text: c.text,
-          logprobs: c.logprobs ? legacyLogprobs(c.logprobs, promptChars) : null,
-          finish_reason: c.finishReason,
-        },
-  );
+/**
+ * The whole answer's choices: chat ones (a chat turn given) with their message, a tool call or text
+ * (chat-turn.ts), legacy completions with their text. `promptChars` starts the legacy text offsets, as
+ * OpenAI counts them.
+ */
+export function answerChoices(turn: ChatTurn | undefined, choices: ChoiceResult[], promptChars: number) {
+  return choices.map((c) => {
+    if (turn) {
+      const { message, finishReason } = chatAnswer(turn, c.text, c.finishReason);
+      return {
+        index: c.index,
+        message,
+        logprobs: c.logprobs ? chatLogprobs(c.logprobs) : null,
+        finish_reason: finishReason,
+      };
+    }
+    return {
+      index: c.index,
+      text: c.text,
+      logprobs: c.logprobs ? legacyLogprobs(c.logprobs, promptChars) : null,
+      finish_reason: c.finishReason,
+    };
+  });
 }
 
 /**
@@ -59,9 +66,10 @@ export class StreamChoices {
     return { index, text, logprobs: legacy, finish_reason: null };
   }
 
-  finish(choice: ChoiceResult) {
+  /** A choice's last chunk; `finishReason` overrides the generation's (a tool call ends with "tool_calls"). */
+  finish(choice: ChoiceResult, finishReason: FinishReason | "tool_calls" = choice.finishReason) {
     return this.kind === "chat"
-      ? { index: choice.index, delta: {}, logprobs: null, finish_reason: choice.finishReason }
+      ? { index: choice.index, delta: {}, logprobs: null, finish_reason: finishReason }
       : { index: choice.index, text: "", logprobs: null, finish_reason: choice.finishReason };
   }
 }

@@ -8,6 +8,7 @@ import {
   LlamaCompletion,
   type LlamaContext,
   type LlamaEmbeddingContext,
+  type LlamaGrammar,
   type LlamaModel,
   type LlamaText,
   readGgufFileInfo,
@@ -36,6 +37,8 @@ export interface GenerationParams {
   logprobs?: { top: number };
   /** Choices to generate, one after another on the same sequence (1 when absent). */
   choices?: number;
+  /** Holds the answer to a format: structured output and tool calls (chat-turn.ts). */
+  grammar?: LlamaGrammar;
 }
 
 export type FinishReason = "stop" | "length";
@@ -236,6 +239,7 @@ export class ReplicaEngine {
           // Each choice its own seed, so a seeded request still gets different choices, reproducibly.
           seed: params.seed === undefined ? undefined : params.seed + index,
           tokenBias: params.tokenBias,
+          grammar: params.grammar,
           customStopTriggers: params.stop?.length ? params.stop : undefined,
           repeatPenalty: penalize
             ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }

@@ -329,7 +329,10 @@ describe("the node token and request validation", () => {
     [{ max_tokens: 0 }, "max_tokens"],
     [{ top_logprobs: 3 }, "top_logprobs"],
     [{ logit_bias: { "100000": 1 } }, "logit_bias"],
-    [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+    [
+      { tools: [{ type: "function", function: { name: "f", parameters: { type: "string", pattern: "^a" } } }] },
+      "tools[0].function.parameters",
+    ],
   ])("refuses %j with 400 naming the param", async (extra, param) => {
     const response = await fetch(`${agent.url}/replicas/${ns}/story-a/v1/chat/completions`, {
       method: "POST",

@@ -15,7 +15,7 @@ import {
   completionRequest,
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
-import { chatPrompt } from "../chat-prompt.ts";
+import { ChatDeltas, type ChatTurn, prepareChatTurn } from "../chat-turn.ts";
 import { answerChoices, StreamChoices } from "../choices.ts";
 import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
@@ -100,10 +100,11 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const sampling = samplingParams(body, engine.model);
     let prompt: string | LlamaText;
     let templateStops: string[] = [];
+    let turn: ChatTurn | undefined;
     if (kind === "chat") {
-      const chat = chatPrompt(engine.model, (body as ChatCompletionRequest).messages);
-      prompt = chat.prompt;
-      templateStops = chat.stop;
+      turn = await prepareChatTurn(engine, body as ChatCompletionRequest);
+      prompt = turn.prompt;
+      templateStops = turn.stop;
     } else {
       const p = (body as CompletionRequest).prompt;
       prompt = typeof p === "string" ? p : (p[0] ?? "");
@@ -121,6 +122,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       presencePenalty: body.presence_penalty ?? undefined,
       frequencyPenalty: body.frequency_penalty ?? undefined,
       ...sampling,
+      grammar: turn?.grammar,
     };
     // Legacy completions count text offsets from the start of the prompt.
     const promptChars = typeof prompt === "string" ? prompt.length : 0;
@@ -160,6 +162,20 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       if (kind === "chat") stream.send(chunk([streamChoices.opening(0)]));
     };
     const answer = () => json ?? stream;
+    // With tools offered, chat deltas go through the turn, which holds a tool call back until it is complete
+    // (chat-turn.ts); one per choice.
+    const toolDeltas = new Map<number, ChatDeltas>();
+    const toolDeltasOf = (index: number) => {
+      if (!turn?.tools || body.stream !== true) return undefined;
+      let deltas = toolDeltas.get(index);
+      if (!deltas) {
+        deltas = new ChatDeltas(turn, (delta) =>
+          stream?.send(chunk([{ index, delta, logprobs: null, finish_reason: null }])),
+        );
+        toolDeltas.set(index, deltas);
+      }
+      return deltas;
+    };
     /** Back-pressure: the generation waits while the client's socket is full (admitted-response.ts). */
     const gate = () => {
       const wait = stream?.gate();
@@ -213,10 +229,15 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
         onText:
           body.stream !== true
             ? undefined
-            : (text, index, logprobs) => stream?.send(chunk([streamChoices.text(index, text, logprobs)])),
+            : (text, index, logprobs) => {
+                const deltas = toolDeltasOf(index);
+                if (deltas) deltas.text(text);
+                else stream?.send(chunk([streamChoices.text(index, text, logprobs)]));
+              },
         onChoiceEnd: (choice) => {
           if (!stream) return;
-          stream.send(chunk([streamChoices.finish(choice)]));
+          const finishReason = toolDeltasOf(choice.index)?.finish(choice.text, choice.finishReason);
+          stream.send(chunk([streamChoices.finish(choice, finishReason)]));
           if (kind === "chat" && choice.index + 1 < (body.n ?? 1))
             stream.send(chunk([streamChoices.opening(choice.index + 1)]));
         },
@@ -241,7 +262,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       return reply;
     }
     if (json) {
-      const choices = answerChoices(kind, result.choices, promptChars);
+      const choices = answerChoices(turn, result.choices, promptChars);
       json.end({ id, object, created, model: body.model, choices, usage: usageOf(result) });
       return reply;
     }

@@ -1,0 +1,148 @@
+// The schema-to-grammar translation and sizing (node-agent/json-schema-grammar.ts) as plain functions,
+// and the tool-call grammars of node-agent/tool-calls.ts run by real llama.cpp on the fixture model: the
+// "auto" grammar's call branch (reached by biasing the first token towards "<", which the fixture never
+// writes on its own) and its text branch, each parsed as the agent parses answers.
+import { getLlama, type Llama, LlamaCompletion, type LlamaModel, TokenBias } from "node-llama-cpp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import type { ChatCompletionRequest } from "../crds/api/openai-requests.ts";
+import {
+  fitCap,
+  fitSchema,
+  GRAMMAR_TRAILER_BYTES,
+  longestAnswer,
+  SchemaRefusedError,
+  translateSchema,
+} from "../node-agent/json-schema-grammar.ts";
+import { parseToolCalls, type ToolPlan, toolPlan } from "../node-agent/tool-calls.ts";
+import { tinyModel } from "./support/node-agent.ts";
+
+const refusal = (schema: unknown) => {
+  try {
+    translateSchema(schema, "p");
+  } catch (err) {
+    expect(err).toBeInstanceOf(SchemaRefusedError);
+    expect((err as SchemaRefusedError).param).toBe("p");
+    return (err as Error).message;
+  }
+  throw new Error(`not refused: ${JSON.stringify(schema)}`);
+};
+
+describe("translating a schema", () => {
+  it("refuses what a grammar cannot enforce, saying where", () => {
+    expect(refusal({ type: "object", properties: { a: { type: "string", pattern: "x" } } })).toContain("properties.a");
+    expect(refusal({ type: "number", minimum: 0 })).toContain("minimum");
+    expect(refusal({ oneOf: [{ type: "string" }] })).toContain("type");
+    expect(refusal({ type: "string", format: "email" })).toContain("format");
+    expect(refusal({})).toContain("type");
+    expect(refusal({ $ref: "#" })).toContain("recursive");
+  });
+
+  it("accepts zod's z.int() range, $defs and anyOf", () => {
+    const node = translateSchema(z.toJSONSchema(z.object({ n: z.int(), kind: z.enum(["a", "b"]).nullable() })), "p");
+    expect(node.kind).toBe("object");
+    const viaRef = translateSchema(
+      { $defs: { s: { type: "string", maxLength: 3 } }, type: "array", items: { $ref: "#/$defs/s" }, maxItems: 2 },
+      "p",
+    );
+    expect(longestAnswer(viaRef, 0)).toBeGreaterThan(2 * 18);
+  });
+
+  it("bounds the work a hostile schema can cause", () => {
+    // Each level references the next twice: 2^40 parts once inlined.
+    const defs: Record<string, unknown> = { d40: { type: "string", maxLength: 1 } };
+    for (let i = 39; i >= 0; i--)
+      defs[`d${i}`] = { type: "array", prefixItems: [{ $ref: `#/$defs/d${i + 1}` }, { $ref: `#/$defs/d${i + 1}` }] };
+    const started = performance.now();
+    expect(refusal({ $defs: defs, $ref: "#/$defs/d0" })).toMatch(/parts|deeper/);
+    // A huge stated bound is sized by arithmetic, not by walking a billion elements.
+    expect(() => fitSchema({ type: "array", items: { type: "boolean" }, maxItems: 1e9 }, "p", 500)).toThrow(
+      "cannot fit",
+    );
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it("closes open bounds to the largest that fits, and the longest answer then fits", () => {
+    const node = translateSchema(
+      { type: "object", properties: { a: { type: "string" }, b: { type: "array", items: { type: "string" } } } },
+      "p",
+    );
+    for (const room of [60, 200, 1_000, 10_000]) {
+      const cap = fitCap(node, room);
+      expect(cap).toBeDefined();
+      expect(longestAnswer(node, cap!) + GRAMMAR_TRAILER_BYTES).toBeLessThanOrEqual(room);
+      expect(longestAnswer(node, cap! + 1) + GRAMMAR_TRAILER_BYTES).toBeGreaterThan(room);
+    }
+    expect(fitCap(node, 10)).toBeUndefined();
+  });
+});
+
+describe("tool-call grammars on the fixture model", () => {
+  let llama: Llama;
+  let model: LlamaModel;
+  beforeAll(async () => {
+    llama = await getLlama({ gpu: false, build: "never", progressLogs: false, maxThreads: 1 });
+    model = await llama.loadModel({ modelPath: tinyModel });
+  });
+  afterAll(async () => {
+    await model?.dispose();
+    await llama?.dispose();
+  });
+
+  const body: ChatCompletionRequest = {
+    model: "stories",
+    messages: [{ role: "user", content: "Weather in Paris?" }],
+    tools: [
+      {
+        type: "function",
+        function: {
+          name: "get_weather",
+          parameters: {
+            type: "object",
+            properties: { city: { type: "string", maxLength: 8 }, days: { type: "integer" } },
+            required: ["city", "days"],
+          },
+        },
+      },
+    ],
+  };
+  const Args = z.strictObject({ city: z.string().max(8), days: z.int() });
+
+  async function generate(plan: ToolPlan, biasTowardsCall: boolean): Promise<string> {
+    const context = await model.createContext({ contextSize: 512, threads: 1 });
+    try {
+      const completion = new LlamaCompletion({ contextSequence: context.getSequence() });
+      return await completion.generateCompletion("User: Weather in Paris?\nAssistant:", {
+        grammar: plan.grammar,
+        maxTokens: 300,
+        temperature: 1,
+        seed: 3,
+        tokenBias: biasTowardsCall ? new TokenBias(model.tokenizer).set("<", { logit: 100 }) : undefined,
+      });
+    } finally {
+      await context.dispose();
+    }
+  }
+
+  it("under auto, a call is '<tool_call>' and valid calls; text never starts with '<'", async () => {
+    const plan = await toolPlan(llama, body, 300);
+    expect(plan?.mode).toBe("auto");
+    const call = await generate(plan!, true);
+    const calls = parseToolCalls(plan!, call);
+    expect(calls?.length).toBeGreaterThanOrEqual(1);
+    for (const c of calls!) {
+      expect(c.function.name).toBe("get_weather");
+      Args.parse(JSON.parse(c.function.arguments));
+    }
+    const text = await generate(plan!, false);
+    expect(text.trimStart().startsWith("<")).toBe(false);
+    expect(parseToolCalls(plan!, text)).toBeUndefined();
+  });
+
+  it("under auto, a room too small for any call leaves text only; required refuses it", async () => {
+    expect(await toolPlan(llama, body, 20)).toBeUndefined();
+    await expect(toolPlan(llama, { ...body, tool_choice: "required" }, 20)).rejects.toMatchObject({
+      param: "tools[0].function.parameters",
+    });
+  });
+});
