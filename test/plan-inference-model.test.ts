@@ -9,8 +9,9 @@ import {
   labels,
   type ModelReplica,
 } from "../crds/api/index.ts";
-import { type ModelPlanInput, planModel, sameJson } from "../operator/inference-model/plan.ts";
+import { type ModelPlanInput, planModel } from "../operator/inference-model/plan.ts";
 import { templateHash } from "../operator/inference-model/template.ts";
+import { sameJson } from "../operator/same-json.ts";
 import type { NodeView } from "../operator/scheduler/schedule.ts";
 
 const GiB = 2 ** 30;
