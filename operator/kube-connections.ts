@@ -7,7 +7,6 @@
  * took a process to 276 MiB; with this, 1 handshake (docs/decisions.md,
  * "One connection pool per API server").
  */
-import { createHash } from "node:crypto";
 import type { Cluster, KubeConfig } from "@kubernetes/client-node";
 import type { Dispatcher } from "undici";
 
@@ -16,27 +15,51 @@ type CreateDispatcher = (cluster: Cluster | null, agentOptions: Record<string, u
 /** Bound on distinct pools: one per server and credentials, a handful at most; beyond it the oldest is closed. */
 const MAX_POOLS = 8;
 
+interface Pool {
+  settings: unknown[];
+  dispatcher: Dispatcher | undefined;
+}
+
 /** Makes every API client of `kubeConfig` share one dispatcher per distinct connection settings. */
 export function reuseConnections(kubeConfig: KubeConfig): void {
   const target = kubeConfig as unknown as { createDispatcher?: CreateDispatcher };
   const create = target.createDispatcher;
   // A client-node that no longer has the method (or caches itself) is left as it is.
   if (typeof create !== "function") return;
-  const pools = new Map<string, Dispatcher | undefined>();
+  const pools: Pool[] = [];
   target.createDispatcher = (cluster, agentOptions) => {
-    // The connection settings, TLS material included: new client certificates get a new pool.
-    const key = createHash("sha256")
-      .update(JSON.stringify(kubeConfig.createDispatcherOptions(cluster, agentOptions)))
-      .update(cluster?.server ?? "")
-      .digest("hex");
-    if (pools.has(key)) return pools.get(key);
+    const settings = settingsOf(cluster, kubeConfig.createDispatcherOptions(cluster, agentOptions));
+    const known = pools.find((p) => sameSettings(p.settings, settings));
+    if (known) return known.dispatcher;
     const dispatcher = create.call(kubeConfig, cluster, agentOptions);
-    pools.set(key, dispatcher);
-    if (pools.size > MAX_POOLS) {
-      const [oldest, pool] = pools.entries().next().value as [string, Dispatcher | undefined];
-      pools.delete(oldest);
-      void pool?.close().catch(() => {});
-    }
+    pools.push({ settings, dispatcher });
+    if (pools.length > MAX_POOLS)
+      void pools
+        .shift()
+        ?.dispatcher?.close()
+        .catch(() => {});
     return dispatcher;
   };
 }
+
+/** The connection settings as a flat list, TLS material included: new client certificates get a new pool. */
+function settingsOf(cluster: Cluster | null, options: object): unknown[] {
+  const out: unknown[] = [cluster?.server];
+  const add = (value: unknown): void => {
+    if (value && typeof value === "object" && !Buffer.isBuffer(value)) {
+      for (const [k, v] of Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1))) {
+        out.push(k);
+        add(v);
+      }
+    } else out.push(value);
+  };
+  add(options);
+  return out;
+}
+
+const sameSettings = (a: unknown[], b: unknown[]): boolean =>
+  a.length === b.length &&
+  a.every((v, i) => {
+    const w = b[i];
+    return Buffer.isBuffer(v) && Buffer.isBuffer(w) ? v.equals(w) : v === w;
+  });
