@@ -91,12 +91,7 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
 
     for (const e of plan.events) cluster.events.record(model, e.type, e.reason, e.message);
     if (plan.unplaced > 0) cluster.metrics.schedulingFailures.inc(plan.unplaced);
-    try {
-      await Promise.all([...plan.delete.map(deleteReplica), ...plan.create.map(createReplica)]);
-    } catch (err) {
-      for (const r of plan.create) if (!index.has(keyOf(r))) index.unassume(keyOf(r));
-      throw err;
-    }
+    await Promise.all([...plan.delete.map(deleteReplica), ...plan.create.map(createReplica)]);
     if (plan.statusChanged) {
       await cluster.applier.applyStatus(
         { apiVersion: API_VERSION, kind: "InferenceModel", metadata: { name, namespace }, status: plan.status },
@@ -134,8 +129,14 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
   }
 
   async function createReplica(r: ModelReplica): Promise<void> {
-    // create, not apply: a name collision must fail rather than take over another replica.
-    await cluster.applier.objects.create(r, undefined, undefined, "pomona-operator");
+    try {
+      // create, not apply: a name collision must fail rather than take over another replica.
+      await cluster.applier.objects.create(r, undefined, undefined, "pomona-operator");
+    } catch (err) {
+      // Not created: its memory is free again.
+      index.unassume(keyOf(r));
+      throw err;
+    }
   }
 }
 
