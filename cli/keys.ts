@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { V1Secret } from "@kubernetes/client-node";
 import type { ApiKey } from "../crds/api/index.ts";
 import { mintKey } from "../operator/api-key/key-material.ts";
-import { mintedFor } from "../operator/api-key/reconcile.ts";
+import { mintedFor } from "../operator/api-key/plan.ts";
 import { kubeconfigFor } from "./cluster.ts";
 import { connect, isNotFound, type Kube } from "./kube.ts";
 import { table } from "./table.ts";

@@ -4,7 +4,6 @@ import {
   API_VERSION,
   type ApiKey,
   type InferenceModel,
-  labels,
   type ModelReplica,
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
@@ -90,6 +89,3 @@ export const cachedKeySecret = (cluster: Cluster, name: string, namespace: strin
 };
 
 export type Cluster = ReturnType<typeof createCluster>;
-
-export const replicasOfModel = (cluster: Cluster, namespace: string, model: string): ModelReplica[] =>
-  cluster.replicas.list(namespace).filter((r) => r.metadata.labels?.[labels.model] === model);

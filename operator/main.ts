@@ -13,6 +13,7 @@ import { loadConfig } from "./config.ts";
 import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { NodeLossTracker } from "./inference-model/node-loss.ts";
 import { createModelReconciler, modelsOnNode } from "./inference-model/reconcile.ts";
+import { reuseConnections } from "./kube-connections.ts";
 import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
 import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
 import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";
@@ -34,6 +35,7 @@ try {
 const kubeConfig = new KubeConfig();
 if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
 else kubeConfig.loadFromCluster();
+reuseConnections(kubeConfig);
 
 const manager = new Manager({
   kubeConfig,
