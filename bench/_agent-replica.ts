@@ -3,7 +3,10 @@
  * replica engine with the benchmarks' engine settings (bench/_bench-model.ts), so a benchmark measures
  * the serving path alone. Serves /replicas/bench/replica/v1/...; reports its port to the parent over IPC.
  *
- *   node bench/_agent-replica.ts <model.gguf> <threads> <node token>
+ *   node bench/_agent-replica.ts <model.gguf> <threads> <node token> [serving credential as JSON]
+ *
+ * With a serving credential (bench/_node-tls.ts) it serves HTTPS and asks for the gateway's client
+ * certificate, as a node-agent does by default.
  */
 import type { AddressInfo } from "node:net";
 import { buildApp, createLogger } from "../node-agent/app.ts";
@@ -12,7 +15,7 @@ import { ReplicaEngine } from "../node-agent/replica-engine.ts";
 import type { ReplicaSlot } from "../node-agent/replica-manager.ts";
 import { BENCH_ENGINE, benchLlama } from "./_bench-model.ts";
 
-const [modelPath, threadsText, token] = process.argv.slice(2);
+const [modelPath, threadsText, token, tlsText] = process.argv.slice(2);
 const threads = Number(threadsText);
 const llama = await benchLlama(threads);
 const engine = await ReplicaEngine.load(
@@ -43,6 +46,7 @@ const app = buildApp({
   log: createLogger("info"),
   isDraining: () => false,
   isReady: () => true,
+  tls: tlsText ? JSON.parse(tlsText) : undefined,
 });
 await app.listen({ port: 0, host: "127.0.0.1" });
 process.send?.({ port: (app.server.address() as AddressInfo).port });

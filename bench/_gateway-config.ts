@@ -9,6 +9,8 @@ export interface StaticGatewaySpec {
   config: GatewayConfig;
   nodeToken: string;
   redisUrl?: string;
+  /** The gateway's client credential for mutual TLS to the node (bench/_node-tls.ts); plain HTTP without. */
+  nodeTls?: { cert: string; key: string; ca: string };
 }
 
 /** A policy so generous it never refuses: the limiter still runs on every request, as in production. */
@@ -36,10 +38,12 @@ export function staticGatewaySpec(parts: {
   keys: GatewayKey[];
   policies: GatewayPolicy[];
   redisUrl?: string;
+  nodeTls?: StaticGatewaySpec["nodeTls"];
 }): StaticGatewaySpec {
   return {
     nodeToken: BENCH_NODE_TOKEN,
     redisUrl: parts.redisUrl,
+    nodeTls: parts.nodeTls,
     config: {
       version: 1,
       generatedAt: new Date().toISOString(),

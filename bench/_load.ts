@@ -8,7 +8,9 @@
  * batches of those due; a request due while MAX_IN_FLIGHT are already out is counted as dropped, which
  * bounds memory when a target stalls.
  */
-import type { Pool } from "undici";
+import { Pool } from "undici";
+import { type BenchChild, cpuSeconds, startBenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 
 export interface HttpTarget {
   label: string;
@@ -131,4 +133,98 @@ export async function openLoop(target: HttpTarget, rate: number, seconds: number
     firstError,
     achievedRate: latencies.length / seconds,
   };
+}
+
+/** The key the gateway benchmarks send; its policy never refuses (bench/_gateway-config.ts). */
+export const BENCH_API_KEY = "sk-pomona-bench";
+
+/** A short chat completion for the stand-in upstream, streamed or not. */
+export const chatBody = (stream = false) =>
+  JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16, stream });
+
+/** A chat-completions target on loopback: `connections` is the most the pool opens at once. */
+export function chatTarget(parts: {
+  label: string;
+  port: number;
+  authorization: string;
+  body: string;
+  connections: number;
+  path?: string;
+  pid?: number;
+}): HttpTarget {
+  return {
+    label: parts.label,
+    pool: new Pool(`http://127.0.0.1:${parts.port}`, { connections: parts.connections }),
+    path: parts.path ?? "/v1/chat/completions",
+    headers: { "content-type": "application/json", authorization: parts.authorization },
+    body: parts.body,
+    pid: parts.pid,
+  };
+}
+
+/**
+ * The gateway benchmarks' set-up: the fast stand-in upstream (bench/_overhead-upstream.ts) and one real
+ * gateway in front of it per entry of `gateways` (limits in Redis when it names a URL, else in memory),
+ * each its own process, with the model `tiny` and the benchmark key.
+ */
+export async function startUpstreamAndGateways(gateways: { redisUrl?: string }[] = [{}]) {
+  const upstream = await startBenchChild("_overhead-upstream.ts");
+  const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
+  const started: BenchChild[] = [];
+  for (const { redisUrl } of gateways) {
+    const spec = staticGatewaySpec({
+      model: "tiny",
+      endpoint: upstreamBase,
+      contextSize: 4096,
+      keys: [benchKey(BENCH_API_KEY, generousPolicy.name)],
+      policies: [generousPolicy],
+      redisUrl,
+    });
+    started.push(await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)]));
+  }
+  return {
+    upstream,
+    /** Where the upstream serves the model's OpenAI routes (`${upstreamBase}/v1/...`). */
+    upstreamBase,
+    gateways: started,
+    /** The upstream called directly, as the gateway calls it. */
+    direct: (body: string, connections: number) =>
+      chatTarget({
+        label: "direct",
+        port: upstream.port,
+        path: "/replicas/bench/tiny-a/v1/chat/completions",
+        authorization: `Bearer ${BENCH_NODE_TOKEN}`,
+        body,
+        connections,
+      }),
+    /** Through a gateway, whose process's CPU time may be counted. */
+    through: (gateway: BenchChild, label: string, body: string, connections: number) =>
+      chatTarget({
+        label,
+        port: gateway.port,
+        authorization: `Bearer ${BENCH_API_KEY}`,
+        body,
+        connections,
+        pid: gateway.child.pid,
+      }),
+    stop: async () => {
+      for (const g of started) await g.stop();
+      await upstream.stop();
+    },
+  };
+}
+
+/** closedLoopRate, and the requests per CPU-second of the target's process (undefined without one). */
+export async function closedLoopRateAndCpu(
+  target: HttpTarget,
+  connections: number,
+  seconds: number,
+): Promise<{ rps: number; perCpuSecond: number | undefined }> {
+  const before = cpuSeconds(target.pid);
+  const started = performance.now();
+  const rps = await closedLoopRate(target, connections, seconds);
+  const elapsed = (performance.now() - started) / 1000;
+  const after = cpuSeconds(target.pid);
+  const cpu = before !== undefined && after !== undefined ? after - before : undefined;
+  return { rps, perCpuSecond: cpu ? (rps * elapsed) / cpu : undefined };
 }

@@ -5,6 +5,9 @@
  * body limit, log level) is the gateway's own default from gateway/config.ts, as `npm start` and the
  * chart run it (bench/_user-config.ts). Reports its port over IPC.
  *
+ * With `nodeTls` in the spec it reaches the node over mutual TLS with that client credential, as the
+ * gateway does by default (POMONA_NODE_TLS=mutual); else over plain HTTP.
+ *
  *   node bench/_static-gateway.ts '<StaticGatewaySpec as JSON>'
  */
 import type { AddressInfo } from "node:net";
@@ -16,6 +19,7 @@ import type { Limiter } from "../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
 import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
+import { MutualTlsTransport } from "../gateway/upstream/node-transport.ts";
 import { BENCH_HASHING_KEY, type StaticGatewaySpec } from "./_gateway-config.ts";
 import { defaultGatewaySettings } from "./_user-config.ts";
 
@@ -33,11 +37,17 @@ if (spec.redisUrl) {
   if (!(await shared.connected(10_000))) throw new Error(`Redis at ${spec.redisUrl} did not answer`);
   limiter = shared;
 }
+let nodeTransport: MutualTlsTransport | undefined;
+if (spec.nodeTls) {
+  nodeTransport = new MutualTlsTransport();
+  nodeTransport.use(spec.nodeTls);
+}
 const app = await buildApp({
   holder,
   limiter,
   metrics,
   nodeToken: spec.nodeToken,
+  nodeTransport,
   upstream: settings.upstream,
   queue: settings.queue,
   bodyLimitBytes: settings.bodyLimitBytes,

@@ -12,33 +12,28 @@
  * flight, which on a small machine is bounded by the cores that load generator, proxy and upstream
  * share, so each proxy's requests per CPU-second of its own process are reported too.
  */
-import { Pool } from "undici";
-import { cpuSeconds, startBenchChild } from "./_child.ts";
-import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { BENCH_NODE_TOKEN } from "./_gateway-config.ts";
 import { LITELLM_VERSION, type LiteLLMProxy, startLiteLLM } from "./_litellm.ts";
+import {
+  chatBody,
+  chatTarget,
+  closedLoopRateAndCpu,
+  type HttpTarget,
+  sequential,
+  startUpstreamAndGateways,
+} from "./_load.ts";
 import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const API_KEY = "sk-pomona-bench";
 const LITELLM_KEY = "sk-litellm-bench";
 const SEQUENTIAL = size(2_000, 200);
 const WARMUP = size(200, 20);
 // A slow proxy stops early rather than stretch the run: at ~20 ms a request, LiteLLM still gives 500 samples.
 const SEQUENTIAL_MAX_SECONDS = size(10, 2);
-const WARMUP_MAX_SECONDS = 2;
 const THROUGHPUT_SECONDS = size(4, 1);
 const CONNECTIONS = 32;
 const ROUNDS = size(3, 1);
-
-interface Target {
-  label: string;
-  pool: Pool;
-  path: string;
-  headers: Record<string, string>;
-  /** The process doing the proxying, whose CPU time is counted; none for the direct calls. */
-  pid?: number;
-}
 
 interface Round {
   p50: number;
@@ -47,73 +42,23 @@ interface Round {
   perCpuSecond: number | undefined;
 }
 
-const bodyOf = (stream: boolean) =>
-  JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16, stream });
-
-async function once(target: Target, body: string): Promise<void> {
-  const res = await target.pool.request({ method: "POST", path: target.path, headers: target.headers, body });
-  const text = await res.body.text();
-  if (res.statusCode !== 200) throw new Error(`${target.label} answered ${res.statusCode}: ${text.slice(0, 200)}`);
+async function measure(target: HttpTarget): Promise<Round> {
+  const l = await sequential(target, SEQUENTIAL, SEQUENTIAL_MAX_SECONDS, WARMUP);
+  return {
+    p50: percentile(l, 50),
+    p99: percentile(l, 99),
+    ...(await closedLoopRateAndCpu(target, CONNECTIONS, THROUGHPUT_SECONDS)),
+  };
 }
 
-/** Latency of requests one at a time, in ms. */
-async function latencies(target: Target, body: string): Promise<number[]> {
-  const warmupEnd = performance.now() + WARMUP_MAX_SECONDS * 1000;
-  for (let i = 0; i < WARMUP && performance.now() < warmupEnd; i++) await once(target, body);
-  const out: number[] = [];
-  const end = performance.now() + SEQUENTIAL_MAX_SECONDS * 1000;
-  for (let i = 0; i < SEQUENTIAL && performance.now() < end; i++) {
-    const started = performance.now();
-    await once(target, body);
-    out.push(performance.now() - started);
-  }
-  return out;
-}
-
-/** Requests per second with CONNECTIONS requests always in flight, and per CPU-second of the proxy. */
-async function throughput(target: Target, body: string): Promise<{ rps: number; perCpuSecond: number | undefined }> {
-  const cpuBefore = cpuSeconds(target.pid);
-  const started = performance.now();
-  const deadline = started + THROUGHPUT_SECONDS * 1000;
-  let done = 0;
-  await Promise.all(
-    Array.from({ length: CONNECTIONS }, async () => {
-      while (performance.now() < deadline) {
-        await once(target, body);
-        done++;
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  const cpuAfter = cpuSeconds(target.pid);
-  const cpu = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
-  return { rps: done / seconds, perCpuSecond: cpu ? done / cpu : undefined };
-}
-
-async function measure(target: Target, body: string): Promise<Round> {
-  const l = await latencies(target, body);
-  return { p50: percentile(l, 50), p99: percentile(l, 99), ...(await throughput(target, body)) };
-}
-
-const upstream = await startBenchChild("_overhead-upstream.ts");
-const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
-const gateway = await startBenchChild("_static-gateway.ts", [
-  JSON.stringify(
-    staticGatewaySpec({
-      model: "tiny",
-      endpoint: upstreamBase,
-      contextSize: 4096,
-      keys: [benchKey(API_KEY, generousPolicy.name)],
-      policies: [generousPolicy],
-    }),
-  ),
-]);
+const stack = await startUpstreamAndGateways();
+const [gateway] = stack.gateways;
 let litellm: LiteLLMProxy | undefined;
 let litellmProblem: string | undefined;
 try {
   litellm = await startLiteLLM({
     model: "tiny",
-    apiBase: `${upstreamBase}/v1`,
+    apiBase: `${stack.upstreamBase}/v1`,
     upstreamKey: BENCH_NODE_TOKEN,
     masterKey: LITELLM_KEY,
   });
@@ -121,39 +66,31 @@ try {
   litellmProblem = (err as Error).message;
 }
 
-const json = { "content-type": "application/json" };
-const direct: Target = {
-  label: "direct",
-  pool: new Pool(`http://127.0.0.1:${upstream.port}`, { connections: CONNECTIONS }),
-  path: "/replicas/bench/tiny-a/v1/chat/completions",
-  headers: { ...json, authorization: `Bearer ${BENCH_NODE_TOKEN}` },
-};
-const through: Target = {
-  label: "gateway",
-  pool: new Pool(`http://127.0.0.1:${gateway.port}`, { connections: CONNECTIONS }),
-  path: "/v1/chat/completions",
-  headers: { ...json, authorization: `Bearer ${API_KEY}` },
-  pid: gateway.child.pid,
-};
-const viaLiteLLM: Target | undefined = litellm && {
-  label: "LiteLLM",
-  pool: new Pool(`http://127.0.0.1:${litellm.port}`, { connections: CONNECTIONS }),
-  path: "/v1/chat/completions",
-  headers: { ...json, authorization: `Bearer ${LITELLM_KEY}` },
-  pid: litellm.pid,
-};
-
 const ms = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(3));
 const int = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(0));
 const times = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "–" : `${n.toFixed(1)}×`);
 
+const pools: HttpTarget[] = [];
 try {
   const latencyRows: string[] = [];
   const throughputRows: string[] = [];
   const targets: Parameters<typeof targetTable>[0] = [];
   for (const stream of [false, true]) {
-    const body = bodyOf(stream);
-    const rounds = new Map<Target, Round[]>([
+    const body = chatBody(stream);
+    const direct = stack.direct(body, CONNECTIONS);
+    const through = stack.through(gateway!, "gateway", body, CONNECTIONS);
+    const viaLiteLLM =
+      litellm &&
+      chatTarget({
+        label: "LiteLLM",
+        port: litellm.port,
+        authorization: `Bearer ${LITELLM_KEY}`,
+        body,
+        connections: CONNECTIONS,
+        pid: litellm.pid,
+      });
+    pools.push(direct, through, ...(viaLiteLLM ? [viaLiteLLM] : []));
+    const rounds = new Map<HttpTarget, Round[]>([
       [direct, []],
       [through, []],
     ]);
@@ -161,7 +98,7 @@ try {
     for (let round = 0; round < ROUNDS; round++) {
       for (const [target, list] of rounds) {
         try {
-          list.push(await measure(target, body));
+          list.push(await measure(target));
         } catch (err) {
           // Only LiteLLM may drop out; a failure of the direct path or the gateway is a failed benchmark.
           if (target !== viaLiteLLM) throw err;
@@ -217,8 +154,7 @@ ${throughputRows.join("\n")}
 
 ${targetTable(targets)}`);
 } finally {
-  for (const target of [direct, through, viaLiteLLM]) await target?.pool.close();
+  for (const target of pools) await target.pool.close();
   await litellm?.stop();
-  await gateway.stop();
-  await upstream.stop();
+  await stack.stop();
 }

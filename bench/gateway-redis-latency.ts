@@ -8,56 +8,27 @@
  * (bench/_static-gateway.ts), the fast stand-in upstream (bench/_overhead-upstream.ts); each its own
  * process. The three targets take turns within each round.
  */
-import { Pool } from "undici";
 import { startRedis } from "../test/support/redis.ts";
-import { startBenchChild } from "./_child.ts";
-import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
-import { type HttpTarget, sequential } from "./_load.ts";
+import type { BenchChild } from "./_child.ts";
+import { generousPolicy } from "./_gateway-config.ts";
+import { chatBody, type HttpTarget, sequential, startUpstreamAndGateways } from "./_load.ts";
 import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const API_KEY = "sk-pomona-bench";
 const ROUNDS = size(5, 1);
 const SEQUENTIAL = size(2_000, 200);
 const SEQUENTIAL_MAX_SECONDS = size(10, 2);
 const WARMUP = size(200, 20);
 const TARGET_MS = 0.5;
 
-const body = JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16 });
-const json = { "content-type": "application/json" };
-
 const redis = await startRedis();
-const upstream = await startBenchChild("_overhead-upstream.ts");
-const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
-const spec = (redisUrl?: string) =>
-  JSON.stringify(
-    staticGatewaySpec({
-      model: "tiny",
-      endpoint: upstreamBase,
-      contextSize: 4096,
-      keys: [benchKey(API_KEY, generousPolicy.name)],
-      policies: [generousPolicy],
-      redisUrl,
-    }),
-  );
-const withRedis = await startBenchChild("_static-gateway.ts", [spec(redis.url)]);
-const inMemory = await startBenchChild("_static-gateway.ts", [spec()]);
-const target = (label: string, port: number, path: string, authorization: string): HttpTarget => ({
-  label,
-  pool: new Pool(`http://127.0.0.1:${port}`, { connections: 1 }),
-  path,
-  headers: { ...json, authorization },
-  body,
-});
-const direct = target(
-  "direct",
-  upstream.port,
-  "/replicas/bench/tiny-a/v1/chat/completions",
-  `Bearer ${BENCH_NODE_TOKEN}`,
-);
-const redisGateway = target("gateway, Redis limits", withRedis.port, "/v1/chat/completions", `Bearer ${API_KEY}`);
-const memoryGateway = target("gateway, in-memory limits", inMemory.port, "/v1/chat/completions", `Bearer ${API_KEY}`);
+const stack = await startUpstreamAndGateways([{ redisUrl: redis.url }, {}]);
+const [withRedis, inMemory] = stack.gateways as [BenchChild, BenchChild];
+const body = chatBody();
+const direct = stack.direct(body, 1);
+const redisGateway = stack.through(withRedis, "gateway, Redis limits", body, 1);
+const memoryGateway = stack.through(inMemory, "gateway, in-memory limits", body, 1);
 const targets = [direct, redisGateway, memoryGateway];
 
 const f = (n: number) => (Number.isNaN(n) ? "–" : n.toFixed(3));
@@ -100,8 +71,6 @@ ${targetTable([
 ])}`);
 } finally {
   for (const t of targets) await t.pool.close();
-  await withRedis.stop();
-  await inMemory.stop();
-  await upstream.stop();
+  await stack.stop();
   await redis.stop();
 }

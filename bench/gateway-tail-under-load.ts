@@ -16,16 +16,23 @@
  * The gateway is the real app at its default settings (bench/_static-gateway.ts), LiteLLM as
  * bench/_litellm.ts runs it. Load generator, proxy and upstream share the machine's cores.
  */
-import { Pool } from "undici";
-import { startBenchChild } from "./_child.ts";
-import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import type { BenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN } from "./_gateway-config.ts";
 import { LITELLM_VERSION, type LiteLLMProxy, startLiteLLM } from "./_litellm.ts";
-import { closedLoopRate, type HttpTarget, MAX_IN_FLIGHT, openLoop, sequential } from "./_load.ts";
+import {
+  chatBody,
+  chatTarget,
+  closedLoopRate,
+  type HttpTarget,
+  MAX_IN_FLIGHT,
+  openLoop,
+  sequential,
+  startUpstreamAndGateways,
+} from "./_load.ts";
 import { QUICK, quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
-const API_KEY = "sk-pomona-bench";
 const LITELLM_KEY = "sk-litellm-bench";
 const ROUNDS = size(3, 1);
 const SATURATION_SECONDS = size(4, 1);
@@ -36,8 +43,7 @@ const WARMUP = size(200, 20);
 const OPEN_SECONDS = size(10, 2);
 const TARGET_RATIO = 2;
 
-const body = JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "Say hello." }], max_tokens: 16 });
-const json = { "content-type": "application/json" };
+const body = chatBody();
 
 interface ProxyRound {
   saturation: number;
@@ -50,25 +56,14 @@ interface ProxyRound {
   dropped: number;
 }
 
-const upstream = await startBenchChild("_overhead-upstream.ts");
-const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
-const gateway = await startBenchChild("_static-gateway.ts", [
-  JSON.stringify(
-    staticGatewaySpec({
-      model: "tiny",
-      endpoint: upstreamBase,
-      contextSize: 4096,
-      keys: [benchKey(API_KEY, generousPolicy.name)],
-      policies: [generousPolicy],
-    }),
-  ),
-]);
+const stack = await startUpstreamAndGateways();
+const [gateway] = stack.gateways as [BenchChild];
 let litellm: LiteLLMProxy | undefined;
 let litellmProblem: string | undefined;
 try {
   litellm = await startLiteLLM({
     model: "tiny",
-    apiBase: `${upstreamBase}/v1`,
+    apiBase: `${stack.upstreamBase}/v1`,
     upstreamKey: BENCH_NODE_TOKEN,
     masterKey: LITELLM_KEY,
   });
@@ -77,31 +72,19 @@ try {
 }
 
 // Enough connections for an open-loop burst; undici opens them as needed.
-const pool = (port: number) => new Pool(`http://127.0.0.1:${port}`, { connections: 512 });
-const direct: HttpTarget = {
-  label: "direct",
-  pool: pool(upstream.port),
-  path: "/replicas/bench/tiny-a/v1/chat/completions",
-  headers: { ...json, authorization: `Bearer ${BENCH_NODE_TOKEN}` },
-  body,
-};
-const proxies: HttpTarget[] = [
-  {
-    label: "gateway",
-    pool: pool(gateway.port),
-    path: "/v1/chat/completions",
-    headers: { ...json, authorization: `Bearer ${API_KEY}` },
-    body,
-  },
-];
+const CONNECTIONS_PER_POOL = 512;
+const direct = stack.direct(body, CONNECTIONS_PER_POOL);
+const proxies: HttpTarget[] = [stack.through(gateway, "gateway", body, CONNECTIONS_PER_POOL)];
 if (litellm)
-  proxies.push({
-    label: "LiteLLM",
-    pool: pool(litellm.port),
-    path: "/v1/chat/completions",
-    headers: { ...json, authorization: `Bearer ${LITELLM_KEY}` },
-    body,
-  });
+  proxies.push(
+    chatTarget({
+      label: "LiteLLM",
+      port: litellm.port,
+      authorization: `Bearer ${LITELLM_KEY}`,
+      body,
+      connections: CONNECTIONS_PER_POOL,
+    }),
+  );
 
 async function measureRound(proxy: HttpTarget): Promise<ProxyRound> {
   const saturation = await closedLoopRate(proxy, CONNECTIONS, SATURATION_SECONDS);
@@ -192,6 +175,5 @@ LiteLLM's ratio for comparison (no target): ${l === undefined ? "not measured" :
 } finally {
   for (const target of [direct, ...proxies]) await target.pool.close();
   await litellm?.stop();
-  await gateway.stop();
-  await upstream.stop();
+  await stack.stop();
 }

@@ -5,7 +5,9 @@
  * continuous batching), threads, prompt, max tokens and greedy sampling on every path.
  *
  * The agent is the real app and replica engine in its own process (bench/_agent-replica.ts); the gateway is
- * the real app with a fixed config pointing at it (bench/_static-gateway.ts). Streams are SSE completions
+ * the real app with a fixed config pointing at it (bench/_static-gateway.ts). The agent serves over mutual
+ * TLS and the gateway reaches it with its client certificate (bench/_node-tls.ts), as `npm start` and the
+ * chart run that hop; the agent-alone path presents the gateway's certificate too. Streams are SSE completions
  * with usage, read to the end; a stream's rate is its completion tokens over the time from sending the
  * request to its last byte, so the time to first token counts on every path. The paths take turns round
  * by round, one at a time, never together (they would share the same cores). The agent-alone column
@@ -14,9 +16,11 @@
  *   node bench/inference-stack.ts   (POMONA_BENCH_MODEL, POMONA_THREADS override the model and threads)
  */
 import { LlamaCompletion, type LlamaContextSequence } from "node-llama-cpp";
+import { Agent, fetch } from "undici";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchLlama } from "./_bench-model.ts";
 import { startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { benchNodeTls } from "./_node-tls.ts";
 import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
@@ -88,10 +92,11 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
 }
 
 /** One SSE completion over HTTP, read to the end; tokens from the usage chunk. */
-function httpPath(url: string, authorization: string): Path {
+function httpPath(url: string, authorization: string, dispatcher?: Agent): Path {
   const one = async (): Promise<Stream> => {
     const started = performance.now();
     const response = await fetch(url, {
+      dispatcher,
       method: "POST",
       headers: { authorization, "content-type": "application/json" },
       body: JSON.stringify({
@@ -118,8 +123,16 @@ function httpPath(url: string, authorization: string): Path {
   return (concurrency) => batch(concurrency, one);
 }
 
-const agent = await startBenchChild("_agent-replica.ts", [BENCH_MODEL, String(BENCH_THREADS), BENCH_NODE_TOKEN]);
-const replicaBase = `http://127.0.0.1:${agent.port}/replicas/bench/replica`;
+const tls = await benchNodeTls();
+const agent = await startBenchChild("_agent-replica.ts", [
+  BENCH_MODEL,
+  String(BENCH_THREADS),
+  BENCH_NODE_TOKEN,
+  JSON.stringify(tls.node),
+]);
+const replicaBase = `https://127.0.0.1:${agent.port}/replicas/bench/replica`;
+// The agent-alone path calls the node as the gateway does: with the gateway's client certificate.
+const asGateway = new Agent({ connect: { cert: tls.gateway.cert, key: tls.gateway.key, ca: tls.gateway.ca } });
 const gateway = await startBenchChild("_static-gateway.ts", [
   JSON.stringify(
     staticGatewaySpec({
@@ -128,14 +141,21 @@ const gateway = await startBenchChild("_static-gateway.ts", [
       contextSize: BENCH_ENGINE.contextSize,
       keys: [benchKey(API_KEY, generousPolicy.name)],
       policies: [generousPolicy],
+      nodeTls: tls.gateway,
     }),
   ),
 ]);
 const direct = await directPath();
 const paths: [string, Path][] = [
   ["node-llama-cpp in-process", direct.run],
-  ["node-agent alone (HTTP SSE)", httpPath(`${replicaBase}/v1/completions`, `Bearer ${BENCH_NODE_TOKEN}`)],
-  ["gateway + node-agent", httpPath(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`)],
+  [
+    "node-agent alone (HTTPS SSE, mutual TLS)",
+    httpPath(`${replicaBase}/v1/completions`, `Bearer ${BENCH_NODE_TOKEN}`, asGateway),
+  ],
+  [
+    "gateway + node-agent (mutual TLS)",
+    httpPath(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`),
+  ],
 ];
 
 try {
@@ -217,4 +237,5 @@ The stack adds ${addedMsPerToken.toFixed(2)} ms to each token of one stream (the
   await direct.close();
   await gateway.stop();
   await agent.stop();
+  await asGateway.close();
 }

@@ -27,6 +27,7 @@ import { observability, redactPaths } from "./observability.ts";
 import { requestDecorations } from "./request-context.ts";
 import { InvalidKeyThrottle } from "./routes/invalid-key-throttle.ts";
 import { openAiRoutes } from "./routes/openai.ts";
+import { messagesRoutes, responsesRoutes } from "./routes/wire-routes.ts";
 import { EndpointLoad } from "./routing/endpoint-picker.ts";
 import { EndpointBreakers } from "./upstream/breakers.ts";
 import { Dispatcher } from "./upstream/dispatch.ts";
@@ -125,19 +126,32 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
 
   await app.register(observability, { metrics: deps.metrics });
   installInferenceCors(app, deps.corsOrigins ?? []);
+  const throttle = new InvalidKeyThrottle({ ...defaultInvalidKeys, ...deps.invalidKeys, now: deps.now ?? Date.now });
+  const inference = {
+    limiter: deps.limiter,
+    dispatcher,
+    metrics: deps.metrics,
+    now: deps.now ?? Date.now,
+    totalTimeoutMs: deps.upstream.totalTimeoutMs,
+    answerLimitBytes: deps.answerLimitBytes ?? defaultAnswerLimitBytes,
+  };
   await app.register(openAiRoutes, {
     prefix: "/v1",
     holder: deps.holder,
     hashingKeys: deps.hashingKeys,
-    throttle: new InvalidKeyThrottle({ ...defaultInvalidKeys, ...deps.invalidKeys, now: deps.now ?? Date.now }),
-    inference: {
-      limiter: deps.limiter,
-      dispatcher,
-      metrics: deps.metrics,
-      now: deps.now ?? Date.now,
-      totalTimeoutMs: deps.upstream.totalTimeoutMs,
-      answerLimitBytes: deps.answerLimitBytes ?? defaultAnswerLimitBytes,
-    },
+    throttle,
+    inference,
   });
+  // The same pipeline in two more wire formats, each answering errors in its own envelope.
+  const auth = {
+    holder: deps.holder,
+    hashingKeys: deps.hashingKeys,
+    throttle,
+    metrics: deps.metrics,
+    now: deps.now ?? Date.now,
+  };
+  const wire = { prefix: "/v1", auth, inference, bodyLimitBytes: deps.bodyLimitBytes };
+  await app.register(responsesRoutes, wire);
+  await app.register(messagesRoutes, wire);
   return app;
 }

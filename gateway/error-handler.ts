@@ -1,7 +1,16 @@
-/** Maps every error, ours or Fastify's, to one OpenAI error envelope. Unknown errors are logged and answered as 500. */
+/**
+ * Maps every error, ours or Fastify's, to one OpenAI error envelope (or, for a route in another wire
+ * format, that format's envelope). Unknown errors are logged and answered as 500.
+ */
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
-import { BodyTooLargeError, GatewayError, InvalidRequestError, UnsupportedMediaTypeError } from "./errors.ts";
+import {
+  BodyTooLargeError,
+  GatewayError,
+  InternalError,
+  InvalidRequestError,
+  UnsupportedMediaTypeError,
+} from "./errors.ts";
 import { paramOf } from "./openai-schemas.ts";
 import { ClientGoneError } from "./upstream/node-client.ts";
 
@@ -49,7 +58,10 @@ export function toGatewayError(err: unknown, bodyLimitBytes: number): GatewayErr
   return undefined;
 }
 
-export function errorHandler(bodyLimitBytes: number) {
+export function errorHandler(
+  bodyLimitBytes: number,
+  envelope: (error: GatewayError) => unknown = (error) => error.envelope(),
+) {
   return function handleError(err: unknown, request: FastifyRequest, reply: FastifyReply) {
     if (err instanceof ClientGoneError) {
       reply
@@ -61,17 +73,10 @@ export function errorHandler(bodyLimitBytes: number) {
     if (known) {
       if (known.status >= 500)
         request.log.warn({ code: known.code, cause: String((known.cause as Error)?.message ?? "") }, known.message);
-      reply.code(known.status).headers(known.headers()).send(known.envelope());
+      reply.code(known.status).headers(known.headers()).send(envelope(known));
       return;
     }
     request.log.error({ err }, "unexpected error");
-    reply.code(500).send({
-      error: {
-        message: "The gateway failed to handle the request.",
-        type: "server_error",
-        param: null,
-        code: "internal_error",
-      },
-    });
+    reply.code(500).send(envelope(new InternalError()));
   };
 }

@@ -30,8 +30,8 @@ export class MissingApiKeyError extends GatewayError {
   readonly status = 401;
   readonly type = "invalid_request_error";
   readonly code = "missing_api_key";
-  constructor() {
-    super("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.");
+  constructor(message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.") {
+    super(message);
   }
 }
 
@@ -208,6 +208,16 @@ export class ModelQueueFullError extends GatewayError {
   }
   override headers(): Record<string, string> {
     return { "retry-after": "1" };
+  }
+}
+
+/** A fault of the gateway itself; the cause goes to the log, never to the client. */
+export class InternalError extends GatewayError {
+  readonly status = 500;
+  readonly type = "server_error";
+  readonly code = "internal_error";
+  constructor() {
+    super("The gateway failed to handle the request.");
   }
 }
 

@@ -37,6 +37,7 @@ import { conversationAffinity } from "./routing/endpoint-picker.ts";
 import { SseRelay, tokensOf, type Usage } from "./sse-relay.ts";
 import type { Dispatched, Dispatcher } from "./upstream/dispatch.ts";
 import { ClientGoneError } from "./upstream/node-client.ts";
+import type { StreamTranslator, WireFormat, WireRequest } from "./wire/wire-format.ts";
 
 export type InferenceKind = "chat" | "completion" | "embedding";
 type InferenceBody = ChatCompletionRequest | CompletionRequest | EmbeddingRequest;
@@ -57,9 +58,11 @@ export interface InferenceDeps {
   answerLimitBytes: number;
 }
 
-export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
+/** `wire`: the request is in another wire format (gateway/wire/), served as the chat completion it becomes. */
+export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?: WireFormat) {
   return async function serve(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const body = request.body as InferenceBody;
+    const translated: WireRequest | undefined = wire?.begin(request.body);
+    const body = (translated?.chat ?? request.body) as InferenceBody;
     const table = request.routeTable!;
     const caller = request.caller!;
     // Resolve first, then check: an alias resolves to its model, so it cannot dodge the allowed list.
@@ -142,7 +145,17 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
       // The node may be generating now: without a usage report, the reservation stands.
       actualTokens = undefined;
       if (stream) {
-        actualTokens = await relayStream(request, reply, dispatched, includeUsage, deps, started, () => why);
+        const translator = translated?.stream(dispatched.model.name);
+        actualTokens = await relayStream(
+          request,
+          reply,
+          dispatched,
+          includeUsage,
+          deps,
+          started,
+          () => why,
+          translator,
+        );
         return reply;
       }
       deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
@@ -171,7 +184,8 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind) {
       actualTokens = tokensOf(usage);
       countTokens(deps.metrics, dispatched.model.name, caller.key.owner, usage);
       answer.model = dispatched.model.name;
-      return reply.header("x-pomona-model", dispatched.model.name).send(answer);
+      const sent = translated ? translated.answer(answer as never, dispatched.model.name) : answer;
+      return reply.header("x-pomona-model", dispatched.model.name).send(sent);
     } catch (err) {
       if (why === "client") throw new ClientGoneError();
       if (why === "timeout") throw new UpstreamTimeoutError(`The model '${model.name}' did not finish in time.`);
@@ -302,6 +316,7 @@ async function relayStream(
   deps: InferenceDeps,
   started: number,
   why: () => "client" | "timeout" | undefined,
+  translator?: StreamTranslator,
 ): Promise<number | undefined> {
   reply.hijack();
   const raw = reply.raw;
@@ -314,7 +329,7 @@ async function relayStream(
     "x-accel-buffering": "no",
     "x-pomona-model": dispatched.model.name,
   });
-  const relay = new SseRelay(dispatched.model.name, includeUsage);
+  const relay = new SseRelay(dispatched.model.name, includeUsage, undefined, translator);
   const upstream = dispatched.response.body;
   upstream.setEncoding("utf8");
   let first = true;
@@ -341,7 +356,7 @@ async function relayStream(
             ? err
             : new UpstreamError("The model server's stream broke off.");
       request.log.warn({ code: error.code }, "stream from the node failed after it started");
-      raw.write(`data: ${JSON.stringify(error.envelope())}\n\n`);
+      raw.write(translator ? translator.fail(error) : `data: ${JSON.stringify(error.envelope())}\n\n`);
     }
   } finally {
     // Stop the node if we stopped reading before its end (client gone, broken stream).

@@ -7,9 +7,12 @@
  * the client and the gateway see a live connection. Events are split on blank
  * lines, so chunks cut anywhere by TCP are handled. An event longer than the
  * bound ends the stream with an error: a node that never sends a blank line
- * cannot make the gateway hold its output.
+ * cannot make the gateway hold its output. With a translator (gateway/wire/), every chunk and the end
+ * are written in the route's own event format instead.
  */
-import { UpstreamResponseTooLargeError } from "./errors.ts";
+import type { ChatCompletionChunk } from "openai/resources/chat/completions";
+import { UpstreamError, UpstreamResponseTooLargeError } from "./errors.ts";
+import type { StreamTranslator } from "./wire/wire-format.ts";
 
 /** Longest event held while waiting for its end; a token's chunk is a few hundred bytes. */
 export const MAX_EVENT_CHARS = 1024 * 1024;
@@ -29,11 +32,18 @@ export class SseRelay {
   events = 0;
 
   private readonly maxEventChars: number;
+  private readonly translator: StreamTranslator | undefined;
 
-  constructor(modelName: string, includeUsage: boolean, maxEventChars = MAX_EVENT_CHARS) {
+  constructor(
+    modelName: string,
+    includeUsage: boolean,
+    maxEventChars = MAX_EVENT_CHARS,
+    translator?: StreamTranslator,
+  ) {
     this.modelName = modelName;
     this.includeUsage = includeUsage;
     this.maxEventChars = maxEventChars;
+    this.translator = translator;
   }
 
   /** Feed bytes from the node; returns what to write to the client (maybe ""); throws on an event over the bound. */
@@ -64,15 +74,24 @@ export class SseRelay {
     if (data === "") return event.startsWith(":") ? ": keep-alive\n\n" : "";
     if (data === "[DONE]") {
       this.done = true;
-      return "data: [DONE]\n\n";
+      return this.translator ? this.translator.end() : "data: [DONE]\n\n";
     }
-    let chunk: { model?: string; usage?: Usage | null; choices?: unknown[] };
+    let chunk: { model?: string; usage?: Usage | null; choices?: unknown[]; error?: { code?: unknown } };
     try {
       chunk = JSON.parse(data);
     } catch {
       return "";
     }
     if (chunk.usage) this.usage = chunk.usage;
+    if (this.translator) {
+      // The node's failure after its headers (docs/node-contract.md §2), told in the route's own format.
+      if (chunk.error) {
+        const code = typeof chunk.error.code === "string" ? chunk.error.code.slice(0, 64) : "no code";
+        throw new UpstreamError(`The model server failed while answering (${code}).`);
+      }
+      if (chunk.choices && chunk.choices.length > 0) this.events++;
+      return this.translator.chunk(chunk as ChatCompletionChunk);
+    }
     if (!this.includeUsage && chunk.usage !== undefined) {
       if (!chunk.choices || chunk.choices.length === 0) return "";
       delete chunk.usage;

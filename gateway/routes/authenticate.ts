@@ -4,6 +4,8 @@
  * the previous one) is looked up in the config's key map. Keys left out of the
  * config (unknown or disabled) and expired keys are refused. An address that
  * keeps sending invalid keys is answered 429 for a while, before any lookup.
+ * Routes of the Anthropic Messages API also take the key from `x-api-key`, Anthropic's header, when
+ * there is no Authorization header.
  */
 import type { FastifyRequest } from "fastify";
 import { keyedHash } from "../../crds/api/index.ts";
@@ -20,6 +22,7 @@ import type { GatewayMetrics } from "../metrics.ts";
 import type { InvalidKeyThrottle } from "./invalid-key-throttle.ts";
 
 const BEARER = /^Bearer[ \t]+(\S{1,512})[ \t]*$/i;
+const API_KEY = /^[ \t]*(\S{1,512})[ \t]*$/;
 
 export interface AuthenticatorDeps {
   holder: ConfigHolder;
@@ -27,9 +30,11 @@ export interface AuthenticatorDeps {
   throttle: InvalidKeyThrottle;
   metrics: GatewayMetrics;
   now: () => number;
+  /** Also accept the key in `x-api-key` (the Messages API's header). */
+  apiKeyHeader?: boolean;
 }
 
-export function authenticator({ holder, hashingKeys, throttle, metrics, now }: AuthenticatorDeps) {
+export function authenticator({ holder, hashingKeys, throttle, metrics, now, apiKeyHeader }: AuthenticatorDeps) {
   const invalid = (request: FastifyRequest): InvalidApiKeyError => {
     metrics.authFailures.inc({ reason: "invalid" });
     if (throttle.recordFailure(request.ip)) {
@@ -50,11 +55,17 @@ export function authenticator({ holder, hashingKeys, throttle, metrics, now }: A
       throw new TooManyInvalidKeysError(waitMs);
     }
     const header = request.headers.authorization;
-    if (header === undefined || header === "") {
+    const apiKey = apiKeyHeader ? request.headers["x-api-key"] : undefined;
+    const hasBearer = header !== undefined && header !== "";
+    if (!hasBearer && (apiKey === undefined || apiKey === "")) {
       metrics.authFailures.inc({ reason: "missing" });
-      throw new MissingApiKeyError();
+      throw new MissingApiKeyError(
+        apiKeyHeader
+          ? "You didn't provide an API key. Send it as 'x-api-key: <key>' or 'Authorization: Bearer <key>'."
+          : undefined,
+      );
     }
-    const match = BEARER.exec(header);
+    const match = hasBearer ? BEARER.exec(header) : typeof apiKey === "string" ? API_KEY.exec(apiKey) : null;
     if (!match) throw invalid(request);
     const key = match[1]!;
     // A Map lookup by digest is not a timing oracle worth guarding: the digest is keyed with a secret the client
