@@ -265,7 +265,8 @@ export class ReplicaEngine {
           index,
           text: output.text,
           completionTokens,
-          finishReason: metadata.stopReason === "maxTokens" && !output.stopped ? "length" : "stop",
+          // A stop string ends the generation as an abort, so it never reads as "maxTokens".
+          finishReason: metadata.stopReason === "maxTokens" ? "length" : "stop",
           logprobs: output.logprobs,
         };
         choices.push(choice);

@@ -3,8 +3,9 @@
  * token per 4 characters of text (rounded up, at least 1), the usual figure
  * for English with BPE tokenizers; the completion reserves max_tokens, or
  * DEFAULT_COMPLETION_TOKENS capped by what one request to the model may hold
- * (its sequence's context) when the client gave none, once for each of the request's `n` choices. The real usage replaces
- * the estimate when the answer ends.
+ * (its sequence's context) when the client gave none, once for each of the
+ * request's `n` choices. The real usage replaces the estimate when the answer
+ * ends.
  */
 export const CHARS_PER_TOKEN = 4;
 export const DEFAULT_COMPLETION_TOKENS = 512;
