@@ -79,10 +79,11 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?
         : "prompt" in body
           ? body.max_tokens
           : undefined;
-    if (maxTokens != null && maxTokens > model.contextSize) {
+    // One request holds one sequence, so its context — not the replica's whole one — bounds the answer.
+    if (maxTokens != null && maxTokens > model.sequenceContextSize) {
       const param = "messages" in body && body.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
       throw new InvalidRequestError(
-        `${param} is ${maxTokens}, more than the model's context of ${model.contextSize} tokens.`,
+        `${param} is ${maxTokens}, more than the ${model.sequenceContextSize} tokens one request to this model may hold.`,
         param,
       );
     }
@@ -95,7 +96,7 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?
     const tokens =
       kind === "embedding"
         ? estimatePromptTokens(text)
-        : reservation(text, maxTokens ?? undefined, model.contextSize, choices);
+        : reservation(text, maxTokens ?? undefined, model.sequenceContextSize, choices);
     const ticket = await admit(deps, request, model, tokens);
 
     const stream = kind !== "embedding" && (body as ChatCompletionRequest).stream === true;

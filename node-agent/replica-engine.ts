@@ -18,6 +18,7 @@ import { type EngineSettings, perSequenceContext } from "../crds/api/index.ts";
 import { type Gate, PacedSequence } from "./paced-sequence.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 import { SequencePool } from "./sequence-pool.ts";
+import { ChoiceText } from "./stop-text.ts";
 import { fastest, measureThreads, type ThreadMeasurement, threadCandidates } from "./thread-probe.ts";
 import { type TokenLogprob, TokenProbabilities } from "./token-probabilities.ts";
 
@@ -228,9 +229,11 @@ export class ReplicaEngine {
       for (let index = 0; index < (params.choices ?? 1) && !aborted; index++) {
         probabilities?.reset();
         let completionTokens = 0;
-        const logprobs: TokenLogprob[] | undefined = probabilities ? [] : undefined;
-        let pending: TokenLogprob[] | undefined;
-        const { response, metadata } = await completion.generateCompletionWithMeta(prompt, {
+        // Stop strings are matched on the text as the client reads it (stop-text.ts); a match ends the
+        // generation through its own abort signal.
+        const output = new ChoiceText(params.stop ?? [], probabilities !== undefined);
+        const stop = new AbortController();
+        const { metadata } = await completion.generateCompletionWithMeta(prompt, {
           maxTokens,
           temperature: params.temperature,
           topP: params.topP,
@@ -240,35 +243,35 @@ export class ReplicaEngine {
           seed: params.seed === undefined ? undefined : params.seed + index,
           tokenBias: params.tokenBias,
           grammar: params.grammar,
-          customStopTriggers: params.stop?.length ? params.stop : undefined,
           repeatPenalty: penalize
             ? { presencePenalty: params.presencePenalty, frequencyPenalty: params.frequencyPenalty }
             : false,
-          signal: options.signal,
+          signal: options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal,
           stopOnAbortSignal: true,
           // onToken comes right before onTextChunk with the same kept tokens.
           onToken: (tokens) => {
             if (firstTokenMs === undefined) firstTokenMs = performance.now() - started;
             completionTokens += tokens.length;
-            if (probabilities) {
-              pending = probabilities.take(tokens);
-              logprobs?.push(...pending);
-            }
+            if (probabilities) output.addEntries(probabilities.take(tokens));
           },
-          onTextChunk: options.onText
-            ? (text) => {
-                options.onText!(text, index, pending);
-                pending = undefined;
-              }
-            : undefined,
+          onTextChunk: (text) => {
+            const step = output.push(text);
+            if (step.text || step.logprobs?.length) options.onText?.(step.text, index, step.logprobs);
+            if (step.stopped) stop.abort();
+          },
         });
-        aborted = metadata.stopReason === "abort";
+        aborted = metadata.stopReason === "abort" && !output.stopped;
+        if (!output.stopped && !aborted) {
+          const rest = output.end();
+          if (rest.text || rest.logprobs?.length) options.onText?.(rest.text, index, rest.logprobs);
+        }
         const choice: ChoiceResult = {
           index,
-          text: response,
+          text: output.text,
           completionTokens,
+          // A stop string ends the generation as an abort, so it never reads as "maxTokens".
           finishReason: metadata.stopReason === "maxTokens" ? "length" : "stop",
-          logprobs,
+          logprobs: output.logprobs,
         };
         choices.push(choice);
         if (!aborted) options.onChoiceEnd?.(choice);

@@ -27,8 +27,9 @@ export interface TokenLogprob extends TokenAlternative {
 
 /**
  * Collects what the sequence sampled, in order (paced-sequence.ts feeds it), and turns the tokens the
- * generation kept into logprob entries. Tokens held back and dropped (a stop string, the end-of-text
- * token) are sampled but never kept, so the kept tokens are a prefix of the sampled ones.
+ * generation kept into logprob entries. Tokens LlamaCompletion holds back and drops (the end-of-text
+ * token) are sampled but never kept, so the kept tokens are a prefix of the sampled ones. A stop string's
+ * tokens are kept here and left out with its text (stop-text.ts).
  */
 export class TokenProbabilities {
   private readonly model: LlamaModel;
@@ -64,9 +65,9 @@ export class TokenProbabilities {
     const out: TokenLogprob[] = [];
     for (const token of tokens) {
       const at = this.sampled[this.used++];
-      // A stop string that starts inside a token makes llama.cpp re-tokenize the kept text, so the kept
-      // token may differ from the sampled one: its probability is then read from the same distribution,
-      // or, without one, is the sampled token's.
+      // A stop trigger of node-llama-cpp's own (a grammar's) that starts inside a token makes it
+      // re-tokenize the kept text, so the kept token may differ from the sampled one: its probability is
+      // then read from the same distribution, or, without one, is the sampled token's.
       const probability = at?.probabilities?.get(token) ?? at?.probability ?? 0;
       const before = this.kept.slice(-CONTEXT_TOKENS);
       out.push({
@@ -96,6 +97,15 @@ export class TokenProbabilities {
     const logprob = probability > 0 ? Math.max(Math.log(probability), IMPOSSIBLE) : IMPOSSIBLE;
     return { token: text, logprob, bytes: [...Buffer.from(text, "utf8")] };
   }
+}
+
+/**
+ * The entry of a token a stop string starts inside: the part of its text before the stop, with the
+ * sampled token's log probability and alternatives.
+ */
+export function truncated(entry: TokenLogprob, chars: number): TokenLogprob {
+  const token = entry.token.slice(0, chars);
+  return { ...entry, token, bytes: [...Buffer.from(token, "utf8")] };
 }
 
 const IMPOSSIBLE = -9999;

@@ -150,7 +150,7 @@ describe("a node-agent killed under load", () => {
         const stream = await client().chat.completions.create({
           model: "stories",
           messages: [{ role: "user", content: "Tell me a long story" }],
-          max_tokens: 1_000,
+          max_tokens: 250,
           stream: true,
         });
         for await (const _ of stream) if (chunks++ === 0) begun++;

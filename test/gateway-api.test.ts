@@ -162,6 +162,12 @@ describe("the OpenAI API through the official client", () => {
       [{ model: "tiny", messages: [] }, "messages"],
       [{ model: "tiny", messages: [{ role: "user", content: "hi" }], temperature: 9 }, "temperature"],
       [{ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 5000 }, "max_tokens"],
+      // tiny has 4096 tokens of context, but one request may hold only 1024 (its sequenceContextSize).
+      [{ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 1025 }, "max_tokens"],
+      [
+        { model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 5, max_completion_tokens: 1025 },
+        "max_completion_tokens",
+      ],
       [{ model: "tiny", messages: [{ role: "wizard", content: "hi" }] }, "messages[0].role"],
       [{ model: "tiny", messages: [{ role: "user", content: "hi" }], frobnicate: true }, "frobnicate"],
     ];
@@ -172,6 +178,18 @@ describe("the OpenAI API through the official client", () => {
       expect(err, JSON.stringify(body)).toBeInstanceOf(OpenAI.BadRequestError);
       expect((err as InstanceType<typeof OpenAI.APIError>).param).toBe(param);
     }
+    const legacy = await client(full.secret)
+      .completions.create({ model: "tiny", prompt: "hi", max_tokens: 1025 })
+      .catch((e: unknown) => e);
+    expect(legacy).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((legacy as InstanceType<typeof OpenAI.APIError>).param).toBe("max_tokens");
+    // As much as one request may hold is fine.
+    const most = await client(full.secret).chat.completions.create({
+      model: "tiny",
+      messages: [{ role: "user", content: "hi" }],
+      max_completion_tokens: 1024,
+    });
+    expect(most.choices[0]?.message.content).toBe("from mac-a");
     const embeddings = await client(full.secret)
       .embeddings.create({ model: "big", input: "x" })
       .catch((e: unknown) => e);

@@ -161,7 +161,7 @@ describe("real inference through the gateway", () => {
       {
         model: "stories",
         messages: [{ role: "user", content: "Tell a very long story" }],
-        max_tokens: 400,
+        max_tokens: 250,
         stream: true,
       },
       { signal: controller.signal },

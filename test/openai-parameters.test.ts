@@ -38,6 +38,38 @@ async function chat(params: Partial<OpenAI.ChatCompletionCreateParamsNonStreamin
   return { text: answer.choices[0]?.message.content ?? "", answer };
 }
 
+/**
+ * The first choice's text and finish reason of a greedy 60-token answer to "Once upon a time", as chat or
+ * as a completion; a stream's chunks joined.
+ */
+async function answer(endpoint: "chat" | "completions", params: { stop?: string; stream?: boolean }) {
+  const common = { model: "stories", temperature: 0, max_tokens: 60, stop: params.stop };
+  let text = "";
+  let finish: string | null | undefined;
+  if (endpoint === "chat") {
+    const base = { ...common, messages: user("Once upon a time") };
+    if (!params.stream) {
+      const a = await client().chat.completions.create(base);
+      return { text: a.choices[0]?.message.content ?? "", finish: a.choices[0]?.finish_reason };
+    }
+    for await (const chunk of await client().chat.completions.create({ ...base, stream: true })) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    return { text, finish };
+  }
+  const base = { ...common, prompt: "Once upon a time" };
+  if (!params.stream) {
+    const a = await client().completions.create(base);
+    return { text: a.choices[0]?.text ?? "", finish: a.choices[0]?.finish_reason };
+  }
+  for await (const chunk of await client().completions.create({ ...base, stream: true })) {
+    text += chunk.choices[0]?.text ?? "";
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  return { text, finish };
+}
+
 beforeAll(async () => {
   await installCrds();
   await createNamespace(ns);
@@ -117,11 +149,24 @@ describe("chat completion parameters", () => {
   });
 
   it("stop ends the answer before the stop text", async () => {
-    const free = await chat({ max_tokens: 60 });
-    expect(free.text).toContain(".");
-    const stopped = await chat({ max_tokens: 60, stop: ["."] });
-    expect(stopped.text).toBe(free.text.slice(0, free.text.indexOf(".")));
-    expect(stopped.answer.choices[0]?.finish_reason).toBe("stop");
+    // Stops are matched on the text as the client reads it, spaces included (SentencePiece tokens carry
+    // their leading space as "▁", which a token read alone loses). Chat answers "Anna, I'm ready to come
+    // into the room. Anna was …"; a completion of "Once upon a time", ", there was a little girl named
+    // Lily. She …".
+    const cases = [
+      { endpoint: "chat", stops: [".", " was", "room. Anna", " "] },
+      { endpoint: "completions", stops: [" was", "Lily. She", " "] },
+    ] as const;
+    for (const { endpoint, stops } of cases) {
+      const free = await answer(endpoint, {});
+      for (const stop of stops) {
+        expect(free.text).toContain(stop);
+        const expected = { stop, text: free.text.slice(0, free.text.indexOf(stop)), finish: "stop" };
+        expect({ stop, ...(await answer(endpoint, { stop })) }).toEqual(expected);
+        // The stream's chunks never carry any part of the stop text: joined, they are the same answer.
+        expect({ stop, ...(await answer(endpoint, { stop, stream: true })) }).toEqual(expected);
+      }
+    }
   });
 
   it("temperature 0 is greedy whatever the seed, and a small top_p keeps only the likeliest token", async () => {

@@ -278,8 +278,8 @@ describe("logprobs", () => {
   });
 });
 
-it("leaves a stop string's tokens out of the logprobs, as out of the text", async () => {
-  const ask = (stop?: string) =>
+describe("stop with logprobs", () => {
+  const ask = (stop?: string, n?: number) =>
     client().completions.create({
       model: "stories",
       prompt: PROMPT,
@@ -287,21 +287,70 @@ it("leaves a stop string's tokens out of the logprobs, as out of the text", asyn
       temperature: 0,
       logprobs: 2,
       stop,
+      n,
     });
-  const plain = (await ask()).choices[0]!;
-  // A word from the middle without its leading space: the stop starts inside the token that carries it.
-  const word = plain
-    .logprobs!.tokens!.slice(3)
-    .find((t) => t.trim().length > 1)!
-    .trim();
-  const stopped = (await ask(word)).choices[0]!;
-  expect(plain.text).toContain(word);
-  // llama.cpp keeps whole tokens before the stop, so the space in front of the word may go with it.
-  expect(plain.text.startsWith(stopped.text)).toBe(true);
-  expect(stopped.text.trimEnd()).toBe(plain.text.slice(0, plain.text.indexOf(word)).trimEnd());
-  expect(stopped.finish_reason).toBe("stop");
-  expect(stopped.logprobs!.tokens!.join("")).toBe(stopped.text);
-  expect(stopped.logprobs!.token_logprobs!.every((lp) => lp <= 0)).toBe(true);
+  /** A word from the middle, without its leading space: such a stop starts inside the token carrying it. */
+  const wordOf = (plain: OpenAI.CompletionChoice) =>
+    plain
+      .logprobs!.tokens!.slice(3)
+      .find((t) => t.trim().length > 1)!
+      .trim();
+
+  it("leaves a stop string's tokens out of the logprobs, as out of the text", async () => {
+    const plain = (await ask()).choices[0]!;
+    const word = wordOf(plain);
+    expect(plain.text).toContain(word);
+    for (const stop of [word, ` ${word}`]) {
+      const answer = await ask(stop);
+      const stopped = answer.choices[0]!;
+      expect({ stop, text: stopped.text }).toEqual({ stop, text: plain.text.slice(0, plain.text.indexOf(stop)) });
+      expect(stopped.finish_reason).toBe("stop");
+      // The entries' texts joined are the answer; the space before `word` keeps its entry, cut there.
+      expect(stopped.logprobs!.tokens!.join("")).toBe(stopped.text);
+      expect(stopped.logprobs!.token_logprobs!.every((lp) => lp <= 0)).toBe(true);
+      // Generation ends with the token that completes the stop; usage counts every token generated.
+      const stopEnd = plain.text.indexOf(stop) + stop.length;
+      let read = 0;
+      const through = plain.logprobs!.tokens!.findIndex((t) => {
+        read += t.length;
+        return read >= stopEnd;
+      });
+      expect(answer.usage!.completion_tokens).toBe(through + 1);
+    }
+  });
+
+  it("streams the same text and entries as the whole answer, and stops each of n choices", async () => {
+    const plain = (await ask()).choices[0]!;
+    const stop = ` ${wordOf(plain)}`;
+    const whole = await ask(stop, 2);
+    const stream = await client().completions.create({
+      model: "stories",
+      prompt: PROMPT,
+      max_tokens: 10,
+      temperature: 0,
+      logprobs: 2,
+      stop,
+      n: 2,
+      stream: true,
+    });
+    const text = ["", ""];
+    const tokens: string[][] = [[], []];
+    const finish: (string | null)[] = [null, null];
+    for await (const chunk of stream)
+      for (const c of chunk.choices) {
+        text[c.index] += c.text;
+        tokens[c.index]!.push(...(c.logprobs?.tokens ?? []));
+        finish[c.index] = c.finish_reason ?? finish[c.index]!;
+      }
+    const expected = plain.text.slice(0, plain.text.indexOf(stop));
+    for (const [i, c] of whole.choices.entries()) {
+      expect(c.text).toBe(expected);
+      expect(c.finish_reason).toBe("stop");
+      expect(text[i]).toBe(expected);
+      expect(tokens[i]).toEqual(c.logprobs!.tokens);
+      expect(finish[i]).toBe("stop");
+    }
+  });
 });
 
 describe("logit_bias", () => {
