@@ -19,7 +19,8 @@ export type Gate = () => Promise<void> | undefined;
 type Evaluate = LlamaContextSequence["evaluate"];
 /**
  * Receives every token the sequence samples, with its probability, and the candidates' probabilities when
- * `alternatives` is set (llama.cpp then hands over the whole distribution, which costs time per token).
+ * `alternatives` is set (llama.cpp then hands over the whole distribution, which costs time per token;
+ * the recorder keeps only the few candidates it reports, so no distribution outlives its `record` call).
  */
 export interface ProbabilityRecorder {
   alternatives: boolean;

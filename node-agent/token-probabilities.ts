@@ -25,19 +25,31 @@ export interface TokenLogprob extends TokenAlternative {
   top_logprobs: TokenAlternative[];
 }
 
+/** What is kept of one sampled token until the generation keeps it: its probability and the best `top` candidates. */
+interface HeldToken {
+  token: Token;
+  probability: number;
+  /** Best first; undefined when alternatives were not asked for. */
+  top: [Token, number][] | undefined;
+}
+
 /**
  * Collects what the sequence sampled, in order (paced-sequence.ts feeds it), and turns the tokens the
  * generation kept into logprob entries. Tokens LlamaCompletion holds back and drops (the end-of-text
  * token) are sampled but never kept, so the kept tokens are a prefix of the sampled ones. A stop string's
  * tokens are kept here and left out with its text (stop-text.ts).
+ *
+ * llama.cpp hands over every candidate of every token (the whole vocabulary when greedy or top_k 0): only
+ * the best `top` of them are held, and a token's entry is dropped once the generation keeps it, so what is
+ * held is the few tokens sampled but not yet kept, at most `top` candidates each.
  */
 export class TokenProbabilities {
   private readonly model: LlamaModel;
   private readonly top: number;
-  private readonly sampled: SampledToken[] = [];
-  /** The tokens kept so far in this choice: a token's text depends on what precedes it (a leading space). */
-  private readonly kept: Token[] = [];
-  private used = 0;
+  /** Sampled, not yet kept, oldest first. */
+  private held: HeldToken[] = [];
+  /** The last tokens kept in this choice: a token's text depends on what precedes it (a leading space). */
+  private before: Token[] = [];
 
   constructor(model: LlamaModel, top: number) {
     this.model = model;
@@ -49,44 +61,51 @@ export class TokenProbabilities {
     return this.top > 0;
   }
 
+  /** The candidates held right now, over all tokens sampled and not yet kept (what the bound is about). */
+  get heldCandidates(): number {
+    return this.held.reduce((n, h) => n + (h.top?.length ?? 0), 0);
+  }
+
   record(sampled: SampledToken): void {
-    this.sampled.push(sampled);
+    let top: [Token, number][] | undefined;
+    if (sampled.probabilities && this.top > 0) {
+      top = [];
+      for (const [token, p] of sampled.probabilities) {
+        if (p <= 0 || top.length >= this.top) break;
+        top.push([token, p]);
+      }
+    }
+    this.held.push({ token: sampled.token, probability: sampled.probability, top });
   }
 
   /** Start the next choice: what the previous one sampled and did not keep is dropped. */
   reset(): void {
-    this.sampled.length = 0;
-    this.kept.length = 0;
-    this.used = 0;
+    this.held = [];
+    this.before = [];
   }
 
   /** Entries for the next tokens the generation kept, in the order it kept them. */
   take(tokens: readonly Token[]): TokenLogprob[] {
     const out: TokenLogprob[] = [];
-    for (const token of tokens) {
-      const at = this.sampled[this.used++];
+    const taken = this.held.splice(0, tokens.length);
+    tokens.forEach((token, i) => {
+      const at = taken[i];
       // A stop trigger of node-llama-cpp's own (a grammar's) that starts inside a token makes it
       // re-tokenize the kept text, so the kept token may differ from the sampled one: its probability is
-      // then read from the same distribution, or, without one, is the sampled token's.
-      const probability = at?.probabilities?.get(token) ?? at?.probability ?? 0;
-      const before = this.kept.slice(-CONTEXT_TOKENS);
+      // then read from the held candidates, or, when it is not among them, is the sampled token's.
+      const probability =
+        at === undefined
+          ? 0
+          : at.token === token
+            ? at.probability
+            : (at.top?.find(([t]) => t === token)?.[1] ?? at.probability);
+      const before = this.before;
       out.push({
         ...this.alternative(token, probability, before),
-        top_logprobs: at?.probabilities ? this.topOf(at.probabilities, before) : [],
+        top_logprobs: at?.top ? at.top.map(([t, p]) => this.alternative(t, p, before)) : [],
       });
-      this.kept.push(token);
-    }
-    return out;
-  }
-
-  private topOf(probabilities: ReadonlyMap<Token, number>, before: Token[]): TokenAlternative[] {
-    const out: TokenAlternative[] = [];
-    if (this.top === 0) return out;
-    for (const [token, p] of probabilities) {
-      if (p <= 0) break;
-      out.push(this.alternative(token, p, before));
-      if (out.length >= this.top) break;
-    }
+      this.before = [...before.slice(1 - CONTEXT_TOKENS), token];
+    });
     return out;
   }
 
