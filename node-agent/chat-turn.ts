@@ -36,12 +36,10 @@ export async function prepareChatTurn(engine: ReplicaEngine, body: ChatCompletio
     ...[responseFormatNote(format)].filter((n): n is string => n !== undefined),
   ];
   const { prompt, stop } = chatPrompt(engine.model, body.messages, { tools: body.tools, notes });
+  if (body.tool_choice !== undefined && body.tool_choice !== "none" && !body.tools?.length)
+    throw invalid("tool_choice needs tools: the request declares none", "tool_choice");
   const constrained = wantsTools || (format !== undefined && format.type !== "text");
-  if (!constrained) {
-    if (body.tool_choice !== undefined && body.tool_choice !== "none" && !body.tools?.length)
-      throw invalid("tool_choice needs tools: the request declares none", "tool_choice");
-    return { prompt, stop, grammar: undefined, tools: undefined };
-  }
+  if (!constrained) return { prompt, stop, grammar: undefined, tools: undefined };
   if (wantsTools && format !== undefined && format.type !== "text")
     throw invalid(
       "response_format cannot be combined with tools here: the answer is either tool calls or the format",
@@ -58,7 +56,10 @@ export async function prepareChatTurn(engine: ReplicaEngine, body: ChatCompletio
     return { prompt, stop, grammar: await responseFormatGrammar(engine.model.llama, format, room), tools: undefined };
   } catch (err) {
     if (err instanceof SchemaRefusedError) throw invalid(err.message, err.param);
-    throw err;
+    // Whatever else translating, sizing or compiling a client's schema throws is still about that schema:
+    // a 400 naming it, never a 5xx the gateway would count against the replica.
+    const param = wantsTools ? "tools" : "response_format";
+    throw invalid(`${param} could not be turned into a grammar: ${(err as Error).message}`, param);
   }
 }
 

@@ -10,6 +10,8 @@
  * - integers are written with at most 15 digits and no exponent, so they are safe integers (zod's z.int()
  *   range, ±(2^53 − 1), is accepted as minimum/maximum);
  * - anything else (pattern, minimum, oneOf, allOf, additionalProperties true, recursion, …) is refused.
+ * - the work is bounded: enum ≤ 1,000 values and 64 KB, type lists without repeats, required no longer
+ *   than properties, 32 levels, and 2,000 parts (after $ref) for all the schemas of a request together.
  * The grammar's longest answer, in tokens, is bounded by its UTF-8 bytes (a token the grammar accepts is
  * at least one byte): `fitSchema` gives strings and arrays without a stated bound an implicit one so the
  * longest answer fits the request's room, and refuses a schema whose stated bounds cannot fit.
@@ -69,7 +71,11 @@ const SCALARS = new Set(["string", "number", "integer", "boolean", "null"]);
 const FORMATS = new Set(["date-time", "date", "time"]);
 /** Deeper schemas are refused: the translation recurses, and no real answer format nests this far. */
 const MAX_DEPTH = 32;
-const MAX_NODES = 2_000;
+/** Parts (after $ref) of all the schemas of one request together: every tool's parameters, or the format. */
+export const MAX_NODES = 2_000;
+/** Bounds on what a single keyword may list, so a hostile list costs no more than a real one. */
+const MAX_ENUM_VALUES = 1_000;
+const MAX_ENUM_BYTES = 64 * 1024;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const count = (v: unknown, where: string, refuse: (m: string) => never): number => {
@@ -77,8 +83,16 @@ const count = (v: unknown, where: string, refuse: (m: string) => never): number 
   return v;
 };
 
-/** Translate `schema`; `param` is what a 400 names (e.g. `tools[0].function.parameters`). */
-export function translateSchema(schema: unknown, param: string): GrammarNode {
+/** The parts all the schemas of one request may still have: pass one to every translateSchema of a request. */
+export class SchemaBudget {
+  nodes = MAX_NODES;
+}
+
+/**
+ * Translate `schema`; `param` is what a 400 names (e.g. `tools[0].function.parameters`). `budget` is
+ * shared by the request's schemas, so many tools cannot each bring the largest schema.
+ */
+export function translateSchema(schema: unknown, param: string, budget = new SchemaBudget()): GrammarNode {
   const root = schema;
   const defsOf = (name: "$defs" | "definitions") =>
     isObject(root) && isObject(root[name]) ? (root[name] as Record<string, unknown>) : {};
@@ -86,12 +100,12 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
     throw new SchemaRefusedError(param, `${param}${path ? ` at ${path}` : ""}: ${message}`);
   };
 
-  let nodes = 0;
   const walk = (node: unknown, path: string, depth: number, refs: readonly string[]): GrammarNode => {
     const no = (message: string) => refuse(path, message);
     if (depth > MAX_DEPTH) no(`schemas nested deeper than ${MAX_DEPTH} levels are not supported`);
     // $ref is inlined, so a small schema can stand for a huge one: the grammar's size is bounded here.
-    if (++nodes > MAX_NODES) no(`schemas of more than ${MAX_NODES} parts (after $ref) are not supported`);
+    if (--budget.nodes < 0)
+      no(`a request's schemas may have at most ${MAX_NODES} parts in all (after $ref); this one has more`);
     if (!isObject(node)) return no("a schema must be a JSON object");
     if (typeof node.$ref === "string") {
       const ref = node.$ref;
@@ -115,9 +129,14 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
     if ("const" in node || "enum" in node) {
       const values = "const" in node ? [node.const] : node.enum;
       if (!Array.isArray(values) || values.length === 0) return no("enum must be a non-empty list");
-      for (const v of values)
+      if (values.length > MAX_ENUM_VALUES) no(`enum may list at most ${MAX_ENUM_VALUES} values`);
+      let bytes = 0;
+      for (const v of values) {
         if (v !== null && !["string", "number", "boolean"].includes(typeof v))
           no("enum and const values must be strings, numbers, booleans or null");
+        bytes += literalBytes(v as string);
+      }
+      if (bytes > MAX_ENUM_BYTES) no(`enum values may take at most ${MAX_ENUM_BYTES} bytes of JSON in all`);
       for (const key of Object.keys(node))
         if (!["const", "enum", "type"].includes(key) && !ANNOTATIONS.has(key))
           no(`${key} next to enum or const is not supported`);
@@ -127,6 +146,7 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
     if (Array.isArray(type)) {
       if (type.length === 0 || !type.every((t) => typeof t === "string" && SCALARS.has(t)))
         no("a list of types may hold only string, number, integer, boolean and null");
+      if (new Set(type).size !== type.length) no("a list of types must not repeat a type");
       for (const key of Object.keys(node))
         if (key !== "type" && !ANNOTATIONS.has(key)) no(`${key} with a list of types is not supported`);
       return { kind: "types", types: type as ("string" | "number" | "integer" | "boolean" | "null")[] };
@@ -167,9 +187,12 @@ export function translateSchema(schema: unknown, param: string): GrammarNode {
           ([name, sub]): [string, GrammarNode] => [name, walk(sub, `${path}.properties.${name}`, depth + 1, refs)],
         );
         if (node.required !== undefined) {
-          if (!Array.isArray(node.required)) no("required must be a list");
-          for (const name of node.required as unknown[])
-            if (!properties.some(([p]) => p === name)) no(`required names ${JSON.stringify(name)}, not a property`);
+          if (!Array.isArray(node.required)) return no("required must be a list");
+          if (node.required.length > properties.length) no("required lists more names than there are properties");
+          const names = new Set(properties.map(([p]) => p));
+          for (const name of node.required)
+            if (typeof name !== "string" || !names.has(name))
+              no(`required names ${JSON.stringify(name)}, not a property`);
         }
         return { kind: "object", properties };
       }
@@ -223,14 +246,18 @@ export function longestAnswer(node: GrammarNode, cap: number, depth = 0): number
   switch (node.kind) {
     case "scalar":
       return scalarBytes(node.type);
+    // reduce, not Math.max(...list): a spread of a long list overflows the call stack.
     case "types":
-      return Math.max(...node.types.map((t) => (t === "string" ? 2 + BYTES_PER_CHAR * cap : scalarBytes(t))));
+      return node.types.reduce<number>(
+        (m, t) => Math.max(m, t === "string" ? 2 + BYTES_PER_CHAR * cap : scalarBytes(t)),
+        0,
+      );
     case "literal":
-      return Math.max(...node.values.map(literalBytes));
+      return node.values.reduce<number>((m, v) => Math.max(m, literalBytes(v)), 0);
     case "string":
       return node.format ? FORMAT_BYTES : 2 + BYTES_PER_CHAR * (node.maxLength ?? Math.max(node.minLength, cap));
     case "anyOf":
-      return Math.max(...node.options.map((o) => longestAnswer(o, cap, depth)));
+      return node.options.reduce((m, o) => Math.max(m, longestAnswer(o, cap, depth)), 0);
     case "object":
       return (
         2 +

@@ -20,6 +20,7 @@ import {
   jsonGrammar,
   jsonSchemaGbnf,
   longestAnswer,
+  SchemaBudget,
   SchemaRefusedError,
   toGbnfSchema,
   translateSchema,
@@ -93,30 +94,31 @@ function callsNode(tools: { name: string; parameters: GrammarNode }[], maxCalls:
  */
 export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: number): Promise<ToolPlan | undefined> {
   const tools = body.tools ?? [];
-  const choice = body.tool_choice ?? (tools.length ? "auto" : "none");
-  if (choice !== "none" && tools.length === 0)
-    throw new SchemaRefusedError("tool_choice", "tool_choice needs tools: the request declares none");
-  if (choice === "none") return undefined;
-  let offered = tools.map((t, index) => ({ t, index }));
-  if (typeof choice === "object") {
-    offered = offered.filter(({ t }) => t.function.name === choice.function.name);
-    if (offered.length === 0)
-      throw new SchemaRefusedError(
-        "tool_choice.function.name",
-        `tool_choice names ${choice.function.name}, which is not one of the request's tools`,
-      );
-  }
+  // chat-turn.ts has refused tool_choice without tools.
+  const choice = body.tool_choice ?? "auto";
+  if (tools.length === 0 || choice === "none") return undefined;
+  if (typeof choice === "object" && !tools.some((t) => t.function.name === choice.function.name))
+    throw new SchemaRefusedError(
+      "tool_choice.function.name",
+      `tool_choice names ${choice.function.name}, which is not one of the request's tools`,
+    );
   const names = new Set<string>();
-  for (const { t, index } of tools.map((t, index) => ({ t, index }))) {
+  tools.forEach((t, index) => {
     if (names.has(t.function.name))
       throw new SchemaRefusedError(`tools[${index}].function.name`, `two tools are named ${t.function.name}`);
     names.add(t.function.name);
-  }
-  let translated = offered.map(({ t, index }) => ({
-    index,
-    name: t.function.name,
-    parameters: translateSchema(t.function.parameters ?? noParameters, `tools[${index}].function.parameters`),
-  }));
+  });
+  // One budget for every tool's parameters: many tools cannot each bring the largest schema.
+  const budget = new SchemaBudget();
+  const declared = tools.map((t, index) => {
+    const param = `tools[${index}].function.parameters`;
+    const parameters = translateSchema(t.function.parameters ?? noParameters, param, budget);
+    // A call's arguments are an object: OpenAI's SDKs parse them as one, Anthropic's tool_use input is one.
+    if (parameters.kind !== "object")
+      throw new SchemaRefusedError(param, `${param}: function parameters must be an object schema`);
+    return { index, name: t.function.name, parameters };
+  });
+  let translated = typeof choice === "object" ? declared.filter((t) => t.name === choice.function.name) : declared;
   const mode = choice === "auto" ? "auto" : "required";
   const prefixBytes = mode === "auto" ? 4 + TOOL_CALL_PREFIX.length : 0;
   // Under "auto" the model may also answer in text: a function whose call cannot fit is simply not

@@ -11,6 +11,7 @@ import {
   fitSchema,
   GRAMMAR_TRAILER_BYTES,
   longestAnswer,
+  SchemaBudget,
   SchemaRefusedError,
   translateSchema,
 } from "../node-agent/json-schema-grammar.ts";
@@ -60,6 +61,38 @@ describe("translating a schema", () => {
       "cannot fit",
     );
     expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it("refuses keyword lists longer than any real schema has, with a 400, not a stack overflow", () => {
+    // Sizing a 200,000-value enum with Math.max(...values) overflowed the call stack (a 500).
+    const many = Array.from({ length: 200_000 }, (_, i) => i);
+    expect(() => fitSchema({ enum: many }, "p", 1_000)).toThrow(SchemaRefusedError);
+    expect(refusal({ enum: many })).toContain("at most 1000 values");
+    expect(refusal({ enum: ["x".repeat(40_000), "y".repeat(40_000)] })).toContain("bytes");
+    expect(refusal({ type: ["string", "string"] })).toContain("repeat");
+    // A long enum within the bounds is sized by reduce.
+    const ok = translateSchema({ enum: Array.from({ length: 1_000 }, (_, i) => `v${i}`) }, "p");
+    expect(longestAnswer(ok, 0)).toBe(JSON.stringify("v999").length);
+  });
+
+  it("checks required against a set of the properties, and refuses more names than properties", () => {
+    const properties = Object.fromEntries(Array.from({ length: 500 }, (_, i) => [`p${i}`, { type: "boolean" }]));
+    const required = Object.keys(properties);
+    expect(translateSchema({ type: "object", properties, required }, "p").kind).toBe("object");
+    expect(refusal({ type: "object", properties, required: [...required, "p0"] })).toContain("more names");
+    expect(refusal({ type: "object", properties: { a: { type: "null" } }, required: ["b"] })).toContain('"b"');
+  });
+
+  it("shares one budget of parts among a request's schemas", () => {
+    const wide = {
+      type: "object",
+      properties: Object.fromEntries(Array.from({ length: 1_200 }, (_, i) => [`p${i}`, { type: "null" }])),
+    };
+    // Alone, each schema fits the budget; two of them in one request do not.
+    translateSchema(wide, "a");
+    const budget = new SchemaBudget();
+    translateSchema(wide, "a", budget);
+    expect(() => translateSchema(wide, "b", budget)).toThrow(/at most 2000 parts in all/);
   });
 
   it("closes open bounds to the largest that fits, and the longest answer then fits", () => {
@@ -137,6 +170,40 @@ describe("tool-call grammars on the fixture model", () => {
     const text = await generate(plan!, false);
     expect(text.trimStart().startsWith("<")).toBe(false);
     expect(parseToolCalls(plan!, text)).toBeUndefined();
+  });
+
+  it("refuses function parameters that are not an object schema", async () => {
+    const tool = (parameters: unknown) => ({
+      ...body,
+      tools: [
+        body.tools![0]!,
+        { type: "function" as const, function: { name: "f", parameters: parameters as Record<string, unknown> } },
+      ],
+    });
+    for (const parameters of [
+      { type: "string" },
+      { type: "array", items: { type: "null" } },
+      { anyOf: [{ type: "null" }] },
+    ])
+      await expect(toolPlan(llama, tool(parameters), 300)).rejects.toMatchObject({
+        param: "tools[1].function.parameters",
+        message: expect.stringContaining("function parameters must be an object schema"),
+      });
+    // A $ref to an object is an object schema.
+    const viaRef = { $defs: { a: { type: "object", properties: {} } }, $ref: "#/$defs/a" };
+    expect(await toolPlan(llama, tool(viaRef), 300)).toBeDefined();
+  });
+
+  it("shares one budget of parts among all the tools of a request", async () => {
+    const parameters = {
+      type: "object",
+      properties: Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`p${i}`, { type: "boolean" }])),
+    };
+    const tools = Array.from({ length: 128 }, (_, i) => ({
+      type: "function" as const,
+      function: { name: `f${i}`, parameters },
+    }));
+    await expect(toolPlan(llama, { ...body, tools }, 300)).rejects.toThrow(/at most 2000 parts in all/);
   });
 
   it("under auto, a room too small for any call leaves text only; required refuses it", async () => {
