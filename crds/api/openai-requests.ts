@@ -159,6 +159,10 @@ export function samplingRefusal(
 ): { message: string; param: string } | undefined {
   if ("messages" in body && body.top_logprobs != null && body.logprobs !== true)
     return { message: "logprobs must be set to true when top_logprobs is used.", param: "top_logprobs" };
+  // A tool call is held back until it is complete and sent as tool_calls deltas, which carry no logprobs:
+  // refused rather than answered without them when streamed.
+  if ("messages" in body && body.logprobs === true && body.tools?.length && body.tool_choice !== "none")
+    return { message: "logprobs cannot be combined with tools (unless tool_choice is none).", param: "logprobs" };
   return undefined;
 }
 export type FunctionTool = z.infer<typeof functionTool>;
