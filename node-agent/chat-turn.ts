@@ -6,7 +6,7 @@
 import type { LlamaGrammar, LlamaText } from "node-llama-cpp";
 import type { ChatCompletionRequest } from "../crds/api/openai-requests.ts";
 import { chatPrompt } from "./chat-prompt.ts";
-import { AgentError, invalid } from "./errors.ts";
+import { invalid } from "./errors.ts";
 import { SchemaRefusedError } from "./json-schema-grammar.ts";
 import type { ReplicaEngine } from "./replica-engine.ts";
 import { responseFormatGrammar, responseFormatNote } from "./structured-output.ts";
@@ -47,7 +47,10 @@ export async function prepareChatTurn(engine: ReplicaEngine, body: ChatCompletio
     );
   if (body.stop != null)
     throw invalid("stop cannot be combined with tools or a JSON response_format: it could cut the JSON", "stop");
-  const room = roomOf(engine, prompt, body.max_completion_tokens ?? body.max_tokens ?? undefined);
+  const { room: left } = engine.measurePrompt(prompt);
+  // The tokens the request may generate: max_tokens, within what the context leaves after the prompt.
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+  const room = Math.min(maxTokens ?? left, left);
   try {
     if (wantsTools) {
       const tools = await toolPlan(engine.model.llama, body, room);
@@ -61,23 +64,6 @@ export async function prepareChatTurn(engine: ReplicaEngine, body: ChatCompletio
     const param = wantsTools ? "tools" : "response_format";
     throw invalid(`${param} could not be turned into a grammar: ${(err as Error).message}`, param);
   }
-}
-
-/** The tokens the request may generate: max_tokens, within what the context leaves after the prompt. */
-function roomOf(engine: ReplicaEngine, prompt: string | LlamaText, maxTokens: number | undefined): number {
-  const model = engine.model;
-  const tokens = typeof prompt === "string" ? model.tokenize(prompt) : prompt.tokenize(model.tokenizer);
-  const promptTokens = tokens.length + (model.tokens.bos !== undefined ? 1 : 0);
-  const left = engine.contextPerSequence - promptTokens;
-  if (left < 1)
-    throw new AgentError(
-      400,
-      "invalid_request_error",
-      "context_length_exceeded",
-      `the prompt has ${promptTokens} tokens but a sequence of this model holds ${engine.contextPerSequence}`,
-      "messages",
-    );
-  return Math.min(maxTokens ?? left, left);
 }
 
 export interface ChatMessageOut {

@@ -181,6 +181,21 @@ export class ReplicaEngine {
   }
 
   /**
+   * The prompt's tokens (its beginning-of-text token included) and the room a sequence leaves after them;
+   * throws PromptTooLongError when it leaves none. The one prompt-length check, before admission.
+   */
+  measurePrompt(prompt: string | LlamaText): { promptTokens: number; room: number } {
+    const tokens = typeof prompt === "string" ? this.model.tokenize(prompt) : prompt.tokenize(this.model.tokenizer);
+    const promptTokens = tokens.length + (this.model.tokens.bos !== undefined ? 1 : 0);
+    const room = this.context.contextSize - promptTokens;
+    if (room < 1)
+      throw new PromptTooLongError(
+        `the prompt has ${promptTokens} tokens but a sequence of this model holds ${this.context.contextSize}`,
+      );
+    return { promptTokens, room };
+  }
+
+  /**
    * Generate from a prompt on a free sequence; the sequence goes back to the pool on every path. Refusals
    * (too long a prompt, a full queue, an unloading replica) throw before `onAdmitted` is called.
    */
@@ -189,13 +204,7 @@ export class ReplicaEngine {
     params: GenerationParams,
     options: CompleteOptions = {},
   ): Promise<GenerationResult> {
-    const tokens = typeof prompt === "string" ? this.model.tokenize(prompt) : prompt.tokenize(this.model.tokenizer);
-    const promptTokens = tokens.length + (this.model.tokens.bos !== undefined ? 1 : 0);
-    const room = this.context.contextSize - promptTokens;
-    if (room < 1)
-      throw new PromptTooLongError(
-        `the prompt has ${promptTokens} tokens but a sequence of this model holds ${this.context.contextSize}`,
-      );
+    const { promptTokens, room } = this.measurePrompt(prompt);
     const maxTokens = Math.min(params.maxTokens ?? room, room);
     // Time to first token counts the wait for a free sequence: that is what the caller feels.
     const started = performance.now();

@@ -41,6 +41,20 @@ const tools: OpenAI.ChatCompletionTool[] = [
 ];
 const question: OpenAI.ChatCompletionMessageParam[] = [{ role: "user", content: "Weather in Paris?" }];
 
+/** The node-agent's count of chat requests it refused with a 4xx before admission. */
+async function rejectedChats(): Promise<number> {
+  const text = await (await fetch(`${stack.agentUrl}/metrics`)).text();
+  const line = text
+    .split("\n")
+    .find(
+      (l) =>
+        l.startsWith("pomona_node_requests_total{") &&
+        l.includes('endpoint="chat"') &&
+        l.includes('outcome="rejected"'),
+    );
+  return line ? Number(line.split(" ").at(-1)) : 0;
+}
+
 function checkCall(call: OpenAI.ChatCompletionMessageToolCall | undefined, name = "get_weather") {
   expect(call?.type).toBe("function");
   if (call?.type !== "function") throw new Error("not a function call");
@@ -143,6 +157,7 @@ describe("tool calls through the stack", () => {
   });
 
   it("refuses parameters the grammar cannot enforce, and calls that cannot fit, naming the param", async () => {
+    const rejectedBefore = await rejectedChats();
     const refused = async (parameters: Record<string, unknown>, max = 200) => {
       const err = await stack.client.chat.completions
         .create({
@@ -171,5 +186,10 @@ describe("tool calls through the stack", () => {
       })
       .catch((e: unknown) => e);
     expect((named as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("tool_choice.function.name");
+    const notObject = await refused({ type: "string" });
+    expect(notObject.param).toBe("tools[0].function.parameters");
+    expect(notObject.message).toContain("function parameters must be an object schema");
+    // The node refused these four itself, before admission: each counted as rejected in its metrics.
+    expect(await rejectedChats()).toBe(rejectedBefore + 4);
   });
 });

@@ -16,7 +16,7 @@ import {
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
 import { ChatDeltas, type ChatTurn, prepareChatTurn } from "../chat-turn.ts";
-import { answerChoices, StreamChoices } from "../choices.ts";
+import { answerChoices, type Kind, StreamChoices } from "../choices.ts";
 import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
 import type { NodeAgentMetrics } from "../metrics.ts";
 import { replicaParams } from "../openai-schemas.ts";
@@ -36,8 +36,6 @@ interface Options {
   metrics: NodeAgentMetrics;
   timing: ResponseTiming;
 }
-
-type Kind = "chat" | "completion";
 
 export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, timing }: Options): Promise<void> {
   const r = app.withTypeProvider<ZodTypeProvider>();
@@ -97,17 +95,42 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const engine = slot.engine!;
     const labels = { namespace: slot.namespace, replica: slot.name, model: slot.model };
     const endpoint = kind === "chat" ? "chat" : "completions";
-    const sampling = samplingParams(body, engine.model);
+    const promptParam = kind === "chat" ? "messages" : "prompt";
+
+    // The replica's own stop signal aborts every request when it unloads; the socket's close aborts this one.
+    const clientGone = new AbortController();
+    const signal = AbortSignal.any([clientGone.signal, slot.stop.signal]);
+    reply.raw.on("close", () => {
+      if (!reply.raw.writableFinished) clientGone.abort(new Error("the client went away"));
+    });
+    /** Before admission: a plain HTTP error (4xx, 429 busy, 503 unloading with Retry-After), counted. */
+    const refused = (err: unknown): never => {
+      // A caller that left while queued is no error of ours; there is no one left to answer.
+      if (clientGone.signal.aborted) {
+        metrics.requests.inc({ ...labels, endpoint, outcome: "aborted" });
+        throw new ClientGoneError();
+      }
+      const known = toAgentError(err, promptParam);
+      metrics.requests.inc({ ...labels, endpoint, outcome: known && known.status < 500 ? "rejected" : "error" });
+      throw known ?? err;
+    };
+
+    let sampling: ReturnType<typeof samplingParams>;
     let prompt: string | LlamaText;
     let templateStops: string[] = [];
     let turn: ChatTurn | undefined;
-    if (kind === "chat") {
-      turn = await prepareChatTurn(engine, body as ChatCompletionRequest);
-      prompt = turn.prompt;
-      templateStops = turn.stop;
-    } else {
-      const p = (body as CompletionRequest).prompt;
-      prompt = typeof p === "string" ? p : (p[0] ?? "");
+    try {
+      sampling = samplingParams(body, engine.model);
+      if (kind === "chat") {
+        turn = await prepareChatTurn(engine, body as ChatCompletionRequest);
+        prompt = turn.prompt;
+        templateStops = turn.stop;
+      } else {
+        const p = (body as CompletionRequest).prompt;
+        prompt = typeof p === "string" ? p : (p[0] ?? "");
+      }
+    } catch (err) {
+      return refused(err);
     }
     const userStops = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
     const params: GenerationParams = {
@@ -128,17 +151,9 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const promptChars = typeof prompt === "string" ? prompt.length : 0;
     const streamChoices = new StreamChoices(kind, promptChars);
 
-    // The replica's own stop signal aborts every request when it unloads; the socket's close aborts this one.
-    const clientGone = new AbortController();
-    const signal = AbortSignal.any([clientGone.signal, slot.stop.signal]);
-    reply.raw.on("close", () => {
-      if (!reply.raw.writableFinished) clientGone.abort(new Error("the client went away"));
-    });
-
     const id = `${kind === "chat" ? "chatcmpl" : "cmpl"}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const object = kind === "chat" ? "chat.completion" : "text_completion";
-    const promptParam = kind === "chat" ? "messages" : "prompt";
     const chunkObject = kind === "chat" ? "chat.completion.chunk" : "text_completion";
     const chunk = (choices: unknown[], extra: object = {}) => ({
       id,
@@ -201,17 +216,6 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       completion_tokens: result.completionTokens,
       total_tokens: result.promptTokens + result.completionTokens,
     });
-    /** Before admission: a plain HTTP error (4xx, 429 busy, 503 unloading with Retry-After). */
-    const refused = (err: unknown): never => {
-      // A caller that left while queued is no error of ours; there is no one left to answer.
-      if (clientGone.signal.aborted) {
-        metrics.requests.inc({ ...labels, endpoint, outcome: "aborted" });
-        throw new ClientGoneError();
-      }
-      const known = toAgentError(err, promptParam);
-      metrics.requests.inc({ ...labels, endpoint, outcome: known && known.status < 500 ? "rejected" : "error" });
-      throw known ?? err;
-    };
     /** After the headers went out, the only honest signal left is an error envelope in the body. */
     const failAfterHeaders = (error: AgentError) => {
       if (stream) {

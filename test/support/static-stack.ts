@@ -12,6 +12,8 @@ import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from ".
 
 export interface StaticStack {
   gatewayUrl: string;
+  /** The node-agent's own address (its /metrics is open). */
+  agentUrl: string;
   client: OpenAI;
   close: () => Promise<void>;
 }
@@ -40,6 +42,7 @@ export async function startStaticStack(): Promise<StaticStack> {
     const gatewayUrl = `http://127.0.0.1:${gateway.port}`;
     return {
       gatewayUrl,
+      agentUrl: `http://127.0.0.1:${agent.port}`,
       client: new OpenAI({ apiKey: API_KEY, baseURL: `${gatewayUrl}/v1`, maxRetries: 0 }),
       close: async () => {
         for (const c of children.reverse()) await c.stop();
