@@ -1,20 +1,17 @@
 /**
  * Chat messages to a prompt. A model with a chat template in its GGUF gets it through node-llama-cpp's
- * Jinja wrapper, which also renders the tools, the assistant's earlier tool calls and their results the
- * template's own way; a model without one (plain text models such as the tiny test model) gets a simple
+ * Jinja wrapper; a model without one (plain text models such as the tiny test model) gets a simple
  * "Role: text" transcript ending with "Assistant:", and stops when it starts a new turn. `notes` (how to
  * call tools, the response format) go into the system message.
+ *
+ * Tools are described in one format only, Pomona's (tool-calls.ts), whichever the path: the `Functions:`
+ * note lists them, the assistant's earlier calls are written as `<tool_call>[…]` text in its turn, and
+ * tool results are text in a user turn. A template's own tool format is not used: the grammar holds the
+ * answer to Pomona's format, so a model shown a second, different one would be told two things.
  */
-import {
-  type ChatHistoryItem,
-  type ChatModelFunctionCall,
-  type ChatModelFunctions,
-  JinjaTemplateChatWrapper,
-  type LlamaModel,
-  type LlamaText,
-} from "node-llama-cpp";
-import type { ChatMessage, FunctionTool } from "../crds/api/openai-requests.ts";
-import { parseArguments, toolCallText } from "./tool-calls.ts";
+import { type ChatHistoryItem, JinjaTemplateChatWrapper, type LlamaModel, type LlamaText } from "node-llama-cpp";
+import type { ChatMessage } from "../crds/api/openai-requests.ts";
+import { toolCallText } from "./tool-calls.ts";
 
 export interface ChatPrompt {
   /** Text with special tokens kept as tokens when it comes from a template. */
@@ -24,7 +21,6 @@ export interface ChatPrompt {
 }
 
 export interface ChatPromptOptions {
-  tools?: FunctionTool[];
   /** Instructions for the system message (tool calling syntax, response format). */
   notes?: string[];
 }
@@ -51,37 +47,34 @@ function withNotes(messages: ChatMessage[], notes: string[]): ChatMessage[] {
   return [{ role: "system", content: notes.join("\n\n") }, ...messages];
 }
 
-/** node-llama-cpp's chat history: tool results go into the call they answer, as the wrappers expect. */
+/** The text of an assistant turn: its content, then its calls as the model writes them. */
+function assistantText(m: Extract<ChatMessage, { role: "assistant" }>): string {
+  return `${messageText(m)}${m.tool_calls?.length ? toolCallText(m.tool_calls) : ""}`;
+}
+
+/** The text of a tool result, naming the function whose call it answers when the history has it. */
+function toolResultText(m: Extract<ChatMessage, { role: "tool" }>, names: Map<string, string>): string {
+  const name = names.get(m.tool_call_id);
+  return `Tool result${name ? ` (${name})` : ""}: ${messageText(m)}`;
+}
+
+/** node-llama-cpp's chat history, with calls and results as text (the one tool format, above). */
 function chatHistory(messages: ChatMessage[]): ChatHistoryItem[] {
-  const results = new Map<string, string>();
-  for (const m of messages) if (m.role === "tool") results.set(m.tool_call_id, messageText(m));
-  const answered = new Set<string>();
+  const names = new Map<string, string>();
   const history: ChatHistoryItem[] = [];
   for (const m of messages) {
     if (m.role === "assistant") {
-      const calls: ChatModelFunctionCall[] = (m.tool_calls ?? []).map((c, i) => {
-        answered.add(c.id);
-        return {
-          type: "functionCall",
-          name: c.function.name,
-          params: parseArguments(c.function.arguments),
-          result: results.get(c.id) ?? "",
-          startsNewChunk: i === 0,
-        };
-      });
-      const text = messageText(m);
-      history.push({ type: "model", response: [...(text ? [text] : []), ...calls] });
-    } else if (m.role === "tool") {
-      if (!answered.has(m.tool_call_id)) history.push({ type: "user", text: `Tool result: ${messageText(m)}` });
-    } else if (m.role === "user") history.push({ type: "user", text: messageText(m) });
+      for (const c of m.tool_calls ?? []) names.set(c.id, c.function.name);
+      history.push({ type: "model", response: [assistantText(m)] });
+    } else if (m.role === "tool") history.push({ type: "user", text: toolResultText(m, names) });
+    else if (m.role === "user") history.push({ type: "user", text: messageText(m) });
     else history.push({ type: "system", text: messageText(m) });
   }
   return history;
 }
 
 function plainLine(m: ChatMessage): string {
-  if (m.role === "assistant" && m.tool_calls?.length)
-    return `Assistant: ${messageText(m)}${toolCallText(m.tool_calls)}`;
+  if (m.role === "assistant") return `Assistant: ${assistantText(m)}`;
   return `${plainRoles[m.role]}: ${messageText(m)}`;
 }
 
@@ -91,18 +84,8 @@ export function chatPrompt(model: LlamaModel, messages: ChatMessage[], options: 
   if (typeof template === "string" && template.length > 0) {
     try {
       const wrapper = new JinjaTemplateChatWrapper({ template });
-      const availableFunctions: ChatModelFunctions | undefined = options.tools?.length
-        ? Object.fromEntries(
-            options.tools.map((t) => [
-              t.function.name,
-              { description: t.function.description, params: t.function.parameters as never },
-            ]),
-          )
-        : undefined;
       const { contextText, stopGenerationTriggers } = wrapper.generateContextState({
         chatHistory: [...chatHistory(all), { type: "model", response: [] }],
-        availableFunctions,
-        documentFunctionParams: true,
       });
       const stop = stopGenerationTriggers.flatMap((t) => {
         const text = t.toString();

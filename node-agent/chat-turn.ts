@@ -35,7 +35,7 @@ export async function prepareChatTurn(engine: ReplicaEngine, body: ChatCompletio
     ...(body.tools?.length ? [toolInstructions(body.tools)] : []),
     ...[responseFormatNote(format)].filter((n): n is string => n !== undefined),
   ];
-  const { prompt, stop } = chatPrompt(engine.model, body.messages, { tools: body.tools, notes });
+  const { prompt, stop } = chatPrompt(engine.model, body.messages, { notes });
   if (body.tool_choice !== undefined && body.tool_choice !== "none" && !body.tools?.length)
     throw invalid("tool_choice needs tools: the request declares none", "tool_choice");
   const constrained = wantsTools || (format !== undefined && format.type !== "text");

@@ -60,7 +60,7 @@ export function toolCallText(calls: { function: { name: string; arguments: strin
   return `${TOOL_CALL_PREFIX}${JSON.stringify(parsed)}`;
 }
 
-export function parseArguments(text: string): unknown {
+function parseArguments(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
