@@ -14,6 +14,7 @@ import {
   type EmbeddingRequest,
   samplingRefusal,
 } from "../crds/api/openai-requests.ts";
+import { logprobsAnswerBytes } from "./answer-limit.ts";
 import { keyMayUse } from "./config-source/route-table.ts";
 import {
   GatewayError,
@@ -58,6 +59,24 @@ export interface InferenceDeps {
   answerLimitBytes: number;
 }
 
+/**
+ * A non-streamed answer is read whole, up to the answer limit: a request whose logprobs could make it
+ * larger is refused before any work, rather than answered 502 after it (a stream has no such limit).
+ */
+function refuseOversizedAnswer(
+  body: ChatCompletionRequest | CompletionRequest,
+  maxTokens: number,
+  limit: number,
+): void {
+  const bytes = logprobsAnswerBytes(body, maxTokens);
+  if (bytes === undefined || bytes <= limit) return;
+  const param = "messages" in body && body.top_logprobs ? "top_logprobs" : "logprobs";
+  throw new InvalidRequestError(
+    `With ${param} this answer could reach about ${Math.ceil(bytes / 2 ** 20)} MiB, more than the ${Math.floor(limit / 2 ** 20)} MiB a non-streamed answer may be; use stream: true, or lower n, max_tokens or ${param}.`,
+    param,
+  );
+}
+
 /** `wire`: the request is in another wire format (gateway/wire/), served as the chat completion it becomes. */
 export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?: WireFormat) {
   return async function serve(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -90,6 +109,12 @@ export function inferenceHandler(deps: InferenceDeps, kind: InferenceKind, wire?
     const refusal =
       kind === "embedding" ? undefined : samplingRefusal(body as ChatCompletionRequest | CompletionRequest);
     if (refusal) throw new InvalidRequestError(refusal.message, refusal.param);
+    if (kind !== "embedding" && (body as ChatCompletionRequest).stream !== true)
+      refuseOversizedAnswer(
+        body as ChatCompletionRequest | CompletionRequest,
+        maxTokens ?? model.sequenceContextSize,
+        deps.answerLimitBytes,
+      );
     const text = promptText(body);
     // n choices each may generate up to max_tokens; the prompt is counted once, as in OpenAI's usage.
     const choices = kind === "embedding" ? 1 : ((body as ChatCompletionRequest).n ?? 1);
