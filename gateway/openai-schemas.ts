@@ -7,6 +7,7 @@ import { z } from "zod";
 import {
   type ChatCompletionRequest,
   type CompletionRequest,
+  contentText,
   type EmbeddingRequest,
   modelField,
 } from "../crds/api/openai-requests.ts";
@@ -15,18 +16,17 @@ export const modelParams = z.strictObject({ model: modelField });
 
 /**
  * The text a request's prompt tokens come from, for the up-front estimate: for chat, the messages with
- * their tool calls and tool results, and the tool definitions and response format schema, which the
- * node-agent also writes into the prompt.
+ * their tool calls and tool results, and the tool definitions, which the node-agent writes into the
+ * prompt. A response_format's schema is not in the prompt (the grammar holds the answer to it,
+ * node-agent/structured-output.ts), so it is not counted.
  */
 export function promptText(body: ChatCompletionRequest | CompletionRequest | EmbeddingRequest): string {
   if ("messages" in body) {
     const parts = body.messages.map((m) => {
-      const text =
-        m.content == null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
+      const text = contentText(m.content);
       return "tool_calls" in m && m.tool_calls?.length ? text + JSON.stringify(m.tool_calls) : text;
     });
     if (body.tools?.length) parts.push(JSON.stringify(body.tools));
-    if (body.response_format?.type === "json_schema") parts.push(JSON.stringify(body.response_format.json_schema));
     return parts.join("\n");
   }
   if ("prompt" in body) return typeof body.prompt === "string" ? body.prompt : body.prompt.join("\n");

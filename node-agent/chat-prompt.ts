@@ -10,7 +10,7 @@
  * answer to Pomona's format, so a model shown a second, different one would be told two things.
  */
 import { type ChatHistoryItem, JinjaTemplateChatWrapper, type LlamaModel, type LlamaText } from "node-llama-cpp";
-import type { ChatMessage } from "../crds/api/openai-requests.ts";
+import { type ChatMessage, contentText } from "../crds/api/openai-requests.ts";
 import { toolCallText } from "./tool-calls.ts";
 
 export interface ChatPrompt {
@@ -33,10 +33,7 @@ const plainRoles: Record<ChatMessage["role"], string> = {
   tool: "Tool",
 };
 
-export function messageText(m: ChatMessage): string {
-  if (m.content == null) return "";
-  return typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
-}
+const messageText = (m: ChatMessage): string => contentText(m.content);
 
 /** The messages with the notes joined to the first system message (or in a new one ahead of them). */
 function withNotes(messages: ChatMessage[], notes: string[]): ChatMessage[] {

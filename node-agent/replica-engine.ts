@@ -54,12 +54,9 @@ export interface ChoiceResult {
 }
 
 export interface GenerationResult {
-  /** The first choice's text and finish reason. */
-  text: string;
   promptTokens: number;
   /** Summed over the choices, as OpenAI counts them. */
   completionTokens: number;
-  finishReason: FinishReason;
   choices: ChoiceResult[];
   aborted: boolean;
   /** Milliseconds from the call to the first generated token, when there was one. */
@@ -285,12 +282,9 @@ export class ReplicaEngine {
         choices.push(choice);
         if (!aborted) options.onChoiceEnd?.(choice);
       }
-      const first = choices[0]!;
       return {
-        text: first.text,
         promptTokens,
         completionTokens: choices.reduce((sum, c) => sum + c.completionTokens, 0),
-        finishReason: first.finishReason,
         choices,
         aborted,
         firstTokenMs,

@@ -372,6 +372,20 @@ describe("chat completions → Responses", () => {
         .error.param,
     ).toBe("input");
   });
+
+  it("names the Responses parameter of a node's schema refusal, past the first segment", () => {
+    const refusal = (param: string) =>
+      (
+        responsesWire.envelope(new InvalidRequestError(`${param}: not enforceable`, param)) as {
+          error: { param: string; message: string };
+        }
+      ).error;
+    expect(refusal("tools[2].function.parameters")).toEqual(
+      expect.objectContaining({ param: "tools[2].parameters", message: "tools[2].parameters: not enforceable" }),
+    );
+    expect(refusal("tool_choice.function.name").param).toBe("tool_choice.name");
+    expect(refusal("response_format.json_schema.schema").param).toBe("text.format.schema");
+  });
 });
 
 describe("Anthropic Messages → chat completions", () => {
@@ -572,11 +586,33 @@ describe("chat completions → Anthropic Messages", () => {
     await expect(stream.finalMessage()).rejects.toBeInstanceOf(Anthropic.APIError);
   });
 
+  it("holds tool names to the chat rule, so a bad one is refused naming the Anthropic parameter", () => {
+    const tool = (name: string) => ({
+      model: "m",
+      max_tokens: 10,
+      messages: [{ role: "user", content: "hi" }],
+      tools: [{ name, input_schema: { type: "object" } }],
+    });
+    expect(anthropicMessagesRequest.safeParse(tool("get_weather")).success).toBe(true);
+    for (const name of ["get weather", "x".repeat(65), "wetter.heute"]) {
+      const parsed = anthropicMessagesRequest.safeParse(tool(name));
+      expect(parsed.success).toBe(false);
+      expect(parsed.error?.issues[0]?.path).toEqual(["tools", 0, "name"]);
+    }
+  });
+
   it("maps statuses to Anthropic's error types, naming the parameter", () => {
     expect(anthropicEnvelope(new InvalidRequestError("Invalid value", "max_completion_tokens"))).toEqual({
       type: "error",
       error: { type: "invalid_request_error", message: "Invalid value (max_tokens)" },
     });
+    const schema = anthropicEnvelope(
+      new InvalidRequestError("tools[1].function.parameters: not enforceable", "tools[1].function.parameters"),
+    );
+    expect(schema.error.message).toBe("tools[1].input_schema: not enforceable");
+    expect(
+      anthropicEnvelope(new InvalidRequestError("schema: x", "response_format.json_schema.schema")).error.message,
+    ).toContain("(output_config.format.schema)");
     expect(anthropicEnvelope(new RateLimitedError("requests", 1, 1000, "p")).error.type).toBe("rate_limit_error");
     expect(anthropicEnvelope(new NoReplicaError("m")).error.type).toBe("overloaded_error");
   });

@@ -5,8 +5,7 @@
  * nodes never see this shape.
  */
 import { z } from "zod";
-import { modelField } from "./openai-requests.ts";
-import { jsonSchemaObject } from "./responses-requests.ts";
+import { functionName, jsonSchema, modelField } from "./openai-requests.ts";
 
 /**
  * Prompt caching is a hint: accepted and ignored, as Anthropic itself ignores it below its minimum
@@ -24,7 +23,7 @@ const textBlock = z.strictObject({
 const toolUseBlock = z.strictObject({
   type: z.literal("tool_use"),
   id: z.string().min(1).max(256),
-  name: z.string().min(1).max(128),
+  name: functionName,
   input: z.record(z.string(), z.unknown()),
   cache_control: cacheControl.optional(),
 });
@@ -49,9 +48,9 @@ export const anthropicMessage = z.strictObject({
 
 export const anthropicTool = z.strictObject({
   type: z.literal("custom").optional(),
-  name: z.string().min(1).max(128),
+  name: functionName,
   description: z.string().max(16_384).optional(),
-  input_schema: jsonSchemaObject,
+  input_schema: jsonSchema,
   cache_control: cacheControl.optional(),
 });
 
@@ -59,7 +58,7 @@ const parallel = { disable_parallel_tool_use: z.boolean().optional() };
 const toolChoice = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("auto"), ...parallel }),
   z.strictObject({ type: z.literal("any"), ...parallel }),
-  z.strictObject({ type: z.literal("tool"), name: z.string().min(1).max(128), ...parallel }),
+  z.strictObject({ type: z.literal("tool"), name: functionName, ...parallel }),
   z.strictObject({ type: z.literal("none") }),
 ]);
 
@@ -74,7 +73,7 @@ export const anthropicMessagesRequest = z.strictObject({
   output_config: z
     .strictObject({
       format: z
-        .strictObject({ type: z.literal("json_schema"), schema: jsonSchemaObject })
+        .strictObject({ type: z.literal("json_schema"), schema: jsonSchema })
         .nullable()
         .optional(),
     })
@@ -92,4 +91,3 @@ export const anthropicMessagesRequest = z.strictObject({
 });
 
 export type AnthropicMessagesRequest = z.infer<typeof anthropicMessagesRequest>;
-export type AnthropicMessage = z.infer<typeof anthropicMessage>;

@@ -50,10 +50,13 @@ const sampling = {
 const textPart = z.strictObject({ type: z.literal("text"), text: z.string() });
 
 const textContent = z.union([z.string(), z.array(textPart).max(256)]);
-/** A JSON schema as a client sends it; what Pomona can enforce of it is decided where the grammar is made. */
-const jsonSchema = z.record(z.string().max(256), z.unknown());
-/** OpenAI's rule for function and schema names. */
-const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, "must be 1 to 64 letters, digits, _ or -");
+/**
+ * A JSON schema as a client sends it, on every wire format (chat, Responses, Messages); what Pomona can
+ * enforce of it is decided where the grammar is made (node-agent/json-schema-grammar.ts).
+ */
+export const jsonSchema = z.record(z.string().max(256), z.unknown());
+/** OpenAI's rule for function and schema names; the other wire formats' tool names follow it too. */
+export const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, "must be 1 to 64 letters, digits, _ or -");
 
 export const toolCall = z.strictObject({
   id: z.string().min(1).max(256),
@@ -144,6 +147,15 @@ export const embeddingRequest = z.strictObject({
   user: z.string().max(256).optional(),
 });
 
+/**
+ * A message's text: its text parts joined, as chat templates take one string per message. The one joiner
+ * for every wire format, on the gateway and the node-agent.
+ */
+export function contentText(content: string | readonly { text: string }[] | null | undefined): string {
+  if (content == null) return "";
+  return typeof content === "string" ? content : content.map((p) => p.text).join("");
+}
+
 export type ChatCompletionRequest = z.infer<typeof chatCompletionRequest>;
 export type CompletionRequest = z.infer<typeof completionRequest>;
 export type EmbeddingRequest = z.infer<typeof embeddingRequest>;
@@ -166,5 +178,4 @@ export function samplingRefusal(
   return undefined;
 }
 export type FunctionTool = z.infer<typeof functionTool>;
-export type ToolChoice = z.infer<typeof toolChoice>;
 export type ResponseFormat = z.infer<typeof responseFormat>;

@@ -5,11 +5,9 @@
  * node (gateway/wire/responses.ts); nodes never see this shape.
  */
 import { z } from "zod";
-import { modelField } from "./openai-requests.ts";
+import { functionName, jsonSchema, modelField } from "./openai-requests.ts";
 
 const id = z.string().min(1).max(256);
-/** A JSON Schema as a JSON object; what the grammar can enforce is checked where it is compiled. */
-export const jsonSchemaObject = z.record(z.string(), z.unknown());
 
 const inputText = z.strictObject({ type: z.literal("input_text"), text: z.string() });
 /** An earlier answer's text, as a client replays the output items it got back. */
@@ -36,7 +34,7 @@ const functionCallItem = z.strictObject({
   id: id.optional(),
   status: itemStatus,
   call_id: id,
-  name: z.string().min(1).max(256),
+  name: functionName,
   arguments: z.string(),
 });
 
@@ -53,9 +51,9 @@ export const responsesInputItem = z.discriminatedUnion("type", [messageItem, fun
 /** Responses' flat function tool; hosted tools (web search, file search, …) are refused by the discriminator. */
 export const responsesFunctionTool = z.strictObject({
   type: z.literal("function"),
-  name: z.string().min(1).max(64),
+  name: functionName,
   description: z.string().max(16_384).nullable().optional(),
-  parameters: jsonSchemaObject.nullable().optional(),
+  parameters: jsonSchema.nullable().optional(),
   strict: z.boolean().nullable().optional(),
 });
 
@@ -64,8 +62,8 @@ const textFormat = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("json_object") }),
   z.strictObject({
     type: z.literal("json_schema"),
-    name: z.string().min(1).max(64),
-    schema: jsonSchemaObject,
+    name: functionName,
+    schema: jsonSchema,
     description: z.string().max(16_384).optional(),
     strict: z.boolean().nullable().optional(),
   }),
@@ -84,10 +82,7 @@ export const responsesRequest = z.strictObject({
   instructions: z.string().nullable().optional(),
   tools: z.array(responsesFunctionTool).max(128).optional(),
   tool_choice: z
-    .union([
-      z.enum(["none", "auto", "required"]),
-      z.strictObject({ type: z.literal("function"), name: z.string().min(1).max(64) }),
-    ])
+    .union([z.enum(["none", "auto", "required"]), z.strictObject({ type: z.literal("function"), name: functionName })])
     .optional(),
   parallel_tool_calls: z.boolean().nullable().optional(),
   text: z.strictObject({ format: textFormat.optional() }).optional(),
@@ -109,4 +104,3 @@ export const responsesRequest = z.strictObject({
 });
 
 export type ResponsesRequest = z.infer<typeof responsesRequest>;
-export type ResponsesInputItem = z.infer<typeof responsesInputItem>;

@@ -14,12 +14,12 @@ import type {
   ChatCompletionMessageToolCall,
 } from "openai/resources/chat/completions";
 import type { AnthropicMessagesRequest } from "../../crds/api/anthropic-requests.ts";
+import { contentText } from "../../crds/api/openai-requests.ts";
 import { type GatewayError, UpstreamError } from "../errors.ts";
 import {
   type ChatUsage,
   checkedChat,
   inRouteTerms,
-  joinedText,
   paramRenamer,
   type StreamTranslator,
   sseEvent,
@@ -28,13 +28,21 @@ import {
 } from "./wire-format.ts";
 
 /** Chat parameters as the Messages API names them. */
-export const messagesParam = paramRenamer({
-  messages: "messages",
-  max_completion_tokens: "max_tokens",
-  stop: "stop_sequences",
-  parallel_tool_calls: "tool_choice.disable_parallel_tool_use",
-  response_format: "output_config.format",
-});
+export const messagesParam = paramRenamer(
+  {
+    messages: "messages",
+    max_completion_tokens: "max_tokens",
+    stop: "stop_sequences",
+    parallel_tool_calls: "tool_choice.disable_parallel_tool_use",
+    response_format: "output_config.format",
+  },
+  [
+    [/^tools\[(\d+)\]\.function\.parameters/, "tools[$1].input_schema"],
+    [/^tools\[(\d+)\]\.function\./, "tools[$1]."],
+    [/^tool_choice\.function\.name/, "tool_choice.name"],
+    [/^response_format\.json_schema\./, "output_config.format."],
+  ],
+);
 
 /** A chat request, with llama.cpp's top_k, which OpenAI's types do not name. */
 type ChatRequest = ChatCompletionCreateParamsBase & { top_k?: number };
@@ -62,7 +70,7 @@ export function messagesToChat(body: AnthropicMessagesRequest): ChatRequest {
         });
       } else {
         // Tool results answer the assistant's calls just before, so they come before the user's own text.
-        const result = block.content === undefined ? "" : joinedText(block.content);
+        const result = block.content === undefined ? "" : contentText(block.content);
         messages.push({
           role: "tool",
           tool_call_id: block.tool_use_id,

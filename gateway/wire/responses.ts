@@ -11,13 +11,13 @@ import type {
   ChatCompletionMessageParam,
   ChatCompletionMessageToolCall,
 } from "openai/resources/chat/completions";
+import { contentText } from "../../crds/api/openai-requests.ts";
 import type { ResponsesRequest } from "../../crds/api/responses-requests.ts";
 import { type GatewayError, UpstreamError } from "../errors.ts";
 import {
   type ChatUsage,
   checkedChat,
   inRouteTerms,
-  joinedText,
   paramRenamer,
   type StreamTranslator,
   sseEvent,
@@ -26,12 +26,19 @@ import {
 } from "./wire-format.ts";
 
 /** Chat parameters as the Responses API names them, for errors from the pipeline and the node. */
-export const responsesParam = paramRenamer({
-  messages: "input",
-  max_completion_tokens: "max_output_tokens",
-  max_tokens: "max_output_tokens",
-  response_format: "text.format",
-});
+export const responsesParam = paramRenamer(
+  {
+    messages: "input",
+    max_completion_tokens: "max_output_tokens",
+    max_tokens: "max_output_tokens",
+    response_format: "text.format",
+  },
+  [
+    [/^tools\[(\d+)\]\.function\./, "tools[$1]."],
+    [/^tool_choice\.function\.name/, "tool_choice.name"],
+    [/^response_format\.json_schema\./, "text.format."],
+  ],
+);
 
 export function responsesToChat(body: ResponsesRequest): ChatCompletionCreateParamsBase {
   const messages: ChatCompletionMessageParam[] = [];
@@ -48,7 +55,7 @@ export function responsesToChat(body: ResponsesRequest): ChatCompletionCreatePar
       if (last?.role === "assistant") last.tool_calls = [...(last.tool_calls ?? []), call];
       else messages.push({ role: "assistant", content: null, tool_calls: [call] });
     } else if (item.type === "function_call_output") {
-      messages.push({ role: "tool", tool_call_id: item.call_id, content: joinedText(item.output) });
+      messages.push({ role: "tool", tool_call_id: item.call_id, content: contentText(item.output) });
     } else {
       const content =
         typeof item.content === "string"

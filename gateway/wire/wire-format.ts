@@ -65,10 +65,15 @@ export function checkedChat(
   throw new InvalidRequestError(`The model servers cannot take '${param}': ${issue.message}`, param);
 }
 
-/** Renames a chat parameter (`messages[2].content`) to the route's, by the first name in its path. */
-export function paramRenamer(names: Record<string, string>) {
+/**
+ * Renames a chat parameter (`messages[2].content`) to the route's: by the first of `paths` that matches
+ * the start of its path (`tools[0].function.parameters` → `tools[0].input_schema`), else by the first
+ * name in its path.
+ */
+export function paramRenamer(names: Record<string, string>, paths: [RegExp, string][] = []) {
   return (param: string | null): string | null => {
     if (param === null) return null;
+    for (const [pattern, replacement] of paths) if (pattern.test(param)) return param.replace(pattern, replacement);
     const head = /^[a-z_]+/.exec(param)?.[0] ?? param;
     const name = names[head];
     return name === undefined ? param : name;
@@ -84,10 +89,6 @@ export function inRouteTerms(
   if (error.param === null || param === error.param) return { param, message: error.message };
   return { param, message: error.message.replaceAll(error.param, param ?? "") };
 }
-
-/** Text parts joined, as chat templates take one string per message. */
-export const joinedText = (content: string | readonly { text: string }[]): string =>
-  typeof content === "string" ? content : content.map((p) => p.text).join("");
 
 /** Shared by both routes: the node's finish reason and usage. */
 export type ChatUsage = ChatCompletion["usage"];
