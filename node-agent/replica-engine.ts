@@ -169,14 +169,6 @@ export class ReplicaEngine {
     }
   }
 
-  get contextPerSequence(): number {
-    return this.context.contextSize;
-  }
-
-  countTokens(text: string): number {
-    return this.model.tokenize(text).length;
-  }
-
   /**
    * The prompt's tokens (its beginning-of-text token included) and the room a sequence leaves after them;
    * throws PromptTooLongError when it leaves none. The one prompt-length check, before admission.

@@ -90,7 +90,8 @@ function callsNode(tools: { name: string; parameters: GrammarNode }[], maxCalls:
 /**
  * The grammar for a request's tools, or undefined when no call can be made (no tools, tool_choice none).
  * `room` is the tokens the request may generate. Throws SchemaRefusedError (a 400) for parameters the
- * grammar cannot enforce, a forced call that cannot fit, and a tool_choice naming no declared function.
+ * grammar cannot enforce or that are not an object schema, a forced call that cannot fit, and a
+ * tool_choice naming no declared function.
  */
 export async function toolPlan(llama: Llama, body: ChatCompletionRequest, room: number): Promise<ToolPlan | undefined> {
   const tools = body.tools ?? [];
