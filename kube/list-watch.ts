@@ -99,6 +99,8 @@ export class ListWatch<T extends KubernetesObject> {
   private running = false;
   private stopped = false;
   private failures = 0;
+  /** 410 Gone answers in a row with no event between them; from the second on, the loop backs off. */
+  private gones = 0;
   private abort: AbortController | undefined;
   private sleeping: { timer: NodeJS.Timeout; wake: () => void } | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -174,9 +176,17 @@ export class ListWatch<T extends KubernetesObject> {
         if (this.stopped) return;
         if (err instanceof GoneError) {
           this.stats.relistsAfterGone++;
-          this.log("info", "resourceVersion expired (410 Gone); listing again");
           this.resourceVersion = undefined;
           this.listed = false;
+          // A list whose resourceVersion is already too old would be answered 410 again at once: from
+          // the second 410 in a row, wait as after any failure, so no list function can make it spin.
+          if (this.gones++ === 0) {
+            this.log("info", "resourceVersion expired (410 Gone); listing again");
+            continue;
+          }
+          const retryInMs = backoffDelay(this.gones - 2, this.options.backoff ?? defaultBackoff);
+          this.log("warn", "resourceVersion expired again (410 Gone); listing again after a wait", { retryInMs });
+          await this.sleep(retryInMs);
           continue;
         }
         const retryInMs = backoffDelay(this.failures++, this.options.backoff ?? defaultBackoff);
@@ -293,12 +303,15 @@ export class ListWatch<T extends KubernetesObject> {
               return;
             }
             this.failures = 0;
+            this.gones = 0;
             const rv = object.metadata?.resourceVersion;
             if (rv) this.resourceVersion = rv;
             if (type === "BOOKMARK") return;
             const trimmed = this.trim(object);
             if (type === "ADDED" || type === "MODIFIED") {
               const before = this.put(trimmed);
+              // A watch started at the newest state sends what the list already had: nothing changed.
+              if (before && before.metadata?.resourceVersion === trimmed.metadata?.resourceVersion) return;
               this.emit(before ? "modified" : "added", trimmed, before);
             } else if (type === "DELETED") {
               this.emit("deleted", this.remove(trimmed) ?? trimmed);
