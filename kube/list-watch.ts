@@ -2,8 +2,11 @@
  * The one list/watch loop of Pomona, shared by the operator's informers, the gateway's config source and
  * the node-agent's replica watch. It lists (in pages), then watches from the list's resourceVersion and
  * keeps a store of what it has seen:
- * - a watch that ends (the server's timeout, client-node's 30 s idle cut, a dropped connection) resumes
- *   from the last resourceVersion seen, bookmarks included, without listing again;
+ * - a watch that ends (the server's timeout, the idle cut below, a dropped connection) resumes from the
+ *   last resourceVersion seen, bookmarks included, without listing again. client-node cuts a watch that
+ *   has received nothing for 30 s; the API server sends a bookmark about once a minute, so with that cut
+ *   a quiet watch never saw one, never advanced, and after the server's history moved on was answered
+ *   410 and listed everything again. The cut is raised to `watchIdleTimeoutMs`, above the bookmarks;
  * - 410 Gone (the resourceVersion is older than the server keeps) lists again, and the difference
  *   between the old store and the new list goes out as added, modified and deleted events, so nothing
  *   deleted meanwhile stays behind in anyone's state;
@@ -56,6 +59,12 @@ export interface BackoffOptions {
 }
 
 const defaultBackoff: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
+
+/**
+ * A watch that has received nothing (no event, no bookmark) for this long is cut and resumed. Above the
+ * API server's bookmark interval (about a minute), so a live but quiet watch gets its bookmarks.
+ */
+export const watchIdleTimeoutMs = 90_000;
 
 /**
  * The wait before retry number `attempt` (0-based): initialMs·2^attempt capped at maxMs, of which a random
@@ -115,6 +124,11 @@ export class ListWatch<T extends KubernetesObject> {
   constructor(options: ListWatchOptions<T>) {
     this.options = options;
     this.watcher = new Watch(options.kubeConfig);
+    // client-node 2.0 has no option for it: the field is private (test/kube-list-watch.test.ts checks it
+    // still exists, so an upgrade that renames it fails there rather than silently going back to 30 s).
+    // The same timer also bounds the wait for the watch's answer; a server that does not answer for
+    // 90 s is as good as down, and the failure backoff follows.
+    (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchIdleTimeoutMs;
     this.objects = KubernetesObjectApi.makeApiClient(options.kubeConfig);
   }
 
@@ -284,7 +298,6 @@ export class ListWatch<T extends KubernetesObject> {
     return new Promise<void>((resolve, reject) => {
       let gone = false;
       let failure: unknown;
-      let ended = false;
       this.watcher
         .watch(
           path,
@@ -318,13 +331,12 @@ export class ListWatch<T extends KubernetesObject> {
             }
           },
           (err: unknown) => {
-            ended = true;
             // 410 comes either as an ERROR event in the stream or as the status of the watch request itself.
             if (gone || (err as { statusCode?: number } | null)?.statusCode === 410) reject(new GoneError());
             else if (failure) reject(failure);
             else if (!err || (err as Error).name === "AbortError") resolve();
             else if ((err as Error).name === "TimeoutError") {
-              // client-node cuts a watch quiet for 30 s: routine, resume at once.
+              // Nothing for watchIdleTimeoutMs, not even a bookmark: resume at once.
               this.log("debug", "watch idle; resuming");
               resolve();
             } else reject(err);
@@ -332,8 +344,8 @@ export class ListWatch<T extends KubernetesObject> {
         )
         .then((controller) => {
           this.abort = controller;
-          // The request was answered 200: the server is back, so the next failure starts from a short wait.
-          if (!ended) this.failures = 0;
+          // Not "the server is back" yet: a watch answered 200 that then fails at once must keep backing
+          // off, so only an event (above) resets the failure count.
           if (this.stopped) controller.abort();
         })
         .catch(reject);

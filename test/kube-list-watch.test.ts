@@ -10,6 +10,7 @@ import {
   KubeConfig,
   type KubernetesObject,
   type V1ConfigMap,
+  Watch,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { API_VERSION, GROUP, type RateLimitPolicy, VERSION } from "../crds/api/index.ts";
@@ -19,6 +20,7 @@ import {
   ListWatch,
   type ListWatchEventType,
   stripUnusedFields,
+  watchIdleTimeoutMs,
 } from "../kube/list-watch.ts";
 import { createNamespaces } from "./operator-support.ts";
 import { installCrds } from "./support/crds.ts";
@@ -93,6 +95,22 @@ describe("backoff", () => {
     ]);
     expect(all.slice(0, 8)).toEqual([50, 100, 100, 200, 200, 400, 400, 800]);
     expect(Math.max(...all)).toBe(backoff.maxMs);
+  });
+});
+
+describe("watch idle cut", () => {
+  // What this guards is that a quiet watch lives past the API server's bookmark (about a minute) and so
+  // keeps its resourceVersion current. Proving that against the real server means a watch quiet for over
+  // 90 s per run, too slow for every test run, so this checks the setting: client-node's private
+  // field still exists with its 30 s default (an upgrade that renames it fails here), and ListWatch
+  // raises it above a minute.
+  it("raises client-node's 30 s idle cut above the API server's bookmark interval", () => {
+    const field = (w: Watch) => (w as unknown as { requestTimeoutMs?: number }).requestTimeoutMs;
+    expect(field(new Watch(localKubeConfig()))).toBe(30_000);
+    const listWatch = new ListWatch<V1ConfigMap>({ kubeConfig: localKubeConfig(), path: "/api/v1/configmaps" });
+    const watcher = (listWatch as unknown as { watcher: Watch }).watcher;
+    expect(field(watcher)).toBe(watchIdleTimeoutMs);
+    expect(watchIdleTimeoutMs).toBeGreaterThan(60_000);
   });
 });
 
