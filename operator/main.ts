@@ -49,6 +49,7 @@ const manager = new Manager({
     leaseDurationSeconds: 15,
     renewMs: 2_000,
   },
+  cacheSyncTimeoutMs: config.cacheSyncTimeoutMs,
 });
 const cluster = createCluster(manager, { namespace: config.namespace, servedNamespaces: config.servedNamespaces });
 const certificateRequests = certificateRequestInformer(manager);
