@@ -1,5 +1,6 @@
 // The InferenceModel controller's decisions as a plain function: plain objects in, the replicas to delete and
 // create, the Events and the status out. No API server: the controller's real-server tests are in operator.test.ts.
+import { V1MicroTime } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import {
   API_VERSION,
@@ -9,6 +10,7 @@ import {
   labels,
   type ModelReplica,
 } from "../crds/api/index.ts";
+import { isNodeLost } from "../operator/inference-model/node-view.ts";
 import { type ModelPlanInput, planModel } from "../operator/inference-model/plan.ts";
 import { ReplicaIndex } from "../operator/inference-model/replica-index.ts";
 import { replicaWrites } from "../operator/inference-model/replica-writes.ts";
@@ -304,6 +306,27 @@ describe("the replica index between passes", () => {
     index.observe("ns/m-old", undefined);
     expect(index.ofModel("ns", "m", now)).toEqual([]);
     expect(index.usedBytes(now)).toEqual(new Map());
+  });
+});
+
+// The node-loss tracker and the plan's nodeLost both use this rule (node-view.ts).
+describe("isNodeLost", () => {
+  const graceMs = 40_000;
+  const created = (ms: number) => ({ metadata: { name: "a", creationTimestamp: new Date(ms) } });
+  const lease = (renewed: number) => ({
+    metadata: { name: "a" },
+    spec: { renewTime: new V1MicroTime(renewed), leaseDurationSeconds: 40 },
+  });
+
+  it("gives a Node without a Lease yet the grace from its creation, not lost at once", () => {
+    expect(isNodeLost(created(now - 1000), undefined, graceMs, now)).toBe(false);
+    expect(isNodeLost(created(now - graceMs - 1), undefined, graceMs, now)).toBe(true);
+  });
+
+  it("loses a node the grace after its Lease expired, and a node whose Node is gone at once", () => {
+    expect(isNodeLost(created(0), lease(now - 40_000 - graceMs), graceMs, now)).toBe(false);
+    expect(isNodeLost(created(0), lease(now - 40_000 - graceMs - 1), graceMs, now)).toBe(true);
+    expect(isNodeLost(undefined, lease(now), graceMs, now)).toBe(true);
   });
 });
 

@@ -12,7 +12,7 @@ import type { Result } from "../runtime/controller.ts";
 import { splitKey } from "../runtime/informer.ts";
 import { type MemoryFigure, replicaMemory } from "../scheduler/memory.ts";
 import type { NodeView } from "../scheduler/schedule.ts";
-import { leaseExpiredForMs, nodeView } from "./node-view.ts";
+import { isNodeLost, leaseExpiredForMs, nodeLeaseNamespace, nodeView } from "./node-view.ts";
 import { type Degradation, type FailureBackoff, planModel } from "./plan.ts";
 import { ReplicaIndex } from "./replica-index.ts";
 import { replicaWrites } from "./replica-writes.ts";
@@ -57,12 +57,13 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
   const degradations = new Map<string, Degradation>();
   const nodeViews = new NodeViews(cluster);
 
-  const isLost = (nodeName: string, now: number) => {
-    if (!cluster.nodes.get(nodeName)) return true;
-    return (
-      leaseExpiredForMs(cluster.nodeLeases.get(nodeName, "kube-node-lease"), now) > options.nodeLostAfterSeconds * 1000
+  const isLost = (nodeName: string, now: number) =>
+    isNodeLost(
+      cluster.nodes.get(nodeName),
+      cluster.nodeLeases.get(nodeName, nodeLeaseNamespace),
+      options.nodeLostAfterSeconds * 1000,
+      now,
     );
-  };
 
   async function memoryOf(key: string, model: InferenceModel): Promise<MemoryFigure> {
     const of = `${model.metadata.uid}/${model.metadata.generation}`;
@@ -151,7 +152,7 @@ class NodeViews {
     if (this.views && now < this.validUntil) return this.views;
     this.validUntil = Number.POSITIVE_INFINITY;
     this.views = this.cluster.nodes.list().map((node) => {
-      const lease = this.cluster.nodeLeases.get(node.metadata?.name ?? "", "kube-node-lease");
+      const lease = this.cluster.nodeLeases.get(node.metadata?.name ?? "", nodeLeaseNamespace);
       const expiredForMs = leaseExpiredForMs(lease, now);
       if (expiredForMs < 0) this.validUntil = Math.min(this.validUntil, now - expiredForMs);
       return nodeView(node, lease, now);
