@@ -12,7 +12,7 @@ import type { Server } from "node:http";
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import { serveHealth } from "../health.ts";
 import { Controller, type Reconcile } from "./controller.ts";
-import { Informer, type InformerOptions, type InformerSource } from "./informer.ts";
+import { Informer, type InformerSource } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
@@ -77,11 +77,11 @@ export class Manager {
   }
 
   /** The shared informer of a source: asking twice for the same path and selector gives the same cache. */
-  informer<T extends KubernetesObject>(source: InformerSource, options?: InformerOptions<T>): Informer<T> {
+  informer<T extends KubernetesObject>(source: InformerSource): Informer<T> {
     const id = `${source.path}?${source.labelSelector ?? ""}`;
     let informer = this.informers.get(id) as Informer<T> | undefined;
     if (!informer) {
-      informer = new Informer<T>(this.kubeConfig, source, this.log, options);
+      informer = new Informer<T>(this.kubeConfig, source, this.log);
       this.informers.set(id, informer as unknown as Informer<KubernetesObject>);
       if (this.started) void informer.start();
     }
