@@ -145,10 +145,13 @@ export class ListWatch<T extends KubernetesObject> {
     return this.listed;
   }
 
+  /** Start listing and watching; a second call does nothing. Once stopped, it cannot start again. */
   start(): void {
+    // A loop stopped while awaiting a list or watch only sees `stopped` after that await; starting again
+    // would clear it and leave two loops writing one store.
+    if (this.stopped) throw new Error(`list/watch of ${this.options.path} was stopped; make a new one`);
     if (this.running) return;
     this.running = true;
-    this.stopped = false;
     void this.run();
     const resyncMs = this.options.resyncMs ?? 0;
     if (resyncMs > 0) {
@@ -157,9 +160,9 @@ export class ListWatch<T extends KubernetesObject> {
     }
   }
 
+  /** Stop for good. */
   stop(): void {
     this.stopped = true;
-    this.running = false;
     this.abort?.abort();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.sleeping?.wake();

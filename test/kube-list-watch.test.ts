@@ -114,6 +114,21 @@ describe("watch idle cut", () => {
   });
 });
 
+describe("stop", () => {
+  it("is final: starting a stopped list/watch again is refused rather than running a second loop", () => {
+    const listWatch = new ListWatch<V1ConfigMap>({
+      kubeConfig: localKubeConfig(),
+      path: `/api/v1/namespaces/${ns}/configmaps`,
+      apiVersion: "v1",
+      kind: "ConfigMap",
+    });
+    listWatch.start();
+    listWatch.start();
+    listWatch.stop();
+    expect(() => listWatch.start()).toThrow(/was stopped; make a new one/);
+  });
+});
+
 describe("list/watch against the API server", () => {
   it("resumes a dropped watch from its resourceVersion, without a relist, backing off while the server is away", async () => {
     const { relay, kubeConfig } = await relayedKubeConfig(inject("kubeconfig"));
