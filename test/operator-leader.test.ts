@@ -1,5 +1,6 @@
 // Two operator processes against the real API server: one leads, the other waits; killing the leader
 // hands over within the Lease duration, and the new leader adopts the replicas instead of duplicating them.
+// On SIGTERM a leader gives its Lease up only if its reconciles finished within the grace.
 // A leader whose caches cannot all sync (a kind it may not list) gives up and exits 1 rather than hold
 // the Lease without working.
 // The test plays the node-agents (test/operator-support.ts).
@@ -20,6 +21,7 @@ import {
 } from "./operator-support.ts";
 import { installCrds } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
+import { startModelHost } from "./support/node-agent.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "op-leader";
@@ -136,6 +138,41 @@ describe("operator leader election", () => {
     // Released, not merely left to expire (it would still name operator-three for 15 s).
     expect(await holder()).toBeUndefined();
   }, 90_000);
+  it("on SIGTERM with a reconcile still running after the grace, a leader leaves its Lease to expire", async () => {
+    // A model host that accepts the request and never answers: the pass reading its GGUF header is
+    // still running when the 10 s grace ends (the header fetch's own idle cut is 60 s).
+    const host = await startModelHost();
+    try {
+      const fourth = await startOperator(system, {
+        POMONA_OPERATOR_ID: "operator-four",
+        POMONA_MODEL_ALLOWED_HOSTS: host.url,
+        NODE_EXTRA_CA_CERTS: host.caFile,
+      });
+      operators.push(fourth);
+      await fourth.process.waitFor(/caches synced/, leaseDurationMs + 30_000);
+      await kubectlOk(
+        ["apply", "-n", ns, "-f", "-"],
+        JSON.stringify({
+          apiVersion: "pomona.dev/v1alpha1",
+          kind: "InferenceModel",
+          metadata: { name: "stuck" },
+          spec: { source: { url: `${host.url}/hang` } },
+        }),
+      );
+      await host.hangRequested;
+
+      const exited = new Promise<number | null>((resolve) => fourth.process.child.once("exit", (c) => resolve(c)));
+      fourth.process.child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      expect(fourth.process.output()).toMatch(/reconciles still running after the grace; leaving the lease to expire/);
+      // Not given up: it still names operator-four until it expires.
+      expect(await holder()).toBe("operator-four");
+    } finally {
+      await kubectl(["delete", "inferencemodel", "stuck", "-n", ns, "--wait=false"]);
+      await host.close();
+    }
+  }, 120_000);
+
   it("a leader whose caches do not sync in time names the informers that did not and exits 1", async () => {
     const rules = [
       { apiGroups: ["pomona.dev", "coordination.k8s.io", "certificates.k8s.io", "events.k8s.io"], resources: ["*"] },
