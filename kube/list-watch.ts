@@ -2,8 +2,11 @@
  * The one list/watch loop of Pomona, shared by the operator's informers, the gateway's config source and
  * the node-agent's replica watch. It lists (in pages), then watches from the list's resourceVersion and
  * keeps a store of what it has seen:
- * - a watch that ends (the server's timeout, client-node's 30 s idle cut, a dropped connection) resumes
- *   from the last resourceVersion seen, bookmarks included, without listing again;
+ * - a watch that ends (the server's timeout, the idle cut below, a dropped connection) resumes from the
+ *   last resourceVersion seen, bookmarks included, without listing again. client-node cuts a watch that
+ *   has received nothing for 30 s; the API server sends a bookmark about once a minute, so with that cut
+ *   a quiet watch never saw one, never advanced, and after the server's history moved on was answered
+ *   410 and listed everything again. The cut is raised to `watchIdleTimeoutMs`, above the bookmarks;
  * - 410 Gone (the resourceVersion is older than the server keeps) lists again, and the difference
  *   between the old store and the new list goes out as added, modified and deleted events, so nothing
  *   deleted meanwhile stays behind in anyone's state;
@@ -58,6 +61,12 @@ export interface BackoffOptions {
 const defaultBackoff: BackoffOptions = { initialMs: 250, maxMs: 30_000 };
 
 /**
+ * A watch that has received nothing (no event, no bookmark) for this long is cut and resumed. Above the
+ * API server's bookmark interval (about a minute), so a live but quiet watch gets its bookmarks.
+ */
+export const watchIdleTimeoutMs = 90_000;
+
+/**
  * The wait before retry number `attempt` (0-based): initialMs·2^attempt capped at maxMs, of which a random
  * half is taken off, so many clients cut off at once do not come back at once. Never above maxMs.
  */
@@ -99,6 +108,8 @@ export class ListWatch<T extends KubernetesObject> {
   private running = false;
   private stopped = false;
   private failures = 0;
+  /** 410 Gone answers in a row with no event between them; from the second on, the loop backs off. */
+  private gones = 0;
   private abort: AbortController | undefined;
   private sleeping: { timer: NodeJS.Timeout; wake: () => void } | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -113,6 +124,11 @@ export class ListWatch<T extends KubernetesObject> {
   constructor(options: ListWatchOptions<T>) {
     this.options = options;
     this.watcher = new Watch(options.kubeConfig);
+    // client-node 2.0 has no option for it: the field is private (test/kube-list-watch.test.ts checks it
+    // still exists, so an upgrade that renames it fails there rather than silently going back to 30 s).
+    // The same timer also bounds the wait for the watch's answer; a server that does not answer for
+    // 90 s is as good as down, and the failure backoff follows.
+    (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchIdleTimeoutMs;
     this.objects = KubernetesObjectApi.makeApiClient(options.kubeConfig);
   }
 
@@ -129,10 +145,13 @@ export class ListWatch<T extends KubernetesObject> {
     return this.listed;
   }
 
+  /** Start listing and watching; a second call does nothing. Once stopped, it cannot start again. */
   start(): void {
+    // A loop stopped while awaiting a list or watch only sees `stopped` after that await; starting again
+    // would clear it and leave two loops writing one store.
+    if (this.stopped) throw new Error(`list/watch of ${this.options.path} was stopped; make a new one`);
     if (this.running) return;
     this.running = true;
-    this.stopped = false;
     void this.run();
     const resyncMs = this.options.resyncMs ?? 0;
     if (resyncMs > 0) {
@@ -141,9 +160,9 @@ export class ListWatch<T extends KubernetesObject> {
     }
   }
 
+  /** Stop for good. */
   stop(): void {
     this.stopped = true;
-    this.running = false;
     this.abort?.abort();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.sleeping?.wake();
@@ -174,9 +193,17 @@ export class ListWatch<T extends KubernetesObject> {
         if (this.stopped) return;
         if (err instanceof GoneError) {
           this.stats.relistsAfterGone++;
-          this.log("info", "resourceVersion expired (410 Gone); listing again");
           this.resourceVersion = undefined;
           this.listed = false;
+          // A list whose resourceVersion is already too old would be answered 410 again at once: from
+          // the second 410 in a row, wait as after any failure, so no list function can make it spin.
+          if (this.gones++ === 0) {
+            this.log("info", "resourceVersion expired (410 Gone); listing again");
+            continue;
+          }
+          const retryInMs = backoffDelay(this.gones - 2, this.options.backoff ?? defaultBackoff);
+          this.log("warn", "resourceVersion expired again (410 Gone); listing again after a wait", { retryInMs });
+          await this.sleep(retryInMs);
           continue;
         }
         const retryInMs = backoffDelay(this.failures++, this.options.backoff ?? defaultBackoff);
@@ -274,7 +301,6 @@ export class ListWatch<T extends KubernetesObject> {
     return new Promise<void>((resolve, reject) => {
       let gone = false;
       let failure: unknown;
-      let ended = false;
       this.watcher
         .watch(
           path,
@@ -293,25 +319,27 @@ export class ListWatch<T extends KubernetesObject> {
               return;
             }
             this.failures = 0;
+            this.gones = 0;
             const rv = object.metadata?.resourceVersion;
             if (rv) this.resourceVersion = rv;
             if (type === "BOOKMARK") return;
             const trimmed = this.trim(object);
             if (type === "ADDED" || type === "MODIFIED") {
               const before = this.put(trimmed);
+              // A watch started at the newest state sends what the list already had: nothing changed.
+              if (before && before.metadata?.resourceVersion === trimmed.metadata?.resourceVersion) return;
               this.emit(before ? "modified" : "added", trimmed, before);
             } else if (type === "DELETED") {
               this.emit("deleted", this.remove(trimmed) ?? trimmed);
             }
           },
           (err: unknown) => {
-            ended = true;
             // 410 comes either as an ERROR event in the stream or as the status of the watch request itself.
             if (gone || (err as { statusCode?: number } | null)?.statusCode === 410) reject(new GoneError());
             else if (failure) reject(failure);
             else if (!err || (err as Error).name === "AbortError") resolve();
             else if ((err as Error).name === "TimeoutError") {
-              // client-node cuts a watch quiet for 30 s: routine, resume at once.
+              // Nothing for watchIdleTimeoutMs, not even a bookmark: resume at once.
               this.log("debug", "watch idle; resuming");
               resolve();
             } else reject(err);
@@ -319,8 +347,8 @@ export class ListWatch<T extends KubernetesObject> {
         )
         .then((controller) => {
           this.abort = controller;
-          // The request was answered 200: the server is back, so the next failure starts from a short wait.
-          if (!ended) this.failures = 0;
+          // Not "the server is back" yet: a watch answered 200 that then fails at once must keep backing
+          // off, so only an event (above) resets the failure count.
           if (this.stopped) controller.abort();
         })
         .catch(reject);

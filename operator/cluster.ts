@@ -7,6 +7,7 @@ import {
   type ModelReplica,
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
+import { nodeLeaseNamespace } from "./inference-model/node-view.ts";
 import { Applier } from "./runtime/apply.ts";
 import { EventRecorder } from "./runtime/events.ts";
 import type { Informer } from "./runtime/informer.ts";
@@ -51,10 +52,10 @@ export function createCluster(manager: Manager, scope: ClusterScope) {
     policies: crd<RateLimitPolicy>("RateLimitPolicy", "ratelimitpolicies"),
     nodes: manager.informer<V1Node>({ path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }),
     nodeLeases: manager.informer<V1Lease>({
-      path: "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+      path: `/apis/coordination.k8s.io/v1/namespaces/${nodeLeaseNamespace}/leases`,
       apiVersion: "coordination.k8s.io/v1",
       kind: "Lease",
-      namespace: "kube-node-lease",
+      namespace: nodeLeaseNamespace,
     }),
     /** Minted key Secrets: one informer per served namespace, so no right to list Secrets elsewhere is needed. */
     keySecrets: (scope.servedNamespaces ?? [undefined]).map((namespace) =>

@@ -10,6 +10,7 @@ const schema = z.object({
   POMONA_OPERATOR_ID: z.string().min(1).default(`${hostname()}-${process.pid}`),
   POMONA_OPERATOR_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   POMONA_NODE_LOST_AFTER_SECONDS: z.coerce.number().int().min(0).default(40),
+  POMONA_CACHE_SYNC_TIMEOUT_SECONDS: z.coerce.number().int().min(1).default(120),
   POMONA_HF_ENDPOINT: z.url().default(defaultHfEndpoint),
   /** Comma-separated namespaces whose ApiKeys the operator serves (the system namespace always); empty: all. */
   POMONA_WATCH_NAMESPACES: z
@@ -34,6 +35,8 @@ export interface OperatorConfig {
   identity: string;
   port: number;
   nodeLostAfterSeconds: number;
+  /** How long a new leader waits for its caches' first lists before it exits. */
+  cacheSyncTimeoutMs: number;
   /** Where hf: file references are read from to estimate a replica's memory. */
   hfEndpoint: string;
   /** Namespaces whose ApiKeys get key Secrets (the system namespace included); undefined: every namespace. */
@@ -64,6 +67,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig
     identity: c.POMONA_OPERATOR_ID,
     port: c.POMONA_OPERATOR_PORT,
     nodeLostAfterSeconds: c.POMONA_NODE_LOST_AFTER_SECONDS,
+    cacheSyncTimeoutMs: c.POMONA_CACHE_SYNC_TIMEOUT_SECONDS * 1000,
     hfEndpoint: c.POMONA_HF_ENDPOINT,
     servedNamespaces: c.POMONA_WATCH_NAMESPACES
       ? [...new Set([c.POMONA_NAMESPACE, ...c.POMONA_WATCH_NAMESPACES.split(",")])]

@@ -6,6 +6,7 @@
  */
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { operatorLeaseName } from "../crds/api/index.ts";
+import { objectKey } from "../kube/list-watch.ts";
 import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
 import { createCluster } from "./cluster.ts";
@@ -18,7 +19,6 @@ import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
 import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
 import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";
 import { createPolicyReconciler } from "./rate-limit-policy/reconcile.ts";
-import { keyOf } from "./runtime/informer.ts";
 import { createLogger } from "./runtime/log.ts";
 import { Manager } from "./runtime/manager.ts";
 import { createMetrics } from "./runtime/metrics.ts";
@@ -49,6 +49,7 @@ const manager = new Manager({
     leaseDurationSeconds: 15,
     renewMs: 2_000,
   },
+  cacheSyncTimeoutMs: config.cacheSyncTimeoutMs,
 });
 const cluster = createCluster(manager, { namespace: config.namespace, servedNamespaces: config.servedNamespaces });
 const certificateRequests = certificateRequestInformer(manager);
@@ -62,7 +63,7 @@ async function registerControllers(): Promise<void> {
       cluster.models
         .list(p.metadata?.namespace)
         .filter((m) => m.spec.rateLimitPolicy === p.metadata?.name)
-        .map(keyOf),
+        .map(objectKey),
     );
   // A node that stops renewing its Lease sends no event: a timer per node wakes the models on it.
   manager.add(
@@ -83,12 +84,12 @@ async function registerControllers(): Promise<void> {
   keys
     .for(cluster.keys)
     // A new hashing key means every key is hashed again.
-    .watches(cluster.hashingSecret, () => cluster.keys.list().map(keyOf))
+    .watches(cluster.hashingSecret, () => cluster.keys.list().map(objectKey))
     .watches(cluster.policies, (p) =>
       cluster.keys
         .list(p.metadata?.namespace)
         .filter((k) => k.spec.rateLimitPolicy === p.metadata?.name)
-        .map(keyOf),
+        .map(objectKey),
     );
   for (const secrets of cluster.keySecrets) keys.owns(secrets, "ApiKey");
 

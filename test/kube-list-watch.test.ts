@@ -2,7 +2,7 @@
 // - a dropped watch resumes from its resourceVersion without listing again, and the retries while the
 //   server is unreachable back off within their bounds (a TCP relay of ours is what breaks);
 // - a resourceVersion the server no longer keeps (410 Gone) means one new list, and an object deleted
-//   meanwhile is handed on as deleted, so nobody's state keeps it;
+//   meanwhile is handed on as deleted, so nobody's state keeps it; 410 again and again backs off;
 // - objects are stored without managedFields and the last-applied annotation.
 import {
   CoreV1Api,
@@ -10,6 +10,7 @@ import {
   KubeConfig,
   type KubernetesObject,
   type V1ConfigMap,
+  Watch,
 } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { API_VERSION, GROUP, type RateLimitPolicy, VERSION } from "../crds/api/index.ts";
@@ -19,6 +20,7 @@ import {
   ListWatch,
   type ListWatchEventType,
   stripUnusedFields,
+  watchIdleTimeoutMs,
 } from "../kube/list-watch.ts";
 import { createNamespaces } from "./operator-support.ts";
 import { installCrds } from "./support/crds.ts";
@@ -93,6 +95,37 @@ describe("backoff", () => {
     ]);
     expect(all.slice(0, 8)).toEqual([50, 100, 100, 200, 200, 400, 400, 800]);
     expect(Math.max(...all)).toBe(backoff.maxMs);
+  });
+});
+
+describe("watch idle cut", () => {
+  // What this guards is that a quiet watch lives past the API server's bookmark (about a minute) and so
+  // keeps its resourceVersion current. Proving that against the real server means a watch quiet for over
+  // 90 s per run, too slow for every test run, so this checks the setting: client-node's private
+  // field still exists with its 30 s default (an upgrade that renames it fails here), and ListWatch
+  // raises it above a minute.
+  it("raises client-node's 30 s idle cut above the API server's bookmark interval", () => {
+    const field = (w: Watch) => (w as unknown as { requestTimeoutMs?: number }).requestTimeoutMs;
+    expect(field(new Watch(localKubeConfig()))).toBe(30_000);
+    const listWatch = new ListWatch<V1ConfigMap>({ kubeConfig: localKubeConfig(), path: "/api/v1/configmaps" });
+    const watcher = (listWatch as unknown as { watcher: Watch }).watcher;
+    expect(field(watcher)).toBe(watchIdleTimeoutMs);
+    expect(watchIdleTimeoutMs).toBeGreaterThan(60_000);
+  });
+});
+
+describe("stop", () => {
+  it("is final: starting a stopped list/watch again is refused rather than running a second loop", () => {
+    const listWatch = new ListWatch<V1ConfigMap>({
+      kubeConfig: localKubeConfig(),
+      path: `/api/v1/namespaces/${ns}/configmaps`,
+      apiVersion: "v1",
+      kind: "ConfigMap",
+    });
+    listWatch.start();
+    listWatch.start();
+    listWatch.stop();
+    expect(() => listWatch.start()).toThrow(/was stopped; make a new one/);
   });
 });
 
@@ -175,6 +208,45 @@ describe("list/watch against the API server", () => {
     await later;
     expect(listWatch.stats.lists).toBe(2);
   }, 120_000);
+
+  it("backs off from the second 410 Gone in a row, whatever the list returns", async () => {
+    // A list that always hands the watch a resourceVersion older than the server keeps, as a get by name
+    // once did with an old object's own resourceVersion: every watch is answered 410 Gone.
+    const waits: number[] = [];
+    let resolveWaits!: () => void;
+    const fourWaits = new Promise<void>((resolve) => {
+      resolveWaits = resolve;
+    });
+    const custom = localKubeConfig().makeApiClient(CustomObjectsApi);
+    const ref = { group: GROUP, version: VERSION, namespace: ns, plural: "ratelimitpolicies" };
+    const listWatch = new ListWatch<RateLimitPolicy & { metadata: object }>({
+      kubeConfig: localKubeConfig(),
+      path: `/apis/${API_VERSION}/namespaces/${ns}/ratelimitpolicies`,
+      backoff,
+      list: async () => {
+        const page = (await custom.listNamespacedCustomObject(ref)) as {
+          items: (RateLimitPolicy & { metadata: object })[];
+        };
+        return { items: page.items, resourceVersion: "1" };
+      },
+      log: (_level, message, fields) => {
+        if (!message.startsWith("resourceVersion expired again")) return;
+        waits.push(fields?.retryInMs as number);
+        if (waits.length === 4) resolveWaits();
+      },
+    });
+    running.push(listWatch);
+    listWatch.start();
+    await fourWaits;
+    listWatch.stop();
+    // The first 410 relists at once; each one after it waits, doubling within the backoff's bounds.
+    expect(listWatch.stats.relistsAfterGone).toBe(5);
+    waits.forEach((waited, attempt) => {
+      const ceiling = Math.min(backoff.maxMs, backoff.initialMs * 2 ** attempt);
+      expect(waited).toBeGreaterThanOrEqual(ceiling / 2);
+      expect(waited).toBeLessThanOrEqual(ceiling);
+    });
+  }, 60_000);
 
   it("stores objects without managedFields and kubectl's last-applied annotation", async () => {
     const { listWatch } = configMaps(localKubeConfig());

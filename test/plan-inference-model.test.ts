@@ -1,5 +1,6 @@
 // The InferenceModel controller's decisions as a plain function: plain objects in, the replicas to delete and
 // create, the Events and the status out. No API server: the controller's real-server tests are in operator.test.ts.
+import { V1MicroTime } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
 import {
   API_VERSION,
@@ -9,7 +10,10 @@ import {
   labels,
   type ModelReplica,
 } from "../crds/api/index.ts";
+import { isNodeLost } from "../operator/inference-model/node-view.ts";
 import { type ModelPlanInput, planModel } from "../operator/inference-model/plan.ts";
+import { ReplicaIndex } from "../operator/inference-model/replica-index.ts";
+import { replicaWrites } from "../operator/inference-model/replica-writes.ts";
 import { templateHash } from "../operator/inference-model/template.ts";
 import { sameJson } from "../operator/same-json.ts";
 import type { NodeView } from "../operator/scheduler/schedule.ts";
@@ -234,6 +238,95 @@ describe("planModel", () => {
   it("never spends memory another replica already holds", () => {
     const p = plan({ nodes: [node("a", 2), node("b", 2)], usedBytes: new Map([["a", 2 * GiB]]) });
     expect(p.create.map((r) => r.spec.nodeName)).toEqual(["b"]);
+  });
+});
+
+// The reconciler feeds the plan from the replica index and notes the plan's writes in it (replica-writes.ts)
+// before they are sent. Only the API server's answers are faked here: a create that succeeds and a delete
+// that fails with a 500, which a real server gives only when something is broken.
+describe("the replica index between passes", () => {
+  const api = (deleteError?: Error) => ({
+    create: async () => {},
+    delete: async () => {
+      if (deleteError) throw deleteError;
+    },
+  });
+
+  it("counts a created replica the cache has not shown yet, so the next pass does not create it again", async () => {
+    const index = new ReplicaIndex();
+    const writes = replicaWrites(index, api());
+    const first = plan({ replicas: index.ofModel("ns", "m", now), usedBytes: index.usedBytes(now) });
+    expect(first.create).toHaveLength(1);
+    writes.expect(first, now);
+    await Promise.all(first.create.map(writes.create));
+
+    // The models watch woke the next pass before the replicas watch delivered the new replica.
+    const second = plan({
+      model: model({}, first.status),
+      replicas: index.ofModel("ns", "m", now + 1000),
+      usedBytes: index.usedBytes(now + 1000),
+    });
+    expect(second.create).toEqual([]);
+    expect(second.delete).toEqual([]);
+    // Assumed, it has no status: not ready.
+    expect(second.status).toMatchObject({ replicas: 1, readyReplicas: 0 });
+    expect(second.statusChanged).toBe(false);
+
+    // Once the cache shows it, it counts once, not twice.
+    const created = { ...first.create[0]!, metadata: { ...first.create[0]!.metadata, uid: "uid-new" } };
+    index.observe("ns/m-1", created);
+    expect(index.ofModel("ns", "m", now + 2000)).toEqual([created]);
+    expect(index.usedBytes(now + 2000)).toEqual(new Map([[created.spec.nodeName, GiB]]));
+  });
+
+  it("counts a replica again when its delete fails, so the next pass deletes it again", async () => {
+    const index = new ReplicaIndex();
+    const failed = replica("m-old", "a", "Failed");
+    index.observe("ns/m-old", failed);
+    const writes = replicaWrites(index, api(Object.assign(new Error("etcd unavailable"), { code: 500 })));
+    const first = plan({ replicas: index.ofModel("ns", "m", now) });
+    expect(first.delete).toEqual([failed]);
+    writes.expect(first, now);
+    // While the delete is under way the replica is not the model's any more.
+    expect(index.ofModel("ns", "m", now)).toEqual([]);
+    await expect(writes.delete(failed)).rejects.toThrow("etcd unavailable");
+
+    const again = plan({ replicas: index.ofModel("ns", "m", now + 1000), now: now + 1000 });
+    expect(again.delete).toEqual([failed]);
+  });
+
+  it("hides a deleted replica until the cache shows it gone; a 404 is a delete done", async () => {
+    const index = new ReplicaIndex();
+    const failed = replica("m-old", "a", "Failed");
+    index.observe("ns/m-old", failed);
+    const writes = replicaWrites(index, api(Object.assign(new Error("not found"), { code: 404 })));
+    writes.expect({ create: [], delete: [failed] }, now);
+    await writes.delete(failed);
+    expect(index.ofModel("ns", "m", now)).toEqual([]);
+    index.observe("ns/m-old", undefined);
+    expect(index.ofModel("ns", "m", now)).toEqual([]);
+    expect(index.usedBytes(now)).toEqual(new Map());
+  });
+});
+
+// The node-loss tracker and the plan's nodeLost both use this rule (node-view.ts).
+describe("isNodeLost", () => {
+  const graceMs = 40_000;
+  const created = (ms: number) => ({ metadata: { name: "a", creationTimestamp: new Date(ms) } });
+  const lease = (renewed: number) => ({
+    metadata: { name: "a" },
+    spec: { renewTime: new V1MicroTime(renewed), leaseDurationSeconds: 40 },
+  });
+
+  it("gives a Node without a Lease yet the grace from its creation, not lost at once", () => {
+    expect(isNodeLost(created(now - 1000), undefined, graceMs, now)).toBe(false);
+    expect(isNodeLost(created(now - graceMs - 1), undefined, graceMs, now)).toBe(true);
+  });
+
+  it("loses a node the grace after its Lease expired, and a node whose Node is gone at once", () => {
+    expect(isNodeLost(created(0), lease(now - 40_000 - graceMs), graceMs, now)).toBe(false);
+    expect(isNodeLost(created(0), lease(now - 40_000 - graceMs - 1), graceMs, now)).toBe(true);
+    expect(isNodeLost(undefined, lease(now), graceMs, now)).toBe(true);
   });
 });
 

@@ -66,12 +66,18 @@ export class NamedSecretWatch {
     }
   }
 
-  /** The "list" of one Secret: a get, whose resourceVersion the watch starts from. */
+  /**
+   * The "list" of one Secret: a get. The watch after it starts at the newest state (no resourceVersion),
+   * not at the Secret's own resourceVersion: that is the version of its last change, which may be days
+   * old and so older than the server keeps, and a watch from it would be answered 410 Gone after every
+   * get. From the newest state the server first sends the Secret as it is now (ADDED, handed on only if
+   * it differs from what the get returned), then its changes.
+   */
   private async get(): Promise<ListResult<V1Secret>> {
     const { name, namespace } = this.options;
     try {
       const secret = await this.core.readNamespacedSecret({ name, namespace });
-      return { items: [secret], resourceVersion: secret.metadata?.resourceVersion };
+      return { items: [secret], resourceVersion: undefined };
     } catch (err) {
       // Missing: the watch starts at the newest state and sends the Secret as ADDED when it appears.
       if (err instanceof ApiException && err.code === 404) return { items: [], resourceVersion: undefined };

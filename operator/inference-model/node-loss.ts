@@ -8,9 +8,7 @@
 import type { V1Lease, V1Node } from "@kubernetes/client-node";
 import type { Informer } from "../runtime/informer.ts";
 import type { Runnable } from "../runtime/manager.ts";
-import { leaseExpiredForMs } from "./node-view.ts";
-
-export const nodeLeaseNamespace = "kube-node-lease";
+import { nodeLeaseNamespace, nodeOverdueMs } from "./node-view.ts";
 
 export interface NodeLossOptions {
   nodes: Informer<V1Node>;
@@ -69,10 +67,6 @@ export class NodeLossTracker implements Runnable {
     return this.states.get(node)?.due;
   }
 
-  isLost(node: string): boolean {
-    return this.states.get(node)?.lost ?? false;
-  }
-
   /** Decide from the caches what the node is now, and set its timer if it is still alive. */
   private check(name: string, now = Date.now()): void {
     if (!this.running || !name) return;
@@ -84,10 +78,8 @@ export class NodeLossTracker implements Runnable {
       state.timer = undefined;
       state.due = undefined;
     }
-    // A Node without a Lease yet (a kubelet registers the Node first) gets the grace from its creation.
-    const created = node?.metadata?.creationTimestamp ? new Date(node.metadata.creationTimestamp).getTime() : 0;
-    const overdueMs = (lease ? leaseExpiredForMs(lease, now) : now - created) - this.options.graceMs;
-    if (!node || overdueMs > 0) {
+    const overdueMs = nodeOverdueMs(node, lease, this.options.graceMs, now);
+    if (overdueMs > 0) {
       if (!state?.lost) this.options.onLost(name);
       if (!node && !lease) this.states.delete(name);
       else this.states.set(name, { lost: true });
@@ -100,7 +92,7 @@ export class NodeLossTracker implements Runnable {
       state.lost = false;
       this.options.onBack?.(name);
     }
-    // isLost is "more than the grace": fire just after, and check again then (a renewal may have moved it).
+    // Lost is "more than the grace": fire just after, and check again then (a renewal may have moved it).
     const waitMs = -overdueMs + 1;
     state.due = now + waitMs;
     state.timer = setTimeout(() => this.check(name), waitMs);

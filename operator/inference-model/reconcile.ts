@@ -5,15 +5,17 @@
  * triggered: every pass starts from the cache, whatever woke it.
  */
 import { API_VERSION, type InferenceModel, type ModelReplica } from "../../crds/api/index.ts";
+import { objectKey } from "../../kube/list-watch.ts";
 import type { ModelSourcePolicy } from "../../model-source/guarded-fetch.ts";
 import type { Cluster } from "../cluster.ts";
 import type { Result } from "../runtime/controller.ts";
-import { keyOf, splitKey } from "../runtime/informer.ts";
+import { splitKey } from "../runtime/informer.ts";
 import { type MemoryFigure, replicaMemory } from "../scheduler/memory.ts";
 import type { NodeView } from "../scheduler/schedule.ts";
-import { leaseExpiredForMs, nodeView } from "./node-view.ts";
+import { isNodeLost, leaseExpiredForMs, nodeLeaseNamespace, nodeView } from "./node-view.ts";
 import { type Degradation, type FailureBackoff, planModel } from "./plan.ts";
 import { ReplicaIndex } from "./replica-index.ts";
+import { replicaWrites } from "./replica-writes.ts";
 import { replicaName } from "./template.ts";
 
 export interface ModelControllerOptions {
@@ -27,29 +29,41 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
   const index = new ReplicaIndex();
   const observe = (r: ModelReplica) => {
     const { namespace, name } = r.metadata;
-    index.observe(keyOf(r), cluster.replicas.get(name ?? "", namespace));
+    index.observe(objectKey(r), cluster.replicas.get(name ?? "", namespace));
   };
   for (const r of cluster.replicas.list()) observe(r);
-  cluster.replicas.onChange((r) => {
-    observe(r);
-    // A deletion the cache has caught up with needs remembering no longer.
-    if (!index.has(keyOf(r))) deleted.delete(r.metadata.uid ?? "");
+  cluster.replicas.onChange(observe);
+  const writes = replicaWrites(index, {
+    // create, not apply: a name collision must fail rather than take over another replica.
+    create: async (r) => void (await cluster.applier.objects.create(r, undefined, undefined, "pomona-operator")),
+    delete: async (r) =>
+      void (await cluster.applier.objects.delete(
+        {
+          apiVersion: API_VERSION,
+          kind: "ModelReplica",
+          metadata: { name: r.metadata.name, namespace: r.metadata.namespace },
+        },
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        "Background",
+      )),
   });
 
   /** Memory per model, for one uid and generation; an unreadable header is not kept, so it is tried again. */
   const memoryCache = new Map<string, { of: string; memory: MemoryFigure }>();
   const failures = new Map<string, FailureBackoff>();
   const degradations = new Map<string, Degradation>();
-  /** uids of replicas this operator deleted that the cache may still show. */
-  const deleted = new Set<string>();
   const nodeViews = new NodeViews(cluster);
 
-  const isLost = (nodeName: string, now: number) => {
-    if (!cluster.nodes.get(nodeName)) return true;
-    return (
-      leaseExpiredForMs(cluster.nodeLeases.get(nodeName, "kube-node-lease"), now) > options.nodeLostAfterSeconds * 1000
+  const isLost = (nodeName: string, now: number) =>
+    isNodeLost(
+      cluster.nodes.get(nodeName),
+      cluster.nodeLeases.get(nodeName, nodeLeaseNamespace),
+      options.nodeLostAfterSeconds * 1000,
+      now,
     );
-  };
 
   async function memoryOf(key: string, model: InferenceModel): Promise<MemoryFigure> {
     const of = `${model.metadata.uid}/${model.metadata.generation}`;
@@ -73,7 +87,7 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     const now = Date.now();
     const plan = planModel({
       model,
-      replicas: index.ofModel(namespace, name).filter((r) => !deleted.has(r.metadata.uid ?? "")),
+      replicas: index.ofModel(namespace, name, now),
       memory,
       policyExists: !model.spec.rateLimitPolicy || Boolean(cluster.policies.get(model.spec.rateLimitPolicy, namespace)),
       nodeLost: (node) => isLost(node, now),
@@ -84,14 +98,13 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
       now,
       nameReplica: replicaName,
     });
-    for (const r of plan.create) index.assume(keyOf(r), r.spec.nodeName, r.spec.memoryBytes, now);
-    for (const r of plan.delete) deleted.add(r.metadata.uid ?? "");
+    writes.expect(plan, now);
     setOrDelete(failures, key, plan.failures);
     setOrDelete(degradations, key, plan.degraded);
 
     for (const e of plan.events) cluster.events.record(model, e.type, e.reason, e.message);
     if (plan.unplaced > 0) cluster.metrics.schedulingFailures.inc(plan.unplaced);
-    await Promise.all([...plan.delete.map(deleteReplica), ...plan.create.map(createReplica)]);
+    await Promise.all([...plan.delete.map(writes.delete), ...plan.create.map(writes.create)]);
     if (plan.statusChanged) {
       await cluster.applier.applyStatus(
         { apiVersion: API_VERSION, kind: "InferenceModel", metadata: { name, namespace }, status: plan.status },
@@ -107,36 +120,6 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
     degradations.delete(key);
     memoryCache.delete(key);
     return undefined;
-  }
-
-  async function deleteReplica(r: ModelReplica): Promise<void> {
-    try {
-      await cluster.applier.objects.delete(
-        {
-          apiVersion: API_VERSION,
-          kind: "ModelReplica",
-          metadata: { name: r.metadata.name, namespace: r.metadata.namespace },
-        },
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        "Background",
-      );
-    } catch (err) {
-      if ((err as { code?: number }).code !== 404) throw err;
-    }
-  }
-
-  async function createReplica(r: ModelReplica): Promise<void> {
-    try {
-      // create, not apply: a name collision must fail rather than take over another replica.
-      await cluster.applier.objects.create(r, undefined, undefined, "pomona-operator");
-    } catch (err) {
-      // Not created: its memory is free again.
-      index.unassume(keyOf(r));
-      throw err;
-    }
   }
 }
 
@@ -169,7 +152,7 @@ class NodeViews {
     if (this.views && now < this.validUntil) return this.views;
     this.validUntil = Number.POSITIVE_INFINITY;
     this.views = this.cluster.nodes.list().map((node) => {
-      const lease = this.cluster.nodeLeases.get(node.metadata?.name ?? "", "kube-node-lease");
+      const lease = this.cluster.nodeLeases.get(node.metadata?.name ?? "", nodeLeaseNamespace);
       const expiredForMs = leaseExpiredForMs(lease, now);
       if (expiredForMs < 0) this.validUntil = Math.min(this.validUntil, now - expiredForMs);
       return nodeView(node, lease, now);

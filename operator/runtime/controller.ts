@@ -6,8 +6,9 @@
  * whether a change is worth a reconcile.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
+import { objectKey } from "../../kube/list-watch.ts";
 import { TerminalError } from "./errors.ts";
-import { type Informer, keyOf } from "./informer.ts";
+import type { Informer } from "./informer.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 import { WorkQueue } from "./workqueue.ts";
@@ -37,7 +38,7 @@ export class Controller {
 
   for<T extends KubernetesObject>(informer: Informer<T>, predicate: Predicate<T> = () => true): this {
     informer.onChange((o) => {
-      if (predicate(o)) this.queue.add(keyOf(o));
+      if (predicate(o)) this.queue.add(objectKey(o));
     });
     return this;
   }

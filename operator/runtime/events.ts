@@ -64,9 +64,4 @@ export class EventRecorder {
   forget(obj: KubernetesObject): void {
     this.last.delete(objectId(obj));
   }
-
-  /** Objects with events remembered. */
-  get remembered(): number {
-    return this.last.size;
-  }
 }

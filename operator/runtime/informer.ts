@@ -5,7 +5,7 @@
  * resolves once the first list is in the cache.
  */
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
-import { ListWatch, type ListWatchEventType, objectKey } from "../../kube/list-watch.ts";
+import { ListWatch, type ListWatchEventType } from "../../kube/list-watch.ts";
 import type { Logger } from "./log.ts";
 
 export type Handler<T> = (obj: T, old?: T) => void;
@@ -20,25 +20,17 @@ export interface InformerSource {
   labelSelector?: string;
 }
 
-export interface InformerOptions<T> {
-  /** Trims each object before it is cached; defaults to dropping managedFields and the last-applied annotation. */
-  transform?: (obj: T) => T;
-  /** Hand every cached object to the handlers again this often (level-triggered controllers re-check). */
-  resyncMs?: number;
-}
-
 export class Informer<T extends KubernetesObject> {
   readonly source: InformerSource;
   private readonly listWatch: ListWatch<T>;
   private readonly handlers: Handler<T>[] = [];
   private readonly deleteHandlers: Handler<T>[] = [];
 
-  constructor(kubeConfig: KubeConfig, source: InformerSource, log: Logger, options: InformerOptions<T> = {}) {
+  constructor(kubeConfig: KubeConfig, source: InformerSource, log: Logger) {
     this.source = source;
     this.listWatch = new ListWatch<T>({
       kubeConfig,
       ...source,
-      ...options,
       log: (level, message, fields) => {
         if (level !== "debug") log[level](message, { kind: source.kind, ...fields });
       },
@@ -49,7 +41,7 @@ export class Informer<T extends KubernetesObject> {
     });
   }
 
-  /** Called with every added, changed, deleted or resynced object. */
+  /** Called with every added, changed or deleted object. */
   onChange(handler: Handler<T>): void {
     this.handlers.push(handler);
   }
@@ -86,8 +78,6 @@ export class Informer<T extends KubernetesObject> {
     return this.listWatch.list(namespace);
   }
 }
-
-export const keyOf = objectKey;
 
 export function splitKey(key: string): { namespace: string; name: string } {
   const i = key.indexOf("/");

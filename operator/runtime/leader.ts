@@ -43,12 +43,15 @@ export class LeaderElector {
     this.ticking = this.tick();
   }
 
-  /** Give the lease up so a standby takes over without waiting for expiry. */
-  async stop(): Promise<void> {
+  /**
+   * Stop renewing and, with `release`, give the lease up so a standby takes over without waiting for
+   * expiry. Without it the lease runs out on its own (for when work of this leader may still be under way).
+   */
+  async stop(release = true): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.ticking;
-    if (!this.leading) return;
+    if (!this.leading || !release) return;
     this.leading = false;
     try {
       const lease = await this.api.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace });

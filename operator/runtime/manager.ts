@@ -5,13 +5,14 @@
  * wiring gives it (which registers controllers), starts the informers, waits for their first lists (a
  * promise per informer, no polling), then starts the controllers and runnables. Leadership lost means
  * stop and exit, so a new standby starts clean; a signal means finish the reconciles in flight, give
- * the lease up and stop.
+ * the lease up and stop (or, if they do not finish within the grace, leave the lease to expire). Caches
+ * that do not sync within `cacheSyncTimeoutMs` mean exit, naming the informers that did not.
  */
 import type { Server } from "node:http";
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import { serveHealth } from "../health.ts";
 import { Controller, type Reconcile } from "./controller.ts";
-import { Informer, type InformerOptions, type InformerSource } from "./informer.ts";
+import { Informer, type InformerSource } from "./informer.ts";
 import { LeaderElector } from "./leader.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
@@ -31,6 +32,8 @@ export interface ManagerOptions {
   leaderElection: { namespace: string; name: string; identity: string; leaseDurationSeconds: number; renewMs: number };
   /** How long shutdown waits for the reconciles in flight. */
   shutdownGraceMs?: number;
+  /** How long a new leader waits for every informer's first list before it gives up and exits; default 2 min. */
+  cacheSyncTimeoutMs?: number;
 }
 
 export class Manager {
@@ -74,11 +77,11 @@ export class Manager {
   }
 
   /** The shared informer of a source: asking twice for the same path and selector gives the same cache. */
-  informer<T extends KubernetesObject>(source: InformerSource, options?: InformerOptions<T>): Informer<T> {
+  informer<T extends KubernetesObject>(source: InformerSource): Informer<T> {
     const id = `${source.path}?${source.labelSelector ?? ""}`;
     let informer = this.informers.get(id) as Informer<T> | undefined;
     if (!informer) {
-      informer = new Informer<T>(this.kubeConfig, source, this.log, options);
+      informer = new Informer<T>(this.kubeConfig, source, this.log);
       this.informers.set(id, informer as unknown as Informer<KubernetesObject>);
       if (this.started) void informer.start();
     }
@@ -117,7 +120,17 @@ export class Manager {
       this.started = true;
       const informers = [...this.informers.values()];
       for (const informer of informers) void informer.start();
-      await Promise.all(informers.map((i) => i.synced));
+      // A kind that cannot be listed (no right to, CRD missing) would keep a leader that never works and
+      // never lets another try: give up after the deadline, so the Lease goes to a standby or a restart.
+      if (!(await this.syncedWithin(informers, this.options.cacheSyncTimeoutMs ?? 120_000))) {
+        const notSynced = informers
+          .filter((i) => !i.hasSynced)
+          .map((i) =>
+            i.source.labelSelector ? `${i.source.path}?labelSelector=${i.source.labelSelector}` : i.source.path,
+          );
+        this.log.error("caches did not sync in time; exiting", { notSynced });
+        process.exit(1);
+      }
     } catch (err) {
       this.log.error("cannot start leading; exiting", { error: (err as Error).message });
       process.exit(1);
@@ -132,15 +145,37 @@ export class Manager {
     for (const runnable of this.runnables) runnable.start();
   }
 
-  /** Stop taking work, let the reconciles in flight finish (within the grace), give the lease up. */
+  private async syncedWithin(informers: Informer<KubernetesObject>[], ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    });
+    try {
+      return await Promise.race([Promise.all(informers.map((i) => i.synced)).then(() => true), deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Stop taking work, let the reconciles in flight finish (within the grace), give the lease up. If they
+   * did not finish, the lease is kept until it expires: a standby taking over at once could run its
+   * passes while this one's are still creating or deleting replicas.
+   */
   shutdown(): Promise<void> {
     this.stopping ??= (async () => {
       await Promise.all(this.runnables.map((r) => r.stop()));
-      const drained = Promise.all(this.controllers.map(({ controller }) => controller.stop()));
-      const grace = new Promise((resolve) => setTimeout(resolve, this.options.shutdownGraceMs ?? 10_000).unref());
-      await Promise.race([drained, grace]);
+      const drained = Promise.all(this.controllers.map(({ controller }) => controller.stop())).then(() => true);
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), this.options.shutdownGraceMs ?? 10_000);
+        timer.unref();
+      });
+      const finished = await Promise.race([drained, grace]);
+      clearTimeout(timer);
       for (const informer of this.informers.values()) informer.stop();
-      await this.elector.stop();
+      if (!finished) this.log.warn("reconciles still running after the grace; leaving the lease to expire");
+      await this.elector.stop(finished);
       await new Promise((resolve) => (this.server ? this.server.close(resolve) : resolve(undefined)));
     })();
     return this.stopping;

@@ -54,6 +54,8 @@ export interface ModelHost {
   caFile: string;
   /** Range headers it was asked for, in order. */
   ranges: (string | undefined)[];
+  /** Resolves at the first request for `/hang`, which is never answered (a stalled host). */
+  hangRequested: Promise<void>;
   close: () => Promise<void>;
 }
 
@@ -75,7 +77,15 @@ export async function startModelHost(): Promise<ModelHost> {
   );
   const size = statSync(tinyModel).size;
   const ranges: (string | undefined)[] = [];
+  let hangRequested!: () => void;
+  const hung = new Promise<void>((resolve) => {
+    hangRequested = resolve;
+  });
   const server: Server = createServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => {
+    if (req.url === "/hang") {
+      hangRequested();
+      return;
+    }
     ranges.push(req.headers.range);
     if (req.url !== "/models/stories260K.gguf") {
       res.writeHead(404).end();
@@ -89,6 +99,11 @@ export async function startModelHost(): Promise<ModelHost> {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
     caFile: cert,
     ranges,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    hangRequested: hung,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
