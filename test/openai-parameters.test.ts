@@ -1,27 +1,14 @@
 // OpenAI's request parameters that Pomona supports, each shown to take effect through the whole stack: the
 // official openai client, the gateway, the real node-agent (virtual mode) with real llama.cpp inference on the
 // tiny stories model. docs/openai-compat.md names these tests; parameters Pomona refuses are checked here too.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
-import { installCrds } from "./support/crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  kubeConfig,
-  makeKey,
-  model,
-  startGateway,
-  type TestGateway,
-} from "./support/gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
-import { eventually } from "./support/processes.ts";
+import { makeKey, type TestGateway } from "./support/gateway.ts";
+import { type InferenceStack, startInferenceStack } from "./support/inference-stack.ts";
 
 const ns = "gw-params";
-const replicaName = "stories-params";
 const key = makeKey(ns, "k");
-let agent: TestAgent;
+let stack: InferenceStack;
 let gateway: TestGateway;
 
 const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
@@ -71,72 +58,12 @@ async function answer(endpoint: "chat" | "completions", params: { stop?: string;
 }
 
 beforeAll(async () => {
-  await installCrds();
-  await createNamespace(ns);
-  agent = await startAgent("gw-params-node");
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 512, parallelSequences: 2, embeddings: true },
-      memoryBytes: 0,
-      templateHash: "parameters-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  let last: ModelReplica | undefined;
-  const endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      last = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (last.status?.phase === "Failed") throw new Error(`replica failed: ${last.status.message}`);
-      return last.status?.phase === "Ready" ? last.status.endpoint : undefined;
-    },
-    180_000,
-  ).catch((err: Error) => {
-    throw new Error(
-      `${err.message}; status ${JSON.stringify(last?.status)}; agent output:\n${agent.process.output().slice(-3000)}`,
-    );
-  });
-  gateway = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
-  });
-  const feed = new ConfigFeed(ns);
-  await feed.publish({
-    models: [
-      model(ns, "stories", {
-        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
-        contextSize: 512,
-        sequenceContextSize: 256,
-      }),
-    ],
-    keys: [key],
-  });
-  await gateway.waitForVersion(feed.version);
+  stack = await startInferenceStack(ns, { keys: [key], embeddings: true, sequenceContextSize: 256 });
+  gateway = stack.gateway;
 }, 300_000);
 
 afterAll(async () => {
-  await gateway?.close();
-  await agent?.process.stop();
+  await stack?.stop();
 });
 
 describe("chat completion parameters", () => {

@@ -1,34 +1,21 @@
 // OpenAI's sampling and choice parameters through the whole stack, with the official openai client: the
 // real node-agent (node-agent/main.ts) loads the fixture model from a ModelReplica in the real API server,
 // and the real gateway in front of it serves the config published as the operator publishes it.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import { getLlama, type LlamaModel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
-import { installCrds } from "./support/crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  model as gatewayModel,
-  kubeConfig,
-  makeKey,
-  policy,
-  startGateway,
-  type TestGateway,
-} from "./support/gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
-import { eventually } from "./support/processes.ts";
+import { makeKey, policy, type TestGateway } from "./support/gateway.ts";
+import { type InferenceStack, startInferenceStack } from "./support/inference-stack.ts";
+import { tinyModel } from "./support/node-agent.ts";
 
 const ns = "openai-sampling";
-const replicaName = "stories-sampling";
 /** 100 tokens a minute: a request reserving prompt + n × max_tokens over that is refused at once. */
 const tight = policy(ns, "tight", { scope: "PerKey", tokensPerMinute: 100 });
 const key = makeKey(ns, "k");
 const tightKey = makeKey(ns, "tight", { rateLimitPolicy: tight.name });
 const PROMPT = "Once upon a time";
 
-let agent: TestAgent;
+let stack: InferenceStack;
 let gateway: TestGateway;
 let model: LlamaModel;
 
@@ -43,71 +30,15 @@ function idsOf(text: string): number[] {
 }
 
 beforeAll(async () => {
-  await installCrds();
-  await createNamespace(ns);
-  agent = await startAgent("sampling-node");
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 1024, parallelSequences: 2, embeddings: false },
-      memoryBytes: 0,
-      templateHash: "sampling-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  const endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      const r = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (r.status?.phase === "Failed") throw new Error(`replica failed: ${r.status.message}`);
-      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
-    },
-    180_000,
-  );
-  gateway = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
-  });
-  const feed = new ConfigFeed(ns);
-  await feed.publish({
-    models: [
-      gatewayModel(ns, "stories", {
-        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
-        contextSize: 512,
-        embeddings: false,
-      }),
-    ],
-    keys: [key, tightKey],
-    policies: [tight],
-  });
-  await gateway.waitForVersion(feed.version);
+  stack = await startInferenceStack(ns, { keys: [key, tightKey], policies: [tight], contextSize: 1024 });
+  gateway = stack.gateway;
   const llama = await getLlama({ gpu: false, build: "never", progressLogs: false });
   model = await llama.loadModel({ modelPath: tinyModel, gpuLayers: 0 });
 }, 300_000);
 
 afterAll(async () => {
   await model?.dispose();
-  await gateway?.close();
-  await agent?.process.stop();
+  await stack?.stop();
 });
 
 async function refusal(call: Promise<unknown>): Promise<{ status: number; param: string | null | undefined }> {

@@ -23,12 +23,22 @@ export interface InferenceStack {
   stop: () => Promise<void>;
 }
 
-/** Model `stories` (alias `tiny-stories`), two sequences sharing a context of 512 unless given, served to the given keys. */
+/**
+ * Model `stories` (alias `tiny-stories`), two sequences sharing a context of 512 unless given, served to the
+ * given keys; embeddings only when asked; the gateway's per-request context as given (else the helper's default).
+ */
 export async function startInferenceStack(
   ns: string,
-  parts: { keys: TestKey[]; policies?: GatewayPolicy[]; contextSize?: number },
+  parts: {
+    keys: TestKey[];
+    policies?: GatewayPolicy[];
+    contextSize?: number;
+    sequenceContextSize?: number;
+    embeddings?: boolean;
+  },
 ): Promise<InferenceStack> {
   const contextSize = parts.contextSize ?? 512;
+  const embeddings = parts.embeddings ?? false;
   await installCrds();
   await createNamespace(ns);
   const agent = await startAgent(`${ns}-node`);
@@ -42,7 +52,7 @@ export async function startInferenceStack(
       model: "stories",
       nodeName: agent.nodeName,
       source: { path: tinyModel },
-      engine: { contextSize, parallelSequences: 2, embeddings: false },
+      engine: { contextSize, parallelSequences: 2, embeddings },
       memoryBytes: 0,
       templateHash: "wire-test",
     },
@@ -86,7 +96,8 @@ export async function startInferenceStack(
         aliases: ["tiny-stories"],
         endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
         contextSize,
-        embeddings: false,
+        ...(parts.sequenceContextSize ? { sequenceContextSize: parts.sequenceContextSize } : {}),
+        embeddings,
       }),
     ],
     keys: parts.keys,
