@@ -1,26 +1,16 @@
 // Real inference through the gateway: the real node-agent (node-agent/main.ts, virtual mode) loads the
 // tiny stories model from a ModelReplica in the real API server, and the official openai client talks
 // to the gateway in front of it.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
-import { installCrds } from "./support/crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  kubeConfig,
-  makeKey,
-  model,
-  startGateway,
-  type TestGateway,
-} from "./support/gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { makeKey, type TestGateway } from "./support/gateway.ts";
+import { type InferenceStack, startInferenceStack } from "./support/inference-stack.ts";
+import type { TestAgent } from "./support/node-agent.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "gw-agent";
-const replicaName = "stories-gw";
 const key = makeKey(ns, "k");
+let stack: InferenceStack;
 let agent: TestAgent;
 let gateway: TestGateway;
 
@@ -34,73 +24,13 @@ const agentTokens = () => agentMetric(/^pomona_node_generated_tokens_total\{[^}]
 const agentAborted = () => agentMetric(/^pomona_node_requests_total\{[^}]*outcome="aborted"[^}]*\}\s+(\d+)/gm);
 
 beforeAll(async () => {
-  await installCrds();
-  await createNamespace(ns);
-  agent = await startAgent("gw-agent-node");
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 512, parallelSequences: 2, embeddings: true },
-      memoryBytes: 0,
-      templateHash: "gateway-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  let last: ModelReplica | undefined;
-  const endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      last = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (last.status?.phase === "Failed") throw new Error(`replica failed: ${last.status.message}`);
-      return last.status?.phase === "Ready" ? last.status.endpoint : undefined;
-    },
-    180_000,
-  ).catch((err: Error) => {
-    throw new Error(
-      `${err.message}; status ${JSON.stringify(last?.status)}; agent output:\n${agent.process.output().slice(-3000)}`,
-    );
-  });
-  gateway = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
-  });
-  const feed = new ConfigFeed(ns);
-  await feed.publish({
-    models: [
-      model(ns, "stories", {
-        aliases: ["tiny-stories"],
-        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
-        contextSize: 512,
-        sequenceContextSize: 256,
-      }),
-    ],
-    keys: [key],
-  });
-  await gateway.waitForVersion(feed.version);
+  stack = await startInferenceStack(ns, { keys: [key], embeddings: true, sequenceContextSize: 256 });
+  agent = stack.agent;
+  gateway = stack.gateway;
 }, 300_000);
 
 afterAll(async () => {
-  await gateway?.close();
-  await agent?.process.stop();
+  await stack?.stop();
 });
 
 describe("real inference through the gateway", () => {
