@@ -9,7 +9,8 @@
  * which would measure contention, not the stack. llama.cpp's own default oversubscribes even more.
  */
 import { join } from "node:path";
-import { getLlama, type Llama } from "node-llama-cpp";
+import { getLlama, type Llama, type LlamaContext, type LlamaModel } from "node-llama-cpp";
+import { perSequenceContext } from "../crds/api/index.ts";
 import { usableCpus } from "../node-agent/hardware.ts";
 
 /** The fixture model, found relative to the repository as the tests find it (../shared/models). */
@@ -27,4 +28,28 @@ export function benchLlama(threads: number): Promise<Llama> {
     progressLogs: false,
     maxThreads: threads,
   });
+}
+
+/** node-llama-cpp alone in this process: the bench model in one context of BENCH_ENGINE's sequences, as the agent makes it. */
+export async function benchContext(): Promise<{
+  model: LlamaModel;
+  context: LlamaContext;
+  close: () => Promise<void>;
+}> {
+  const llama = await benchLlama(BENCH_THREADS);
+  const model = await llama.loadModel({ modelPath: BENCH_MODEL, gpuLayers: llama.gpu === false ? 0 : "auto" });
+  const context = await model.createContext({
+    sequences: BENCH_ENGINE.parallelSequences,
+    contextSize: perSequenceContext(BENCH_ENGINE),
+    threads: BENCH_THREADS,
+  });
+  return {
+    model,
+    context,
+    close: async () => {
+      await context.dispose();
+      await model.dispose();
+      await llama.dispose();
+    },
+  };
 }

@@ -17,7 +17,7 @@
  */
 import { LlamaCompletion, type LlamaContextSequence } from "node-llama-cpp";
 import { Agent, fetch } from "undici";
-import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchLlama } from "./_bench-model.ts";
+import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
 import { startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { benchNodeTls } from "./_node-tls.ts";
@@ -49,13 +49,7 @@ async function batch(concurrency: number, one: () => Promise<Stream>): Promise<B
 
 /** node-llama-cpp alone: one context with the same sequences, a completion per stream, text streamed. */
 async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> {
-  const llama = await benchLlama(BENCH_THREADS);
-  const model = await llama.loadModel({ modelPath: BENCH_MODEL, gpuLayers: llama.gpu === false ? 0 : "auto" });
-  const context = await model.createContext({
-    sequences: BENCH_ENGINE.parallelSequences,
-    contextSize: BENCH_ENGINE.contextSize / BENCH_ENGINE.parallelSequences,
-    threads: BENCH_THREADS,
-  });
+  const { context, close } = await benchContext();
   const free: LlamaContextSequence[] = Array.from({ length: context.totalSequences }, () => context.getSequence());
   const one = async (): Promise<Stream> => {
     const sequence = free.pop();
@@ -83,11 +77,7 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
   };
   return {
     run: (concurrency) => batch(concurrency, one),
-    close: async () => {
-      await context.dispose();
-      await model.dispose();
-      await llama.dispose();
-    },
+    close,
   };
 }
 

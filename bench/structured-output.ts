@@ -15,7 +15,7 @@
 import { LlamaCompletion } from "node-llama-cpp";
 import { chatPrompt } from "../node-agent/chat-prompt.ts";
 import { responseFormatNote } from "../node-agent/structured-output.ts";
-import { BENCH_ENGINE, BENCH_MODEL, BENCH_THREADS, benchLlama } from "./_bench-model.ts";
+import { BENCH_ENGINE, BENCH_MODEL, BENCH_THREADS, benchContext } from "./_bench-model.ts";
 import { startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { quickNote, size } from "./_size.ts";
@@ -51,14 +51,7 @@ type Mode = "json" | "text";
 type Path = (mode: Mode) => Promise<Figures>;
 
 async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> {
-  const llama = await benchLlama(BENCH_THREADS);
-  const model = await llama.loadModel({ modelPath: BENCH_MODEL, gpuLayers: llama.gpu === false ? 0 : "auto" });
-  // The agent's context: the same sequences (one used at a time here as there), so both do the same work.
-  const context = await model.createContext({
-    sequences: BENCH_ENGINE.parallelSequences,
-    contextSize: BENCH_ENGINE.contextSize / BENCH_ENGINE.parallelSequences,
-    threads: BENCH_THREADS,
-  });
+  const { model, context, close } = await benchContext();
   const sequence = context.getSequence();
   const prompts = {
     json: chatPrompt(model, MESSAGES, { notes: [responseFormatNote(FORMAT)!] }),
@@ -79,7 +72,7 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
         temperature: 0,
         repeatPenalty: false,
         customStopTriggers: stop,
-        grammar: mode === "json" ? await llama.createGrammarForJsonSchema(SCHEMA) : undefined,
+        grammar: mode === "json" ? await model.llama.createGrammarForJsonSchema(SCHEMA) : undefined,
         onToken: (t) => {
           tokens += t.length;
         },
@@ -96,11 +89,7 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
   };
   return {
     run,
-    close: async () => {
-      await context.dispose();
-      await model.dispose();
-      await llama.dispose();
-    },
+    close,
   };
 }
 
