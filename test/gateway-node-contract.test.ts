@@ -5,21 +5,11 @@
 // gateway replicas. test/gateway-busy.test.ts proves the gateway's side against a fake node.
 // Against a node-agent without its side of the contract (headers only with the whole answer, a full queue
 // answered 503 without Retry-After) the first gets 504 and the second sees no 429 from the node.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
 import { installCrds } from "./support/crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  kubeConfig,
-  makeKey,
-  model,
-  startGateway,
-  type TestGateway,
-} from "./support/gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
-import { eventually } from "./support/processes.ts";
+import { ConfigFeed, createNamespace, makeKey, model, startGateway, type TestGateway } from "./support/gateway.ts";
+import { readyReplica } from "./support/model-replica.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
 
 const ns = "gw-node-contract";
 const replicaName = "stories-contract";
@@ -64,43 +54,8 @@ beforeAll(async () => {
   await installCrds();
   await createNamespace(ns);
   agent = await startAgent("gw-contract-node", { POMONA_QUEUE_LIMIT: String(NODE_QUEUE) });
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 512, parallelSequences: SEQUENCES, embeddings: false },
-      memoryBytes: 0,
-      templateHash: "contract-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      const r = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (r.status?.phase === "Failed") throw new Error(`replica failed: ${r.status.message}`);
-      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
-    },
-    180_000,
-  );
+  const engine = { contextSize: 512, parallelSequences: SEQUENCES };
+  endpoint = (await readyReplica(agent, ns, replicaName, { engine })).status.endpoint;
   gateway = await startGateway(ns, {
     nodeToken: NODE_AGENT_TOKEN,
     upstream: { firstByteTimeoutMs: FIRST_BYTE_TIMEOUT_MS, totalTimeoutMs: 120_000 },

@@ -2,22 +2,19 @@
 // llama.cpp, with 2 parallel sequences and a node queue of 2, behind real gateways. The gateway sends the
 // replica at most its 2 slots; everything else waits in the gateway's line, which is fair across keys and
 // serves interactive keys before batch keys. Clients are plain fetch, to see every status and header.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
 import { installCrds } from "./support/crds.ts";
 import {
   ConfigFeed,
   createNamespace,
-  kubeConfig,
   makeKey,
   model,
   policy,
   startGateway,
   type TestGateway,
 } from "./support/gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
-import { eventually } from "./support/processes.ts";
+import { readyReplica } from "./support/model-replica.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
 
 const ns = "gw-overload";
 const replicaName = "stories-overload";
@@ -111,43 +108,8 @@ beforeAll(async () => {
   await installCrds();
   await createNamespace(ns);
   agent = await startAgent("gw-overload-node", { POMONA_QUEUE_LIMIT: String(NODE_QUEUE) });
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 512, parallelSequences: SEQUENCES, embeddings: false },
-      memoryBytes: 0,
-      templateHash: "overload-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  const endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      const r = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (r.status?.phase === "Failed") throw new Error(`replica failed: ${r.status.message}`);
-      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
-    },
-    180_000,
-  );
+  const engine = { contextSize: 512, parallelSequences: SEQUENCES };
+  const { endpoint } = (await readyReplica(agent, ns, replicaName, { engine })).status;
   const upstream = { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 };
   saturated = await startGateway(ns, {
     nodeToken: NODE_AGENT_TOKEN,
@@ -159,7 +121,7 @@ beforeAll(async () => {
     upstream,
     queue: { timeoutMs: 60_000, maxPerModel: 256 },
   });
-  const at = { url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1 };
+  const at = { url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1 };
   const feed = new ConfigFeed(ns);
   await feed.publish({
     models: [

@@ -1,19 +1,10 @@
 // The whole serving path for a suite: the real node-agent (virtual mode) loads the tiny stories model from a
 // ModelReplica in the real API server, and a real gateway, fed by the config watcher, routes to it.
-import { CustomObjectsApi } from "@kubernetes/client-node";
-import { API_VERSION, type GatewayPolicy, GROUP, labels, type ModelReplica, VERSION } from "../../crds/api/index.ts";
+import type { GatewayPolicy } from "../../crds/api/index.ts";
 import { installCrds } from "./crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  kubeConfig,
-  model,
-  startGateway,
-  type TestGateway,
-  type TestKey,
-} from "./gateway.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./node-agent.ts";
-import { eventually } from "./processes.ts";
+import { ConfigFeed, createNamespace, model, startGateway, type TestGateway, type TestKey } from "./gateway.ts";
+import { readyReplica } from "./model-replica.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./node-agent.ts";
 
 export interface InferenceStack {
   agent: TestAgent;
@@ -43,48 +34,9 @@ export async function startInferenceStack(
   await createNamespace(ns);
   const agent = await startAgent(`${ns}-node`);
   const replicaName = `${ns}-stories`;
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name: replicaName, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize, parallelSequences: 2, embeddings },
-      memoryBytes: 0,
-      templateHash: "wire-test",
-    },
-  };
-  await custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    namespace: ns,
-    plural: "modelreplicas",
-    body: replica,
-  });
-  let last: ModelReplica | undefined;
-  const endpoint = await eventually(
-    "the replica Ready",
-    async () => {
-      if (agent.process.child.exitCode !== null) throw new Error("the node-agent exited");
-      last = (await custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name: replicaName,
-      })) as ModelReplica;
-      if (last.status?.phase === "Failed") throw new Error(`replica failed: ${last.status.message}`);
-      return last.status?.phase === "Ready" ? last.status.endpoint : undefined;
-    },
-    180_000,
-  ).catch((err: Error) => {
-    throw new Error(
-      `${err.message}; status ${JSON.stringify(last?.status)}; agent:\n${agent.process.output().slice(-3000)}`,
-    );
-  });
+  const { endpoint } = (
+    await readyReplica(agent, ns, replicaName, { engine: { contextSize, parallelSequences: 2, embeddings } })
+  ).status;
   const gateway = await startGateway(ns, {
     nodeToken: NODE_AGENT_TOKEN,
     upstream: { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 },
@@ -94,7 +46,7 @@ export async function startInferenceStack(
     models: [
       model(ns, "stories", {
         aliases: ["tiny-stories"],
-        endpoints: [{ url: endpoint!, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
+        endpoints: [{ url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1, slots: 2 }],
         contextSize,
         ...(parts.sequenceContextSize ? { sequenceContextSize: parts.sequenceContextSize } : {}),
         embeddings,
