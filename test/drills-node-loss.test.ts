@@ -3,14 +3,13 @@
 // Must hold: no admitted non-streaming request is lost (the gateway retries another replica before the
 // first byte); a stream cut off on the dead node ends in an error the client sees, never a hang; new
 // streams go to the live node; the gateway keeps running.
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
 import { installCrds } from "./support/crds.ts";
-import { ConfigFeed, createNamespace, kubeConfig, makeKey, model } from "./support/gateway.ts";
+import { ConfigFeed, createNamespace, makeKey, model } from "./support/gateway.ts";
 import { type GatewayProcess, startGatewayProcess } from "./support/gateway-process.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { readyReplica } from "./support/model-replica.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "drill-node-loss";
@@ -19,33 +18,9 @@ const agents: TestAgent[] = [];
 let gateway: GatewayProcess;
 let feed: ConfigFeed;
 
-async function readyReplica(agent: TestAgent, name: string): Promise<string> {
-  const custom = kubeConfig().makeApiClient(CustomObjectsApi);
-  const ref = { group: GROUP, version: VERSION, namespace: ns, plural: "modelreplicas" };
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source: { path: tinyModel },
-      engine: { contextSize: 1024, parallelSequences: 4, embeddings: false },
-      memoryBytes: 0,
-      templateHash: "drill",
-    },
-  };
-  await custom.createNamespacedCustomObject({ ...ref, body: replica });
-  return eventually(
-    `${name} Ready`,
-    async () => {
-      const r = (await custom.getNamespacedCustomObject({ ...ref, name })) as ModelReplica;
-      if (r.status?.phase === "Failed") throw new Error(`${name} failed: ${r.status.message}`);
-      return r.status?.phase === "Ready" ? r.status.endpoint : undefined;
-    },
-    180_000,
-  );
-}
+/** A replica on the agent's node, as the operator would place it; its endpoint once Ready. */
+const replicaOn = async (agent: TestAgent, name: string) =>
+  (await readyReplica(agent, ns, name, { engine: { contextSize: 1024, parallelSequences: 4 } })).status.endpoint;
 
 /** Both replicas routed, as the operator would publish them. */
 async function route(endpoints: { url: string; agent: TestAgent; replica: string }[]) {
@@ -102,8 +77,8 @@ describe("a node-agent killed under load", () => {
     const [a, b] = [await startAgent("drill-node-a"), await startAgent("drill-node-b")];
     agents.push(a, b);
     await route([
-      { url: await readyReplica(a, "stories-a"), agent: a, replica: "stories-a" },
-      { url: await readyReplica(b, "stories-b"), agent: b, replica: "stories-b" },
+      { url: await replicaOn(a, "stories-a"), agent: a, replica: "stories-a" },
+      { url: await replicaOn(b, "stories-b"), agent: b, replica: "stories-b" },
     ]);
     await servesVersion(feed.version);
 
@@ -140,7 +115,7 @@ describe("a node-agent killed under load", () => {
     const [a] = agents;
     const c = await startAgent("drill-node-c");
     agents.push(c);
-    await route([{ url: (await readyReplica(c, "stories-c"))!, agent: c, replica: "stories-c" }]);
+    await route([{ url: await replicaOn(c, "stories-c"), agent: c, replica: "stories-c" }]);
     await servesVersion(feed.version);
     // Long streams, all on node c; it dies once every one of them has begun.
     let begun = 0;
