@@ -2,57 +2,27 @@
 // the fixture model. Busy answers (429/503 with Retry-After), 200 headers at admission with keep-alive
 // bytes, error envelopes after the headers, back-pressure from a reader that stops reading, and the thread
 // count measured at load. The test plays the operator: it creates the ModelReplicas bound to the agent's
-// node with kubectl. The agent queues at most one request per replica, sends keep-alive bytes every
+// node in the API server. The agent queues at most one request per replica, sends keep-alive bytes every
 // 200 ms and cancels a stream whose reader stalls for 8 s.
 import { readFileSync } from "node:fs";
 import { request as httpRequest, type IncomingMessage } from "node:http";
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EngineSettings, GROUP, labels, type ModelReplica, VERSION } from "../crds/api/index.ts";
+import type { EngineSettings } from "../crds/api/index.ts";
 import { QueueFullError, SequencePool } from "../node-agent/sequence-pool.ts";
 import { installCrds } from "./support/crds.ts";
-import { createNamespace, kubeConfig } from "./support/gateway.ts";
+import { createNamespace } from "./support/gateway.ts";
 import { kubectlOk } from "./support/kubectl.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent, tinyModel } from "./support/node-agent.ts";
+import { readyReplica } from "./support/model-replica.ts";
+import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "node-agent-overload";
 const nodeName = "pomona-test-overload";
 let agent: TestAgent;
 
-async function createReplica(name: string, engine: Partial<EngineSettings>): Promise<ModelReplica> {
-  await kubectlOk(
-    ["apply", "-f", "-"],
-    JSON.stringify({
-      apiVersion: `${GROUP}/${VERSION}`,
-      kind: "ModelReplica",
-      metadata: { name, namespace: ns, labels: { [labels.model]: "stories" } },
-      spec: {
-        model: "stories",
-        nodeName,
-        source: { path: tinyModel },
-        engine: { contextSize: 8192, parallelSequences: 1, embeddings: false, ...engine },
-        memoryBytes: 0,
-        templateHash: "test",
-      },
-    }),
-  );
-  return eventually(
-    `${name} Ready`,
-    async () => {
-      const r = (await kubeConfig().makeApiClient(CustomObjectsApi).getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: "modelreplicas",
-        name,
-      })) as ModelReplica;
-      if (r.status?.phase === "Failed") throw new Error(`${name} failed: ${r.status.message}`);
-      return r.status?.phase === "Ready" ? r : undefined;
-    },
-    120_000,
-  );
-}
+/** One sequence with a long context unless the engine says otherwise; resolves once the agent serves it. */
+const createReplica = (name: string, engine: Partial<EngineSettings>) =>
+  readyReplica(agent, ns, name, { engine: { contextSize: 8192, parallelSequences: 1, ...engine } });
 
 /** A raw completion request, so the test sees statuses, headers and the body as they arrive. */
 function complete(replica: string, body: Record<string, unknown>, signal?: AbortSignal): Promise<Response> {
