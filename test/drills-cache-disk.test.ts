@@ -8,12 +8,11 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CustomObjectsApi } from "@kubernetes/client-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { API_VERSION, GROUP, labels, type ModelReplica, type ModelSource, VERSION } from "../crds/api/index.ts";
 import { installCrds } from "./support/crds.ts";
-import { createNamespace, kubeConfig } from "./support/gateway.ts";
+import { createNamespace } from "./support/gateway.ts";
+import { createReplica, settledReplica } from "./support/model-replica.ts";
 import {
   type ModelHost,
   NODE_AGENT_TOKEN,
@@ -23,41 +22,13 @@ import {
   tinyModel,
   tinyModelSha256,
 } from "./support/node-agent.ts";
-import { eventually } from "./support/processes.ts";
 
 const ns = "drill-cache-disk";
 const mountPoint = mkdtempSync(join(tmpdir(), "pomona-full-cache-"));
 let host: ModelHost;
 let agent: TestAgent;
-const custom = () => kubeConfig().makeApiClient(CustomObjectsApi);
-const ref = { group: GROUP, version: VERSION, namespace: ns, plural: "modelreplicas" };
-
-async function createReplica(name: string, source: ModelSource): Promise<void> {
-  const replica: ModelReplica = {
-    apiVersion: API_VERSION,
-    kind: "ModelReplica",
-    metadata: { name, namespace: ns, labels: { [labels.model]: "stories" } },
-    spec: {
-      model: "stories",
-      nodeName: agent.nodeName,
-      source,
-      engine: { contextSize: 512, parallelSequences: 1, embeddings: false },
-      memoryBytes: 0,
-      templateHash: "drill",
-    },
-  };
-  await custom().createNamespacedCustomObject({ ...ref, body: replica });
-}
-
-const settled = (name: string) =>
-  eventually(
-    `${name} Ready or Failed`,
-    async () => {
-      const r = (await custom().getNamespacedCustomObject({ ...ref, name })) as ModelReplica;
-      return r.status?.phase === "Ready" || r.status?.phase === "Failed" ? r : undefined;
-    },
-    120_000,
-  );
+const oneSequence = { parallelSequences: 1 };
+const settled = (name: string) => settledReplica(agent, ns, name, 120_000);
 
 beforeAll(async () => {
   execFileSync("mount", ["-t", "tmpfs", "-o", "size=600k", "tmpfs", mountPoint]);
@@ -83,11 +54,11 @@ describe("the model cache's disk fills up", () => {
   it("fails the download with CacheDiskFull, keeps serving, and resumes once there is room", {
     timeout: 240_000,
   }, async () => {
-    await createReplica("served", { path: tinyModel });
+    await createReplica(agent, ns, "served", { source: { path: tinyModel }, engine: oneSequence });
     expect((await settled("served")).status?.phase).toBe("Ready");
 
     const source = { url: `${host.url}/models/stories260K.gguf`, sha256: tinyModelSha256 };
-    await createReplica("too-big-for-disk", source);
+    await createReplica(agent, ns, "too-big-for-disk", { source, engine: oneSequence });
     const failed = await settled("too-big-for-disk");
     expect(failed.status?.phase).toBe("Failed");
     expect(failed.status?.reason).toBe("CacheDiskFull");
@@ -105,7 +76,7 @@ describe("the model cache's disk fills up", () => {
     // Room again: a new replica of the same file resumes the partial download and checks the whole file.
     execFileSync("mount", ["-o", "remount,size=8m", mountPoint]);
     host.ranges.length = 0;
-    await createReplica("after-room", source);
+    await createReplica(agent, ns, "after-room", { source, engine: oneSequence });
     const ready = await settled("after-room");
     expect(ready.status?.phase, ready.status?.message).toBe("Ready");
     expect(host.ranges.some((r) => r?.startsWith("bytes="))).toBe(true);
