@@ -2,7 +2,7 @@
 // and the tool-call grammars of node-agent/tool-calls.ts run by real llama.cpp on the fixture model: the
 // "auto" grammar's call branch (reached by biasing the first token towards "<", which the fixture never
 // writes on its own) and its text branch, each parsed as the agent parses answers.
-import { getLlama, type Llama, LlamaCompletion, type LlamaModel, TokenBias } from "node-llama-cpp";
+import { LlamaCompletion, type LlamaModel, TokenBias } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { ChatCompletionRequest } from "../crds/api/openai-requests.ts";
@@ -16,7 +16,7 @@ import {
   translateSchema,
 } from "../node-agent/json-schema-grammar.ts";
 import { parseToolCalls, type ToolPlan, toolPlan } from "../node-agent/tool-calls.ts";
-import { tinyModel } from "./support/node-agent.ts";
+import { loadTinyModel } from "./support/tiny-model.ts";
 
 const refusal = (schema: unknown) => {
   try {
@@ -111,15 +111,12 @@ describe("translating a schema", () => {
 });
 
 describe("tool-call grammars on the fixture model", () => {
-  let llama: Llama;
   let model: LlamaModel;
   beforeAll(async () => {
-    llama = await getLlama({ gpu: false, build: "never", progressLogs: false, maxThreads: 1 });
-    model = await llama.loadModel({ modelPath: tinyModel });
+    model = await loadTinyModel();
   });
   afterAll(async () => {
-    await model?.dispose();
-    await llama?.dispose();
+    await model?.llama.dispose();
   });
 
   const body: ChatCompletionRequest = {
@@ -158,7 +155,7 @@ describe("tool-call grammars on the fixture model", () => {
   }
 
   it("under auto, a call is '<tool_call>' and valid calls; text never starts with '<'", async () => {
-    const plan = await toolPlan(llama, body, 300);
+    const plan = await toolPlan(model.llama, body, 300);
     expect(plan?.mode).toBe("auto");
     const call = await generate(plan!, true);
     const calls = parseToolCalls(plan!, call);
@@ -185,13 +182,13 @@ describe("tool-call grammars on the fixture model", () => {
       { type: "array", items: { type: "null" } },
       { anyOf: [{ type: "null" }] },
     ])
-      await expect(toolPlan(llama, tool(parameters), 300)).rejects.toMatchObject({
+      await expect(toolPlan(model.llama, tool(parameters), 300)).rejects.toMatchObject({
         param: "tools[1].function.parameters",
         message: expect.stringContaining("function parameters must be an object schema"),
       });
     // A $ref to an object is an object schema.
     const viaRef = { $defs: { a: { type: "object", properties: {} } }, $ref: "#/$defs/a" };
-    expect(await toolPlan(llama, tool(viaRef), 300)).toBeDefined();
+    expect(await toolPlan(model.llama, tool(viaRef), 300)).toBeDefined();
   });
 
   it("shares one budget of parts among all the tools of a request", async () => {
@@ -203,12 +200,12 @@ describe("tool-call grammars on the fixture model", () => {
       type: "function" as const,
       function: { name: `f${i}`, parameters },
     }));
-    await expect(toolPlan(llama, { ...body, tools }, 300)).rejects.toThrow(/at most 2000 parts in all/);
+    await expect(toolPlan(model.llama, { ...body, tools }, 300)).rejects.toThrow(/at most 2000 parts in all/);
   });
 
   it("under auto, a room too small for any call leaves text only; required refuses it", async () => {
-    expect(await toolPlan(llama, body, 20)).toBeUndefined();
-    await expect(toolPlan(llama, { ...body, tool_choice: "required" }, 20)).rejects.toMatchObject({
+    expect(await toolPlan(model.llama, body, 20)).toBeUndefined();
+    await expect(toolPlan(model.llama, { ...body, tool_choice: "required" }, 20)).rejects.toMatchObject({
       param: "tools[0].function.parameters",
     });
   });

@@ -1,12 +1,12 @@
 // OpenAI's sampling and choice parameters through the whole stack, with the official openai client: the
 // real node-agent (node-agent/main.ts) loads the fixture model from a ModelReplica in the real API server,
 // and the real gateway in front of it serves the config published as the operator publishes it.
-import { getLlama, type LlamaModel } from "node-llama-cpp";
+import type { LlamaModel } from "node-llama-cpp";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeKey, policy, type TestGateway } from "./support/gateway.ts";
 import { type InferenceStack, startInferenceStack } from "./support/inference-stack.ts";
-import { tinyModel } from "./support/node-agent.ts";
+import { loadTinyModel } from "./support/tiny-model.ts";
 
 const ns = "openai-sampling";
 /** 100 tokens a minute: a request reserving prompt + n × max_tokens over that is refused at once. */
@@ -32,12 +32,11 @@ function idsOf(text: string): number[] {
 beforeAll(async () => {
   stack = await startInferenceStack(ns, { keys: [key, tightKey], policies: [tight], contextSize: 1024 });
   gateway = stack.gateway;
-  const llama = await getLlama({ gpu: false, build: "never", progressLogs: false });
-  model = await llama.loadModel({ modelPath: tinyModel, gpuLayers: 0 });
+  model = await loadTinyModel();
 }, 300_000);
 
 afterAll(async () => {
-  await model?.dispose();
+  await model?.llama.dispose();
   await stack?.stop();
 });
 

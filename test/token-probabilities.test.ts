@@ -1,21 +1,18 @@
 // Log probabilities of generated tokens (node-agent/token-probabilities.ts) as a plain class, on the
 // fixture model's tokenizer: what is held between sampling and keeping stays bounded by top_logprobs,
 // whatever size of distribution llama.cpp hands over.
-import { getLlama, type Llama, type LlamaModel, type Token } from "node-llama-cpp";
+import type { LlamaModel, Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TokenProbabilities } from "../node-agent/token-probabilities.ts";
-import { tinyModel } from "./support/node-agent.ts";
+import { loadTinyModel } from "./support/tiny-model.ts";
 
 describe("TokenProbabilities", () => {
-  let llama: Llama;
   let model: LlamaModel;
   beforeAll(async () => {
-    llama = await getLlama({ gpu: false, build: "never", progressLogs: false, maxThreads: 1 });
-    model = await llama.loadModel({ modelPath: tinyModel });
+    model = await loadTinyModel();
   });
   afterAll(async () => {
-    await model?.dispose();
-    await llama?.dispose();
+    await model?.llama.dispose();
   });
 
   /** A distribution over `size` tokens, best first, as llama.cpp hands it over. */
