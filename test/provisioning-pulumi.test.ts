@@ -9,7 +9,16 @@ import { parse } from "yaml";
 import { nodeTokenSecret } from "../crds/api/well-known.ts";
 import type { KubeObject } from "../pulumi/manifests/index.ts";
 import { type PomonaSettingsInput, parseSettings } from "../pulumi/settings.ts";
-import { chartDir, everyOption, identities, renderChart, runPulumiProgram, valuesOf } from "./provisioning-support.ts";
+import {
+  chartDir,
+  everyOption,
+  identities,
+  mockPulumi,
+  renderChart,
+  runPulumiProgram,
+  settled,
+  valuesOf,
+} from "./provisioning-support.ts";
 import { installCrds } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
 
@@ -147,25 +156,12 @@ describe("the Pulumi program", () => {
 
 describe("the Pulumi program's entry point", () => {
   test("reads the pomona:* config keys, as `pulumi config set --path` writes them, into the stack", async () => {
-    const objects: KubeObject[] = [];
-    await pulumi.runtime.setMocks(
-      {
-        newResource(args) {
-          if (args.type.startsWith("kubernetes:")) objects.push(args.inputs as KubeObject);
-          return { id: `${args.name}-id`, state: args.inputs };
-        },
-        call: (args) => args.inputs,
-      },
-      "pomona",
-      "config",
-      false,
-    );
+    const objects = await mockPulumi("config");
     pulumi.runtime.setConfig("pomona:namespace", "llm");
     pulumi.runtime.setConfig("pomona:gateway", JSON.stringify({ replicas: 3, service: { type: "LoadBalancer" } }));
     pulumi.runtime.setConfig("pomona:redis", JSON.stringify({ enabled: true }));
     pulumi.runtime.setConfig("pomona:installCrds", "false");
     const program = await import("../pulumi/index.ts");
-    const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
     expect(await settled(program.namespace)).toBe("llm");
     expect(await settled(program.gatewayUrl)).toBe("http://pomona-gateway.llm.svc:8080/v1");
     // The same objects as the chart for these settings, but the CRDs (installCrds=false) and plus the namespace.

@@ -59,13 +59,10 @@ export interface PulumiRun {
   outputs: { namespace: string; gatewayUrl: string; adminKeyCommand: string };
 }
 
-const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
+export const settled = <T>(output: pulumi.Output<T>) => new Promise<T>((resolve) => output.apply(resolve));
 
-/** Runs PomonaStack under Pulumi's mocks and returns every Kubernetes object it registered, as the provider would get it. */
-export async function runPulumiProgram(
-  settings: PomonaSettingsInput = {},
-  args: Omit<PomonaStackArgs, "settings"> = {},
-): Promise<PulumiRun> {
+/** Pulumi's mocks for a stack of project pomona: the list fills with each Kubernetes object as the provider would get it. */
+export async function mockPulumi(stack: string): Promise<KubeObject[]> {
   const objects: KubeObject[] = [];
   await pulumi.runtime.setMocks(
     {
@@ -76,9 +73,18 @@ export async function runPulumiProgram(
       call: (args) => args.inputs,
     },
     "pomona",
-    "test",
+    stack,
     false,
   );
+  return objects;
+}
+
+/** Runs PomonaStack under Pulumi's mocks and returns every Kubernetes object it registered, as the provider would get it. */
+export async function runPulumiProgram(
+  settings: PomonaSettingsInput = {},
+  args: Omit<PomonaStackArgs, "settings"> = {},
+): Promise<PulumiRun> {
+  const objects = await mockPulumi("test");
   const stack = new PomonaStack("pomona", { settings, ...args });
   await Promise.all(stack.resources.map((resource) => settled(resource.urn)));
   const outputs = {
