@@ -2,21 +2,14 @@
 // create, the Events and the status out. No API server: the controller's real-server tests are in operator.test.ts.
 import { V1MicroTime } from "@kubernetes/client-node";
 import { describe, expect, it } from "vitest";
-import {
-  API_VERSION,
-  type InferenceModel,
-  inferenceModelSpec,
-  inferenceNodeTaint,
-  labels,
-  type ModelReplica,
-} from "../crds/api/index.ts";
+import { API_VERSION, type InferenceModel, inferenceModelSpec, labels, type ModelReplica } from "../crds/api/index.ts";
 import { isNodeLost } from "../operator/inference-model/node-view.ts";
 import { type ModelPlanInput, planModel } from "../operator/inference-model/plan.ts";
 import { ReplicaIndex } from "../operator/inference-model/replica-index.ts";
 import { replicaWrites } from "../operator/inference-model/replica-writes.ts";
 import { templateHash } from "../operator/inference-model/template.ts";
 import { sameJson } from "../operator/same-json.ts";
-import type { NodeView } from "../operator/scheduler/schedule.ts";
+import { nodeView as node } from "./support/node-view.ts";
 
 const GiB = 2 ** 30;
 const now = Date.parse("2026-01-01T00:00:00Z");
@@ -30,17 +23,6 @@ function model(spec: Record<string, unknown> = {}, status?: InferenceModel["stat
     ...(status ? { status } : {}),
   };
 }
-
-const node = (name: string, gib = 8, extra: Partial<NodeView> = {}): NodeView => ({
-  name,
-  labels: { [labels.inferenceNode]: "true" },
-  taints: [{ ...inferenceNodeTaint }],
-  ready: true,
-  leaseFresh: true,
-  modelMemoryBytes: gib * GiB,
-  cachedModels: [],
-  ...extra,
-});
 
 function replica(
   name: string,

@@ -3,19 +3,10 @@ import { describe, expect, it } from "vitest";
 import { inferenceNodeTaint, labels } from "../crds/api/index.ts";
 import { parseQuantity } from "../crds/api/quantity.ts";
 import { replicaMemory } from "../operator/scheduler/memory.ts";
-import { type NodeView, type ReplicaRequest, scheduleReplicas, tolerates } from "../operator/scheduler/schedule.ts";
+import { type ReplicaRequest, scheduleReplicas, tolerates } from "../operator/scheduler/schedule.ts";
+import { nodeView as node } from "./support/node-view.ts";
 
 const GiB = 2 ** 30;
-const node = (name: string, gib: number, extra: Partial<NodeView> = {}): NodeView => ({
-  name,
-  labels: { [labels.inferenceNode]: "true" },
-  taints: [{ ...inferenceNodeTaint }],
-  ready: true,
-  leaseFresh: true,
-  modelMemoryBytes: gib * GiB,
-  cachedModels: [],
-  ...extra,
-});
 const request = (gib: number, extra: Partial<ReplicaRequest> = {}): ReplicaRequest => ({
   memoryBytes: gib * GiB,
   strategy: "Spread",
