@@ -29,11 +29,12 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
 import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
 import { type DirectEngine, httpStream, loadDirect, type StreamFigures } from "./_direct-llama.ts";
+import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
-import { gatewayMetricsUrl, quickstartEngine } from "./_user-config.ts";
+import { agentMetricsUrl, gatewayMetricsUrl, quickstartEngine } from "./_user-config.ts";
 
 const CONCURRENCY = [1, 4, 8, 16];
 /** Time-to-first-token samples per path and concurrency (batches of `concurrency` streams until reached). */
@@ -68,14 +69,19 @@ function helperThreadsCpuMs(): number {
   return ticks * 10; // USER_HZ is 100 on Linux
 }
 
-/** Busy answers (429) the node gave the gateway so far, from the gateway's upstream-attempt counter. */
-async function busyAnswers(metricsUrl: string): Promise<number> {
-  const text = await (await fetch(metricsUrl)).text();
-  let n = 0;
-  for (const line of text.split("\n"))
-    if (line.startsWith("pomona_gateway_upstream_attempts_total{") && line.includes('outcome="busy"'))
-      n += Number(line.slice(line.lastIndexOf(" ") + 1));
-  return n;
+/** Where the stack's time to first token goes: the path's counters, read before and after each concurrency. */
+async function pathCounters(): Promise<Record<"busy" | "gwSum" | "gwCount" | "nodeSum" | "nodeCount", number>> {
+  const gw = gatewayMetricsUrl(up.gatewayAdminUrl);
+  const node = agentMetricsUrl(up.agentUrl);
+  const read = async (url: string, name: string, ca?: string, having?: string) =>
+    (await metricSum(url, name, ca, having)) ?? Number.NaN;
+  return {
+    busy: await read(gw, "pomona_gateway_upstream_attempts_total", undefined, 'outcome="busy"'),
+    gwSum: await read(gw, "pomona_gateway_time_to_first_token_seconds_sum"),
+    gwCount: await read(gw, "pomona_gateway_time_to_first_token_seconds_count"),
+    nodeSum: await read(node, "pomona_node_time_to_first_token_seconds_sum", up.agentCa),
+    nodeCount: await read(node, "pomona_node_time_to_first_token_seconds_count", up.agentCa),
+  };
 }
 
 /** Counts of waiting-line times: none, under 10 ms, under 100 ms, 100 ms or more. */
@@ -120,12 +126,11 @@ try {
   );
   // Where the stack's waits come from, per concurrency.
   const queued = new Map<number, number[]>(CONCURRENCY.map((c) => [c, []]));
-  const busy = new Map<number, number>();
+  const counters = new Map<number, Awaited<ReturnType<typeof pathCounters>>>();
   const helperCpu = new Map<number, { cpuMs: number; wallMs: number }>();
-  const metricsUrl = gatewayMetricsUrl(up.gatewayAdminUrl);
   for (const c of CONCURRENCY) {
     const batches = Math.ceil(TTFT_SAMPLES / c);
-    const busyBefore = await busyAnswers(metricsUrl);
+    const before = await pathCounters();
     const cpu = { cpuMs: 0, wallMs: 0 };
     for (let b = 0; b < batches; b++) {
       for (const [label, run] of paths) {
@@ -144,7 +149,14 @@ try {
           ?.push(...streams.map((s) => s.firstTextMs as number));
       }
     }
-    busy.set(c, (await busyAnswers(metricsUrl)) - busyBefore);
+    const after = await pathCounters();
+    counters.set(c, {
+      busy: after.busy - before.busy,
+      gwSum: after.gwSum - before.gwSum,
+      gwCount: after.gwCount - before.gwCount,
+      nodeSum: after.nodeSum - before.nodeSum,
+      nodeCount: after.nodeCount - before.nodeCount,
+    });
     helperCpu.set(c, cpu);
   }
   // 2. Tokens/s of one stream.
@@ -157,6 +169,7 @@ try {
   }
 
   const at = (label: string, c: number) => ttft.get(label)?.get(c) ?? [];
+  const average = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const directLabels = direct.engines.map((e) => `direct ${e.threads}t`);
   const show = (label: string) => label.replace(/^direct (\d+)t$/, "$1 thread(s)");
   // node-llama-cpp alone at the thread count the node-agent chose, when it is among the candidates: the
@@ -201,9 +214,13 @@ Time to first token (ms, p50 / p99): ${samples} streams per path at 1/4/8/16 con
 |---|---|${directLabels.map(() => "---|").join("")}---|---|---|
 ${ttftRows.join("\n")}
 
-Where the stack's streams waited (per concurrency: the gateway's waiting-line time of each stream, \`x-pomona-queue-ms\`; busy answers from the node to the gateway; CPU of this process's threads other than its main thread while the stack's batches ran, against their wall time):
+Where the stack's streams waited (per concurrency: the gateway's waiting-line time of each stream, \`x-pomona-queue-ms\`; busy answers from the node to the gateway; mean time to first token as the client, the gateway (from its handler's start) and the node-agent (from the request's admission call, the wait for a sequence included) each measured it, from their histograms' sums; CPU of this process's threads other than its main thread while the stack's batches ran, against their wall time):
 
-${CONCURRENCY.map((c) => `- ${c} stream${c > 1 ? "s" : ""}: waiting line ${queueHistogram(queued.get(c) ?? [])}; busy answers ${busy.get(c) ?? 0}; helper threads ${f(helperCpu.get(c)?.cpuMs, 0)} ms CPU in ${f(helperCpu.get(c)?.wallMs, 0)} ms`).join("\n")}
+${CONCURRENCY.map((c) => {
+  const n = counters.get(c);
+  const perStream = (sum = Number.NaN, count = Number.NaN) => f((1000 * sum) / count);
+  return `- ${c} stream${c > 1 ? "s" : ""}: waiting line ${queueHistogram(queued.get(c) ?? [])}; busy answers ${f(n?.busy, 0)}; mean TTFT client ${f(average(at("stack", c)))} ms, gateway ${perStream(n?.gwSum, n?.gwCount)} ms, node-agent ${perStream(n?.nodeSum, n?.nodeCount)} ms; helper threads ${f(helperCpu.get(c)?.cpuMs, 0)} ms CPU in ${f(helperCpu.get(c)?.wallMs, 0)} ms`;
+}).join("\n")}
 
 Tokens/s of one stream (median of ${TPS_ROUNDS}, up to ${TPS_MAX_TOKENS} tokens): stack ${f(tpsOf("stack"), 0)}; ${directLabels.map((l) => `direct at ${show(l)} ${f(tpsOf(l), 0)}`).join("; ")}.${cause}
 
