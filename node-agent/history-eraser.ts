@@ -26,16 +26,21 @@ export class HistoryEraser {
     return this.resumed;
   }
 
-  /** Give the sequence an empty history; returns at once when it has none. */
-  async erase(sequence: LlamaContextSequence): Promise<void> {
-    if (sequence.nextTokenIndex === 0) return;
+  /**
+   * Erase the sequence's history from token `from` on (all of it by default); returns at once when there is
+   * nothing there.
+   */
+  async erase(sequence: LlamaContextSequence, from = 0): Promise<void> {
+    const end = sequence.nextTokenIndex;
+    if (end <= from) return;
     if (this.pending++ === 0) {
       this.resumed = new Promise((resolve) => {
         this.resume = resolve;
       });
     }
     try {
-      await sequence.clearHistory();
+      if (from === 0) await sequence.clearHistory();
+      else await sequence.eraseContextTokenRanges([{ start: from, end }]);
     } finally {
       if (--this.pending === 0) {
         this.resume?.();

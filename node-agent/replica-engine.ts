@@ -232,6 +232,9 @@ export class ReplicaEngine {
       const penalize = params.presencePenalty || params.frequencyPenalty;
       // Later choices reuse the prompt already in the sequence: LlamaCompletion keeps the common prefix.
       for (let index = 0; index < (params.choices ?? 1) && !aborted; index++) {
+        // The earlier choice's tokens go, the prompt's stay (LlamaCompletion re-evaluates its last token): erased
+        // here, beside the running generations, instead of by LlamaCompletion waiting for them to end.
+        if (index > 0) await this.eraser.erase(sequence, promptTokens - 1);
         probabilities?.reset();
         let completionTokens = 0;
         // Stop strings are matched on the text as the client reads it (stop-text.ts); a match ends the

@@ -75,4 +75,45 @@ describe("admission while another sequence generates", () => {
     // Every sequence goes back to the pool once its history is erased.
     await eventually("every sequence free", async () => (engine.pool.busy === 0 ? true : undefined), 10_000);
   });
+
+  it("starts a later choice of the same request without waiting for the other generations to end", async () => {
+    let longPieces = 0;
+    let longStarted!: () => void;
+    const started = new Promise<void>((resolve) => {
+      longStarted = resolve;
+    });
+    const generate = () =>
+      engine.complete(
+        PROMPT,
+        { maxTokens: 1_000, temperature: 1, seed: 2 },
+        {
+          onText: () => {
+            longPieces++;
+            longStarted();
+          },
+        },
+      );
+    const long = Promise.all([generate(), generate()]);
+    await started;
+    let firstEnded: number | undefined;
+    let meanwhile: number | undefined;
+    const result = await engine.complete(
+      PROMPT,
+      { maxTokens: 8, temperature: 0, choices: 2 },
+      {
+        onChoiceEnd: (choice) => {
+          if (choice.index === 0) firstEnded = longPieces;
+        },
+        onText: (_text, choice) => {
+          if (choice === 1 && firstEnded !== undefined) meanwhile ??= longPieces - firstEnded;
+        },
+      },
+    );
+    const longResults = await long;
+    for (const r of longResults) expect(r.completionTokens).toBeGreaterThan(200);
+    expect(meanwhile).toBeLessThan(20);
+    // The second choice starts from the prompt alone: at temperature 0 it is the first one again.
+    expect(result.choices.map((c) => c.text)).toEqual([result.choices[0]!.text, result.choices[0]!.text]);
+    expect(result.choices[0]!.completionTokens).toBeGreaterThan(0);
+  });
 });
