@@ -20,7 +20,7 @@ describe("admission while another sequence generates", () => {
     engine = await ReplicaEngine.load(
       llama,
       tinyModel,
-      { contextSize: 2048, parallelSequences: 3, threads: 1, embeddings: false } as never,
+      { contextSize: 2048, parallelSequences: 3, threads: 1, embeddings: false },
       { maxThreads: 1, queueLimit: 4 },
     );
   });
