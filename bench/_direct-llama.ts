@@ -13,6 +13,8 @@ export interface StreamFigures {
   tokens: number;
   /** From the call to the last token. */
   seconds: number;
+  /** Over HTTP through the gateway: the time it held the request in its waiting line (`x-pomona-queue-ms`). */
+  queueMs?: number;
 }
 
 export interface DirectEngine {
@@ -108,6 +110,7 @@ export async function httpStream(
   });
   if (response.status !== 200 || !response.body)
     throw new Error(`${url} answered ${response.status}: ${(await response.text()).slice(0, 200)}`);
+  const queued = response.headers.get("x-pomona-queue-ms");
   const decoder = new TextDecoder();
   let text = "";
   let firstTextMs: number | undefined;
@@ -124,5 +127,10 @@ export async function httpStream(
     .map((e) => JSON.parse(e) as { usage?: { completion_tokens: number } })
     .find((e) => e.usage)?.usage;
   if (!usage) throw new Error(`${url} sent no usage chunk`);
-  return { firstTextMs, tokens: usage.completion_tokens, seconds };
+  return {
+    firstTextMs,
+    tokens: usage.completion_tokens,
+    seconds,
+    queueMs: queued === null ? undefined : Number(queued),
+  };
 }

@@ -17,15 +17,24 @@
  * request to the first piece of text (the first SSE event carrying text over HTTP), including any wait
  * for a free sequence; its tokens/s are its completion tokens over the time from the request to its last
  * token. The paths take turns batch by batch, never together.
+ *
+ * To tell where a stack stream's wait comes from, the report also gives, per concurrency, the gateway's
+ * own waiting-line time (`x-pomona-queue-ms` of each answer, as a histogram), the busy answers the node
+ * gave the gateway (its upstream-attempt counter), and the CPU this process's threads other than its main
+ * thread used while the stack's batches ran (on Linux): node-llama-cpp's threads here must be idle then,
+ * or the direct side would steal the node-agent's core. Measured so far: they are (a few ms of V8 helper
+ * threads per batch, no llama.cpp thread), with the direct contexts loaded, idle or taking turns alike.
  */
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
 import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
 import { type DirectEngine, httpStream, loadDirect, type StreamFigures } from "./_direct-llama.ts";
+import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
-import { quickstartEngine } from "./_user-config.ts";
+import { agentMetricsUrl, gatewayMetricsUrl, quickstartEngine } from "./_user-config.ts";
 
 const CONCURRENCY = [1, 4, 8, 16];
 /** Time-to-first-token samples per path and concurrency (batches of `concurrency` streams until reached). */
@@ -42,6 +51,45 @@ const cpus = usableCpus();
 const candidates = [...new Set([1, 2, cpus])].filter((t) => t <= cpus).sort((a, b) => a - b);
 
 type Run = (maxTokens: number) => Promise<StreamFigures>;
+
+/** CPU ms used so far by this process's threads other than its main thread (Linux; 0 elsewhere). */
+function helperThreadsCpuMs(): number {
+  if (!existsSync("/proc/self/task")) return 0;
+  let ticks = 0;
+  for (const task of readdirSync("/proc/self/task")) {
+    if (Number(task) === process.pid) continue;
+    try {
+      const stat = readFileSync(`/proc/self/task/${task}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
+
+/** Where the stack's time to first token goes: the path's counters, read before and after each concurrency. */
+async function pathCounters(): Promise<Record<"busy" | "gwSum" | "gwCount" | "nodeSum" | "nodeCount", number>> {
+  const gw = gatewayMetricsUrl(up.gatewayAdminUrl);
+  const node = agentMetricsUrl(up.agentUrl);
+  const read = async (url: string, name: string, ca?: string, having?: string) =>
+    (await metricSum(url, name, ca, having)) ?? Number.NaN;
+  return {
+    busy: await read(gw, "pomona_gateway_upstream_attempts_total", undefined, 'outcome="busy"'),
+    gwSum: await read(gw, "pomona_gateway_time_to_first_token_seconds_sum"),
+    gwCount: await read(gw, "pomona_gateway_time_to_first_token_seconds_count"),
+    nodeSum: await read(node, "pomona_node_time_to_first_token_seconds_sum", up.agentCa),
+    nodeCount: await read(node, "pomona_node_time_to_first_token_seconds_count", up.agentCa),
+  };
+}
+
+/** Counts of waiting-line times: none, under 10 ms, under 100 ms, 100 ms or more. */
+function queueHistogram(ms: number[]): string {
+  const bins = [0, 0, 0, 0];
+  for (const m of ms) bins[m <= 0 ? 0 : m < 10 ? 1 : m < 100 ? 2 : 3]!++;
+  return `0 ms: ${bins[0]}, 1–9: ${bins[1]}, 10–99: ${bins[2]}, ≥ 100: ${bins[3]}`;
+}
 
 async function batch(concurrency: number, run: Run, maxTokens: number): Promise<StreamFigures[]> {
   return Promise.all(Array.from({ length: concurrency }, () => run(maxTokens)));
@@ -76,11 +124,24 @@ try {
   const ttft = new Map<string, Map<number, number[]>>(
     paths.map(([l]) => [l, new Map(CONCURRENCY.map((c) => [c, []]))]),
   );
+  // Where the stack's waits come from, per concurrency.
+  const queued = new Map<number, number[]>(CONCURRENCY.map((c) => [c, []]));
+  const counters = new Map<number, Awaited<ReturnType<typeof pathCounters>>>();
+  const helperCpu = new Map<number, { cpuMs: number; wallMs: number }>();
   for (const c of CONCURRENCY) {
     const batches = Math.ceil(TTFT_SAMPLES / c);
+    const before = await pathCounters();
+    const cpu = { cpuMs: 0, wallMs: 0 };
     for (let b = 0; b < batches; b++) {
       for (const [label, run] of paths) {
+        const cpuBefore = label === "stack" ? helperThreadsCpuMs() : 0;
+        const wallBefore = performance.now();
         const streams = await batch(c, run, TTFT_MAX_TOKENS);
+        if (label === "stack") {
+          cpu.cpuMs += helperThreadsCpuMs() - cpuBefore;
+          cpu.wallMs += performance.now() - wallBefore;
+          queued.get(c)?.push(...streams.map((s) => s.queueMs ?? 0));
+        }
         if (streams.some((s) => s.firstTextMs === undefined)) throw new Error(`${label}: a stream sent no text`);
         ttft
           .get(label)
@@ -88,6 +149,15 @@ try {
           ?.push(...streams.map((s) => s.firstTextMs as number));
       }
     }
+    const after = await pathCounters();
+    counters.set(c, {
+      busy: after.busy - before.busy,
+      gwSum: after.gwSum - before.gwSum,
+      gwCount: after.gwCount - before.gwCount,
+      nodeSum: after.nodeSum - before.nodeSum,
+      nodeCount: after.nodeCount - before.nodeCount,
+    });
+    helperCpu.set(c, cpu);
   }
   // 2. Tokens/s of one stream.
   const tps = new Map<string, number[]>(paths.map(([l]) => [l, []]));
@@ -99,6 +169,7 @@ try {
   }
 
   const at = (label: string, c: number) => ttft.get(label)?.get(c) ?? [];
+  const average = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const directLabels = direct.engines.map((e) => `direct ${e.threads}t`);
   const show = (label: string) => label.replace(/^direct (\d+)t$/, "$1 thread(s)");
   // node-llama-cpp alone at the thread count the node-agent chose, when it is among the candidates: the
@@ -142,6 +213,14 @@ Time to first token (ms, p50 / p99): ${samples} streams per path at 1/4/8/16 con
 | streams | stack p50 / p99 | ${directLabels.map((l) => `direct, ${show(l)} p50 / p99`).join(" | ")} | best direct | stack p99 ÷ best direct p99 | stack p99 ÷ direct p99 at the agent's thread count |
 |---|---|${directLabels.map(() => "---|").join("")}---|---|---|
 ${ttftRows.join("\n")}
+
+Where the stack's streams waited (per concurrency: the gateway's waiting-line time of each stream, \`x-pomona-queue-ms\`; busy answers from the node to the gateway; mean time to first token as the client, the gateway (from its handler's start) and the node-agent (from the request's admission call, the wait for a sequence included) each measured it, from their histograms' sums; CPU of this process's threads other than its main thread while the stack's batches ran, against their wall time):
+
+${CONCURRENCY.map((c) => {
+  const n = counters.get(c);
+  const perStream = (sum = Number.NaN, count = Number.NaN) => f((1000 * sum) / count);
+  return `- ${c} stream${c > 1 ? "s" : ""}: waiting line ${queueHistogram(queued.get(c) ?? [])}; busy answers ${f(n?.busy, 0)}; mean TTFT client ${f(average(at("stack", c)))} ms, gateway ${perStream(n?.gwSum, n?.gwCount)} ms, node-agent ${perStream(n?.nodeSum, n?.nodeCount)} ms; helper threads ${f(helperCpu.get(c)?.cpuMs, 0)} ms CPU in ${f(helperCpu.get(c)?.wallMs, 0)} ms`;
+}).join("\n")}
 
 Tokens/s of one stream (median of ${TPS_ROUNDS}, up to ${TPS_MAX_TOKENS} tokens): stack ${f(tpsOf("stack"), 0)}; ${directLabels.map((l) => `direct at ${show(l)} ${f(tpsOf(l), 0)}`).join("; ")}.${cause}
 

@@ -17,12 +17,11 @@
  *   npm run soak -- --minutes 2      (POMONA_SOAK_* below tune the mix)
  */
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
-import { get } from "node:http";
-import { get as httpsGet } from "node:https";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Agent, fetch, type Response } from "undici";
 import { BENCH_PROMPT } from "./_bench-model.ts";
+import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
@@ -168,37 +167,6 @@ function extraSockets(before: Descriptors | undefined, after: Descriptors | unde
     .filter(([, d]) => d > 0)
     .map(([kind, d]) => `+${d} ${kind}`);
   return extra.length ? extra.join(", ") : "none";
-}
-
-/** A page over a connection of its own that closes after it, so reading metrics leaves no socket open. */
-function getOnce(url: string, ca?: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const options = { agent: false as const, timeout: 10_000 };
-    const onResponse = (res: import("node:http").IncomingMessage) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        body += c;
-      });
-      res.on("end", () => resolve(res.statusCode === 200 ? body : undefined));
-      res.on("error", () => resolve(undefined));
-    };
-    const req = url.startsWith("https:")
-      ? httpsGet(url, { ...options, ca }, onResponse)
-      : get(url, options, onResponse);
-    req.on("error", () => resolve(undefined));
-    req.on("timeout", () => req.destroy());
-  });
-}
-
-/** Sum of a metric's samples in a Prometheus text page; undefined if the page cannot be read. */
-async function metricSum(url: string, name: string, ca?: string): Promise<number | undefined> {
-  const text = await getOnce(url, ca);
-  if (text === undefined) return undefined;
-  return text
-    .split("\n")
-    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
-    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
 }
 
 const up = await startPomonaUp();

@@ -6,11 +6,15 @@
  * the request holding the sequence (e.g. "the client's socket has drained"). While the gate is shut
  * this sequence decodes nothing; the context's other sequences keep batching without it.
  *
+ * The same wait covers the context's history eraser (history-eraser.ts): while it has an erase pending, no
+ * sequence asks for its next token, so node-llama-cpp's decode loop lets go of the context's lock.
+ *
  * When the request asked for log probabilities, the same wrapper reads each token through
  * `evaluateWithMetadata` (which plain `evaluate` calls too, without metadata) and hands the token's
  * probabilities to the request's recorder, so LlamaCompletion stays the one generation path.
  */
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
+import type { HistoryEraser } from "./history-eraser.ts";
 import type { SampledToken } from "./token-probabilities.ts";
 
 /** Resolves when the sequence may decode its next token; rejecting ends the generation with that error. */
@@ -32,7 +36,7 @@ export class PacedSequence {
   private gate: Gate | undefined;
   private recorder: ProbabilityRecorder | undefined;
 
-  constructor(sequence: LlamaContextSequence) {
+  constructor(sequence: LlamaContextSequence, eraser?: HistoryEraser) {
     this.sequence = sequence;
     const evaluate: Evaluate = sequence.evaluate.bind(sequence);
     const self = this;
@@ -65,6 +69,7 @@ export class PacedSequence {
           if (next.done) return;
           input = (yield next.value) as Token | Token[] | undefined;
           await self.gate?.();
+          await eraser?.held();
         }
       } finally {
         await inner.return();

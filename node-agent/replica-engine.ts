@@ -15,6 +15,7 @@ import {
   type TokenBias,
 } from "node-llama-cpp";
 import { type EngineSettings, perSequenceContext } from "../crds/api/index.ts";
+import { HistoryEraser } from "./history-eraser.ts";
 import { type Gate, PacedSequence } from "./paced-sequence.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 import { SequencePool } from "./sequence-pool.ts";
@@ -119,6 +120,8 @@ export class ReplicaEngine {
   /** The threads the context decodes with, and how they were chosen. */
   readonly threads: number;
   readonly measuredThreads: ThreadMeasurement[];
+  /** Gives each request's sequence a fresh history without waiting for the other sequences' generations. */
+  private readonly eraser = new HistoryEraser();
   private embedding: Promise<LlamaEmbeddingContext> | undefined;
   private embedQueue: Promise<unknown> = Promise.resolve();
 
@@ -132,7 +135,10 @@ export class ReplicaEngine {
     this.context = context;
     this.threads = context.idealThreads;
     this.measuredThreads = measuredThreads;
-    const sequences = Array.from({ length: context.totalSequences }, () => new PacedSequence(context.getSequence()));
+    const sequences = Array.from(
+      { length: context.totalSequences },
+      () => new PacedSequence(context.getSequence(), this.eraser),
+    );
     this.pool = new SequencePool(sequences, queueLimit);
   }
 
@@ -221,10 +227,14 @@ export class ReplicaEngine {
           ? { alternatives: probabilities.alternatives, record: (sampled) => probabilities.record(sampled) }
           : undefined,
       );
-      await sequence.clearHistory();
+      // Erased when the previous request ended (below); this only catches an erase that failed then.
+      await this.eraser.erase(sequence);
       const penalize = params.presencePenalty || params.frequencyPenalty;
       // Later choices reuse the prompt already in the sequence: LlamaCompletion keeps the common prefix.
       for (let index = 0; index < (params.choices ?? 1) && !aborted; index++) {
+        // The earlier choice's tokens go, the prompt's stay (LlamaCompletion re-evaluates its last token): erased
+        // here, beside the running generations, instead of by LlamaCompletion waiting for them to end.
+        if (index > 0) await this.eraser.erase(sequence, promptTokens - 1);
         probabilities?.reset();
         let completionTokens = 0;
         // Stop strings are matched on the text as the client reads it (stop-text.ts); a match ends the
@@ -286,7 +296,12 @@ export class ReplicaEngine {
       paced.setGate(undefined);
       paced.setRecorder(undefined);
       completion.dispose({ disposeSequence: false });
-      this.pool.release(paced);
+      // The history goes as soon as the answer is over, not when the next request takes the sequence: the
+      // next one then starts at once, and no request's state outlives it. Back in the pool once erased.
+      void this.eraser
+        .erase(sequence)
+        .catch(() => {})
+        .finally(() => this.pool.release(paced));
     }
   }
 
