@@ -1,0 +1,131 @@
+/**
+ * A tool for looking at the per-token cost of one stream, not a benchmark of the suite: the real node-agent
+ * and gateway as child processes (as bench/inference-stack.ts starts them, mutual TLS between them), one
+ * stream at a time through the agent alone and through gateway + agent, and node-llama-cpp in this
+ * process, taking turns. Prints each path's median tokens/s and its ratio to direct. With PROFILE_DIR set,
+ * the agent and the gateway run under `--cpu-prof` and write their profiles there when they stop. With
+ * COMPARE_ROOT set to another checkout of Pomona, its agent and gateway run too, taking turns with these
+ * (a before/after comparison in one run).
+ *
+ *   node bench/_stream-profile.ts [streams per path, default 20] [max tokens, default 480]
+ */
+import { join } from "node:path";
+import { LlamaCompletion } from "node-llama-cpp";
+import { Agent, fetch } from "undici";
+import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
+import { startBenchChild } from "./_child.ts";
+import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
+import { benchNodeTls } from "./_node-tls.ts";
+import { median } from "./_stats.ts";
+
+const STREAMS = Number(process.argv[2] ?? 20);
+const MAX_TOKENS = Number(process.argv[3] ?? 480);
+const API_KEY = "sk-pomona-bench";
+const profileEnv: Record<string, string> = process.env.PROFILE_DIR
+  ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.PROFILE_DIR}` }
+  : {};
+
+const tls = await benchNodeTls();
+const asGateway = new Agent({ connect: { cert: tls.gateway.cert, key: tls.gateway.key, ca: tls.gateway.ca } });
+
+/** The agent and gateway of one checkout (this one, or COMPARE_ROOT's for a side-by-side run). */
+async function startStack(root: string) {
+  const agent = await startBenchChild(
+    join(root, "bench", "_agent-replica.ts"),
+    [BENCH_MODEL, String(BENCH_THREADS), BENCH_NODE_TOKEN, JSON.stringify(tls.node)],
+    profileEnv,
+  );
+  const replicaBase = `https://127.0.0.1:${agent.port}/replicas/bench/replica`;
+  const gateway = await startBenchChild(
+    join(root, "bench", "_static-gateway.ts"),
+    [
+      JSON.stringify(
+        staticGatewaySpec({
+          model: "bench",
+          endpoint: replicaBase,
+          contextSize: BENCH_ENGINE.contextSize,
+          keys: [benchKey(API_KEY, generousPolicy.name)],
+          policies: [generousPolicy],
+          nodeTls: tls.gateway,
+        }),
+      ),
+    ],
+    profileEnv,
+  );
+  return { agent, gateway, replicaBase };
+}
+const roots: [string, string][] = [["", join(import.meta.dirname, "..")]];
+if (process.env.COMPARE_ROOT) roots.push(["base ", process.env.COMPARE_ROOT]);
+const stacks = await Promise.all(roots.map(async ([label, root]) => ({ label, ...(await startStack(root)) })));
+const { context, close } = await benchContext();
+const sequence = context.getSequence();
+
+async function direct(): Promise<number> {
+  const started = performance.now();
+  let tokens = 0;
+  const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+  await sequence.clearHistory();
+  await completion.generateCompletion(BENCH_PROMPT, {
+    maxTokens: MAX_TOKENS,
+    temperature: 0,
+    repeatPenalty: false,
+    onToken: (t) => {
+      tokens += t.length;
+    },
+    onTextChunk: () => {},
+  });
+  completion.dispose({ disposeSequence: false });
+  return tokens / ((performance.now() - started) / 1000);
+}
+
+async function http(url: string, authorization: string, dispatcher?: Agent): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(url, {
+    dispatcher,
+    method: "POST",
+    headers: { authorization, "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "bench",
+      prompt: BENCH_PROMPT,
+      max_tokens: MAX_TOKENS,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
+  });
+  const text = await response.text();
+  const seconds = (performance.now() - started) / 1000;
+  const usage = /"completion_tokens":(\d+)/.exec(text);
+  if (response.status !== 200 || !usage) throw new Error(`${url} answered ${response.status}: ${text.slice(0, 200)}`);
+  return Number(usage[1]) / seconds;
+}
+
+const paths: [string, () => Promise<number>][] = [["node-llama-cpp", direct]];
+for (const { label, replicaBase, gateway } of stacks)
+  paths.push(
+    [`${label}agent alone`, () => http(`${replicaBase}/v1/completions`, `Bearer ${BENCH_NODE_TOKEN}`, asGateway)],
+    [`${label}gateway + agent`, () => http(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`)],
+  );
+const figures = new Map<string, number[]>(paths.map(([label]) => [label, []]));
+try {
+  for (let round = 0; round <= STREAMS; round++)
+    for (const [label, run] of paths) {
+      const tps = await run();
+      if (round > 0) figures.get(label)?.push(tps);
+    }
+  const directTps = median(figures.get("node-llama-cpp") ?? []);
+  for (const [label, values] of figures) {
+    const tps = median(values);
+    const addedMs = 1000 / tps - 1000 / directTps;
+    console.log(
+      `${label.padEnd(22)} ${tps.toFixed(0).padStart(6)} tok/s  ${(tps / directTps).toFixed(3)} of direct  +${addedMs.toFixed(3)} ms/token`,
+    );
+  }
+} finally {
+  await close();
+  for (const { agent, gateway } of stacks) {
+    await gateway.stop();
+    await agent.stop();
+  }
+  await asGateway.close();
+}
