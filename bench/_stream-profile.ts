@@ -9,6 +9,7 @@
  *
  *   node bench/_stream-profile.ts [streams per path, default 20] [max tokens, default 480]
  */
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { LlamaCompletion } from "node-llama-cpp";
 import { Agent, fetch } from "undici";
@@ -57,6 +58,11 @@ async function startStack(root: string) {
 const roots: [string, string][] = [["", join(import.meta.dirname, "..")]];
 if (process.env.COMPARE_ROOT) roots.push(["base ", process.env.COMPARE_ROOT]);
 const stacks = await Promise.all(roots.map(async ([label, root]) => ({ label, ...(await startStack(root)) })));
+// Diagnostic: PIN_AGENT=<cpu> keeps each agent's threads on that CPU (run this script under `taskset` to
+// keep the rest off it), to tell scheduling from work.
+if (process.env.PIN_AGENT)
+  for (const { agent } of stacks)
+    execFileSync("taskset", ["-a", "-p", "-c", process.env.PIN_AGENT, String(agent.child.pid)]);
 const { context, close } = await benchContext();
 const sequence = context.getSequence();
 
@@ -78,6 +84,7 @@ async function direct(): Promise<number> {
   return tokens / ((performance.now() - started) / 1000);
 }
 
+/** One stream read to its end: tokens/s over the whole request, and the time to its first text. */
 async function http(url: string, authorization: string, dispatcher?: Agent): Promise<number> {
   const started = performance.now();
   const response = await fetch(url, {
@@ -93,12 +100,20 @@ async function http(url: string, authorization: string, dispatcher?: Agent): Pro
       stream_options: { include_usage: true },
     }),
   });
-  const text = await response.text();
+  const decoder = new TextDecoder();
+  let text = "";
+  let firstTextMs: number | undefined;
+  for await (const bytes of response.body ?? []) {
+    text += decoder.decode(bytes as Uint8Array, { stream: true });
+    if (firstTextMs === undefined && text.includes('"text":"')) firstTextMs = performance.now() - started;
+  }
   const seconds = (performance.now() - started) / 1000;
   const usage = /"completion_tokens":(\d+)/.exec(text);
   if (response.status !== 200 || !usage) throw new Error(`${url} answered ${response.status}: ${text.slice(0, 200)}`);
+  lastFirstTextMs = firstTextMs ?? Number.NaN;
   return Number(usage[1]) / seconds;
 }
+let lastFirstTextMs = 0;
 
 const paths: [string, () => Promise<number>][] = [["node-llama-cpp", direct]];
 for (const { label, replicaBase, gateway } of stacks)
@@ -107,18 +122,23 @@ for (const { label, replicaBase, gateway } of stacks)
     [`${label}gateway + agent`, () => http(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`)],
   );
 const figures = new Map<string, number[]>(paths.map(([label]) => [label, []]));
+const firstText = new Map<string, number[]>(paths.map(([label]) => [label, []]));
 try {
   for (let round = 0; round <= STREAMS; round++)
     for (const [label, run] of paths) {
+      lastFirstTextMs = Number.NaN;
       const tps = await run();
-      if (round > 0) figures.get(label)?.push(tps);
+      if (round > 0) {
+        figures.get(label)?.push(tps);
+        firstText.get(label)?.push(lastFirstTextMs);
+      }
     }
   const directTps = median(figures.get("node-llama-cpp") ?? []);
   for (const [label, values] of figures) {
     const tps = median(values);
     const addedMs = 1000 / tps - 1000 / directTps;
     console.log(
-      `${label.padEnd(22)} ${tps.toFixed(0).padStart(6)} tok/s  ${(tps / directTps).toFixed(3)} of direct  +${addedMs.toFixed(3)} ms/token`,
+      `${label.padEnd(22)} ${tps.toFixed(0).padStart(6)} tok/s  ${(tps / directTps).toFixed(3)} of direct  +${addedMs.toFixed(3)} ms/token  first text ${median(firstText.get(label) ?? []).toFixed(1)} ms`,
     );
   }
 } finally {
