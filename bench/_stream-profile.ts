@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { LlamaCompletion } from "node-llama-cpp";
 import { Agent, fetch } from "undici";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
-import { startBenchChild } from "./_child.ts";
+import { cpuSeconds, startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { benchNodeTls } from "./_node-tls.ts";
 import { median } from "./_stats.ts";
@@ -66,7 +66,13 @@ if (process.env.PIN_AGENT)
 const { context, close } = await benchContext();
 const sequence = context.getSequence();
 
-async function direct(): Promise<number> {
+interface Run {
+  tokens: number;
+  seconds: number;
+  firstTextMs: number;
+}
+
+async function direct(): Promise<Run> {
   const started = performance.now();
   let tokens = 0;
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
@@ -81,11 +87,11 @@ async function direct(): Promise<number> {
     onTextChunk: () => {},
   });
   completion.dispose({ disposeSequence: false });
-  return tokens / ((performance.now() - started) / 1000);
+  return { tokens, seconds: (performance.now() - started) / 1000, firstTextMs: Number.NaN };
 }
 
-/** One stream read to its end: tokens/s over the whole request, and the time to its first text. */
-async function http(url: string, authorization: string, dispatcher?: Agent): Promise<number> {
+/** One stream read to its end, as a client reads it. */
+async function http(url: string, authorization: string, dispatcher?: Agent): Promise<Run> {
   const started = performance.now();
   const response = await fetch(url, {
     dispatcher,
@@ -102,43 +108,78 @@ async function http(url: string, authorization: string, dispatcher?: Agent): Pro
   });
   const decoder = new TextDecoder();
   let text = "";
-  let firstTextMs: number | undefined;
+  let firstTextMs = Number.NaN;
   for await (const bytes of response.body ?? []) {
     text += decoder.decode(bytes as Uint8Array, { stream: true });
-    if (firstTextMs === undefined && text.includes('"text":"')) firstTextMs = performance.now() - started;
+    if (Number.isNaN(firstTextMs) && text.includes('"text":"')) firstTextMs = performance.now() - started;
   }
   const seconds = (performance.now() - started) / 1000;
   const usage = /"completion_tokens":(\d+)/.exec(text);
   if (response.status !== 200 || !usage) throw new Error(`${url} answered ${response.status}: ${text.slice(0, 200)}`);
-  lastFirstTextMs = firstTextMs ?? Number.NaN;
-  return Number(usage[1]) / seconds;
+  return { tokens: Number(usage[1]), seconds, firstTextMs };
 }
-let lastFirstTextMs = 0;
 
-const paths: [string, () => Promise<number>][] = [["node-llama-cpp", direct]];
-for (const { label, replicaBase, gateway } of stacks)
+interface Path {
+  label: string;
+  run: () => Promise<Run>;
+  /** Processes whose CPU time per token is reported (this process is the client, or the engine when direct). */
+  processes: [string, number | undefined][];
+}
+const paths: Path[] = [{ label: "node-llama-cpp", run: direct, processes: [] }];
+for (const { label, replicaBase, gateway, agent } of stacks)
   paths.push(
-    [`${label}agent alone`, () => http(`${replicaBase}/v1/completions`, `Bearer ${BENCH_NODE_TOKEN}`, asGateway)],
-    [`${label}gateway + agent`, () => http(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`)],
+    {
+      label: `${label}agent alone`,
+      run: () => http(`${replicaBase}/v1/completions`, `Bearer ${BENCH_NODE_TOKEN}`, asGateway),
+      processes: [["agent", agent.child.pid]],
+    },
+    {
+      label: `${label}gateway + agent`,
+      run: () => http(`http://127.0.0.1:${gateway.port}/v1/completions`, `Bearer ${API_KEY}`),
+      processes: [
+        ["agent", agent.child.pid],
+        ["gateway", gateway.child.pid],
+      ],
+    },
   );
-const figures = new Map<string, number[]>(paths.map(([label]) => [label, []]));
-const firstText = new Map<string, number[]>(paths.map(([label]) => [label, []]));
+interface Figures {
+  tps: number[];
+  firstTextMs: number[];
+  tokens: number;
+  /** CPU seconds per process name, "client" being this process. */
+  cpu: Map<string, number>;
+}
+const figures = new Map<string, Figures>(
+  paths.map(({ label }) => [label, { tps: [], firstTextMs: [], tokens: 0, cpu: new Map() }]),
+);
+const clientCpu = () => {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+};
 try {
   for (let round = 0; round <= STREAMS; round++)
-    for (const [label, run] of paths) {
-      lastFirstTextMs = Number.NaN;
-      const tps = await run();
-      if (round > 0) {
-        figures.get(label)?.push(tps);
-        firstText.get(label)?.push(lastFirstTextMs);
-      }
+    for (const { label, run, processes } of paths) {
+      const before = processes.map(([, pid]) => cpuSeconds(pid) ?? Number.NaN);
+      const clientBefore = clientCpu();
+      const r = await run();
+      if (round === 0) continue;
+      const f = figures.get(label)!;
+      f.tps.push(r.tokens / r.seconds);
+      f.firstTextMs.push(r.firstTextMs);
+      f.tokens += r.tokens;
+      const self = label === "node-llama-cpp" ? "engine" : "client";
+      f.cpu.set(self, (f.cpu.get(self) ?? 0) + clientCpu() - clientBefore);
+      processes.forEach(([name, pid], i) => {
+        f.cpu.set(name, (f.cpu.get(name) ?? 0) + (cpuSeconds(pid) ?? Number.NaN) - before[i]!);
+      });
     }
-  const directTps = median(figures.get("node-llama-cpp") ?? []);
-  for (const [label, values] of figures) {
-    const tps = median(values);
+  const directTps = median(figures.get("node-llama-cpp")!.tps);
+  for (const [label, f] of figures) {
+    const tps = median(f.tps);
     const addedMs = 1000 / tps - 1000 / directTps;
+    const cpu = [...f.cpu].map(([name, s]) => `${name} ${((s / f.tokens) * 1e6).toFixed(0)}`).join(", ");
     console.log(
-      `${label.padEnd(22)} ${tps.toFixed(0).padStart(6)} tok/s  ${(tps / directTps).toFixed(3)} of direct  +${addedMs.toFixed(3)} ms/token  first text ${median(firstText.get(label) ?? []).toFixed(1)} ms`,
+      `${label.padEnd(22)} ${tps.toFixed(0).padStart(6)} tok/s  ${(tps / directTps).toFixed(3)} of direct  +${addedMs.toFixed(3)} ms/token  first text ${median(f.firstTextMs).toFixed(1)} ms  CPU µs/token: ${cpu}`,
     );
   }
 } finally {
