@@ -53,11 +53,6 @@ export class AdmittedResponse {
   /** Writes what a subclass still holds back (sse.ts), so whatever is written next comes after it. */
   protected flushPending(): void {}
 
-  protected write(text: string): void {
-    this.flushPending();
-    if (this.open) this.res.write(text);
-  }
-
   protected finish(text: string): void {
     clearInterval(this.keepAlive);
     this.flushPending();
