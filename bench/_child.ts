@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 
 export interface BenchChild {
   child: ChildProcess;
@@ -13,13 +13,14 @@ export interface BenchChild {
   stop: () => Promise<void>;
 }
 
+/** `script`: a file in bench/, or an absolute path (another checkout's helper, for a side-by-side run). */
 export function startBenchChild(
   script: string,
   args: string[] = [],
   env: Record<string, string> = {},
   timeoutMs = 120_000,
 ): Promise<BenchChild> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, script), ...args], {
+  const child = spawn(process.execPath, [resolvePath(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });

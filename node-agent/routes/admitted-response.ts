@@ -4,8 +4,8 @@
  * bytes every interval while the request waits or generates, then the answer. Writes respect the socket's
  * back-pressure: `gate()` tells the generation to wait while the socket's buffer is full, and a reader
  * that stays stalled past the stall timeout has its connection destroyed, which cancels its generation and
- * frees its sequence. What is buffered per response is bounded by the socket's high-water mark plus one
- * write, since nothing more is generated until it drains.
+ * frees its sequence. What is buffered per response is bounded by the socket's high-water mark plus the
+ * events of one event-loop turn (sse.ts), since nothing more is generated until it drains.
  */
 import type { ServerResponse } from "node:http";
 
@@ -39,6 +39,7 @@ export class AdmittedResponse {
     });
     res.flushHeaders();
     this.keepAlive = setInterval(() => {
+      this.flushPending();
       // A full buffer already tells the reader nothing new; adding to it would only grow it.
       if (this.open && !res.writableNeedDrain) res.write(this.keepAliveText);
     }, timing.keepAliveMs);
@@ -49,12 +50,12 @@ export class AdmittedResponse {
     return !this.res.destroyed && !this.res.writableEnded;
   }
 
-  protected write(text: string): void {
-    if (this.open) this.res.write(text);
-  }
+  /** Writes what a subclass still holds back (sse.ts), so whatever is written next comes after it. */
+  protected flushPending(): void {}
 
   protected finish(text: string): void {
     clearInterval(this.keepAlive);
+    this.flushPending();
     if (this.open) this.res.end(text);
   }
 

@@ -185,7 +185,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       let deltas = toolDeltas.get(index);
       if (!deltas) {
         deltas = new ChatDeltas(turn, (delta) =>
-          stream?.send(chunk([{ index, delta, logprobs: null, finish_reason: null }])),
+          stream?.sendGenerated(chunk([{ index, delta, logprobs: null, finish_reason: null }])),
         );
         toolDeltas.set(index, deltas);
       }
@@ -236,7 +236,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
             : (text, index, logprobs) => {
                 const deltas = toolDeltasOf(index);
                 if (deltas) deltas.text(text);
-                else stream?.send(chunk([streamChoices.text(index, text, logprobs)]));
+                else stream?.sendGenerated(chunk([streamChoices.text(index, text, logprobs)]));
               },
         onChoiceEnd: (choice) => {
           if (!stream) return;
