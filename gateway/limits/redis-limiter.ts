@@ -278,7 +278,7 @@ export class RedisLimiter implements Limiter {
     };
   }
 
-  /** The script's arguments for an admission (none for a call that only settles), with the pending settlements. */
+  /** One script call: the pending settlements, then the admission's checks (none: the call only settles). */
   private call(admission: Admission | undefined): Promise<unknown> {
     const checks = admission?.checks ?? [];
     const keys: string[] = [];
