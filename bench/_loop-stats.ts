@@ -6,6 +6,10 @@
  * interval, and gets a LoopStats back.
  */
 import { constants, monitorEventLoopDelay, PerformanceObserver } from "node:perf_hooks";
+import { getHeapSpaceStatistics } from "node:v8";
+
+const spaceMB = (name: string, pick: "space_size" | "space_used_size") =>
+  (getHeapSpaceStatistics().find((s) => s.space_name === name)?.[pick] ?? 0) / 2 ** 20;
 
 export interface LoopStats {
   /** Event-loop delay in ms over the interval. */
@@ -22,6 +26,8 @@ export interface LoopStats {
   /** Seconds the interval lasted, and CPU seconds this process used in it. */
   seconds: number;
   cpuSeconds: number;
+  /** The young generation's size at the end (MB) and how much the old generation's use grew (MB). */
+  heap: { youngMB: number; oldGrowthMB: number };
 }
 
 export function answerLoopStats(): void {
@@ -30,7 +36,7 @@ export function answerLoopStats(): void {
   let gc = emptyGc();
   const observer = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
-      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind;
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind;
       if (kind === constants.NODE_PERFORMANCE_GC_MINOR) {
         gc.scavenges++;
         gc.scavengeMs += e.duration;
@@ -45,6 +51,7 @@ export function answerLoopStats(): void {
   observer.observe({ entryTypes: ["gc"] });
   let since = performance.now();
   let cpuSince = process.cpuUsage();
+  let oldSince = spaceMB("old_space", "space_used_size");
   process.on("message", (m) => {
     if (m !== "loop-stats") return;
     const ns = (p: number) => delay.percentile(p) / 1e6;
@@ -54,12 +61,17 @@ export function answerLoopStats(): void {
       gc,
       seconds: (performance.now() - since) / 1000,
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
+      heap: {
+        youngMB: spaceMB("new_space", "space_size"),
+        oldGrowthMB: spaceMB("old_space", "space_used_size") - oldSince,
+      },
     };
     process.send?.({ loopStats: stats });
     delay.reset();
     gc = emptyGc();
     since = performance.now();
     cpuSince = process.cpuUsage();
+    oldSince = spaceMB("old_space", "space_used_size");
   });
 }
 

@@ -4,12 +4,14 @@
  * half of its own saturation rate. Non-streaming chat completions against the fast stand-in upstream
  * (bench/_overhead-upstream.ts), as in bench/gateway-overhead.ts.
  *
- * Each round, for each proxy:
+ * Each proxy first warms up (closed loop, not counted). Then each round, for each proxy:
  * 1. saturation: requests per second with CONNECTIONS always in flight (closed loop);
  * 2. one client: p99 of sequential requests, through the proxy and directly, taken in turn;
  * 3. under load: an open-loop schedule at half of that saturation rate for OPEN_SECONDS, through the
- *    proxy and directly at the same rate, taken in turn; latency counts from each request's scheduled
- *    send time (bench/_load.ts), so a stall cannot hide by delaying the next sends.
+ *    proxy and directly at the same rate, taken in turn, each after a short run at that rate not counted;
+ *    latency counts from each request's scheduled send time (bench/_load.ts), so a stall cannot hide by
+ *    delaying the next sends. Meanwhile the gateway and the upstream report their event-loop delay, GC
+ *    pauses and CPU (bench/_loop-stats.ts), and the machine's run queue is sampled: where the tail comes from.
  * Added p99 = the proxy's p99 − the direct p99 at the same load in the same round. Ratio = added p99
  * under load ÷ added p99 at one client, per round; the report gives the medians over rounds.
  *
@@ -45,6 +47,18 @@ const SEQUENTIAL = size(2_000, 200);
 const SEQUENTIAL_MAX_SECONDS = size(10, 2);
 const WARMUP = size(200, 20);
 const OPEN_SECONDS = size(10, 2);
+/**
+ * Discarded before the first round: a process fresh from start runs its code unoptimised and its heap at
+ * its smallest, so its first seconds measured a start, not a load (saturation rose by half over the first
+ * rounds without it).
+ */
+const PROXY_WARMUP_SECONDS = size(5, 1);
+/**
+ * Discarded before each open-loop phase, at the phase's rate: the load generator opens the connections that
+ * rate needs (its pools' idle connections closed during the other phases) and the process under test
+ * resumes from idle, so the phase measures a steady load. A stall within the phase still counts in full.
+ */
+const OPEN_WARMUP_SECONDS = size(1, 0.5);
 const TARGET_RATIO = 2;
 
 const body = chatBody();
@@ -108,6 +122,7 @@ const runnableNow = () => Number(/procs_running (\d+)/.exec(readFileSync("/proc/
  * CPU (bench/_loop-stats.ts), the load generator's own, and the machine's run queue.
  */
 async function watched(target: HttpTarget, rate: number, withGateway: boolean) {
+  await openLoop(target, rate, OPEN_WARMUP_SECONDS);
   if (withGateway) await askLoopStats(gateway.child);
   await askLoopStats(stack.upstream.child);
   const delay = monitorEventLoopDelay({ resolution: 1 });
@@ -166,10 +181,11 @@ const f = (n: number | undefined, digits = 3) => (n === undefined || Number.isNa
 
 try {
   const rounds = new Map<HttpTarget, ProxyRound[]>(proxies.map((p) => [p, []]));
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let round = -1; round < ROUNDS; round++) {
     for (const [proxy, list] of rounds) {
       try {
-        list.push(await measureRound(proxy));
+        if (round < 0) await closedLoopRate(proxy, CONNECTIONS, PROXY_WARMUP_SECONDS);
+        else list.push(await measureRound(proxy));
       } catch (err) {
         // Only LiteLLM may drop out; a failure of the direct path or the gateway is a failed benchmark.
         if (proxy.label === "gateway") throw err;
@@ -271,7 +287,7 @@ try {
   const l = ratios.get("LiteLLM");
   console.log(`### Added latency p99 under an open-loop load at half saturation ÷ at one client (median of ${ROUNDS} round${ROUNDS > 1 ? "s" : ""})
 ${quickNote()}
-Non-streaming chat completions against the fast stand-in upstream. Saturation: ${CONNECTIONS} connections for ${SATURATION_SECONDS} s (closed loop). One client: ${SEQUENTIAL} sequential requests (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s). Under load: each proxy's own half-saturation rate for ${OPEN_SECONDS} s on a fixed schedule, latency from the scheduled send time (at most ${MAX_IN_FLIGHT} in flight; more are dropped and counted); the direct path at the same rate and schedule for the subtraction. Gateway at its default settings; LiteLLM ${LITELLM_VERSION}, one uvicorn worker (bench/_litellm.ts).
+Non-streaming chat completions against the fast stand-in upstream. Saturation: ${CONNECTIONS} connections for ${SATURATION_SECONDS} s (closed loop). One client: ${SEQUENTIAL} sequential requests (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s). Each proxy warmed up with ${PROXY_WARMUP_SECONDS} s of closed loop before the first round. Under load: each proxy's own half-saturation rate for ${OPEN_SECONDS} s on a fixed schedule after ${OPEN_WARMUP_SECONDS} s at that rate not counted, latency from the scheduled send time (at most ${MAX_IN_FLIGHT} in flight; more are dropped and counted); the direct path at the same rate and schedule for the subtraction. Gateway at its default settings; LiteLLM ${LITELLM_VERSION}, one uvicorn worker (bench/_litellm.ts).
 ${litellmProblem ? `\n**LiteLLM could not be measured: ${litellmProblem}**\n` : ""}
 | proxy | saturation req/s | open-loop rate req/s | one client: direct / proxy p99 ms | added p99 at one client ms | under load: direct / proxy p99 ms | added p99 under load ms | ratio |
 |---|---|---|---|---|---|---|---|
