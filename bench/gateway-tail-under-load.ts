@@ -258,6 +258,9 @@ try {
       )} / ${f(
         med((i) => stats(i)?.gc.otherMaxMs),
         1,
+      )} | ${f(
+        med((i) => stats(i)?.heap.youngMB),
+        0,
       )} |`;
     if (phase === "proxy") insideRows.push(row("gateway", (i) => i.gateway));
     insideRows.push(row("stand-in upstream", (i) => i.upstream));
@@ -271,7 +274,7 @@ try {
       )} / ${f(
         med((i) => i.generator.delayMax),
         1,
-      )} | – | – |`,
+      )} | – | – | – |`,
     );
     insideRows.push(
       `| ${phase === "direct" ? "direct" : "through the gateway"} | whole machine: runnable threads mean / p99 | ${f(
@@ -280,7 +283,7 @@ try {
       )} / ${f(
         med((i) => i.runnable.p99),
         0,
-      )} | | | |`,
+      )} | | | | |`,
     );
   }
   const g = ratios.get("gateway");
@@ -306,8 +309,8 @@ ${targetTable([
 
 Inside the processes during the gateway's open-loop phases (medians over rounds): CPU share is CPU seconds per second of the phase (${availableParallelism()} cores in all); event-loop delay from perf_hooks.monitorEventLoopDelay; GC pauses from the 'gc' performance entries (count / total ms / longest ms).
 
-| phase | process | CPU share | event-loop delay p99 / max ms | scavenges | other GCs |
-|---|---|---|---|---|---|
+| phase | process | CPU share | event-loop delay p99 / max ms | scavenges | other GCs | young generation MB |
+|---|---|---|---|---|---|---|
 ${insideRows.join("\n")}
 
 LiteLLM's ratio for comparison (no target): ${l === undefined ? "not measured" : `${f(l, 2)}×`}.${QUICK ? "" : "\n\nA ratio is taken per round and the median given; the other columns are medians of their own."}`);
