@@ -11,9 +11,9 @@ export const observability = fp(async function observability(app: FastifyInstanc
   const { metrics } = opts;
   // The access line is built below from fields none of which is, or holds, a header or a key (the key's
   // name, not the key), so the redaction paths can never match it; and pino's redaction is not free: with
-  // its wildcard paths it clones and re-parses every property of every line, ~13 KB of garbage and a few
-  // microseconds per request (measured in docs/decisions.md: "Access log without redaction"). So this one
-  // line is written by a child logger without redaction; every other log line keeps it.
+  // its wildcard paths it clones and re-parses every property of every line, ~11 KB of garbage per request
+  // (docs/decisions.md, "Tail latency under load"). So this one line is written by a child logger without
+  // redaction; every other log line keeps it.
   const accessLog = app.log.child({}, { redact: [] });
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
