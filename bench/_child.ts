@@ -19,10 +19,8 @@ export function startBenchChild(
   args: string[] = [],
   env: Record<string, string> = {},
   timeoutMs = 120_000,
-  /** Node's own flags for the child (V8 settings some cannot take from NODE_OPTIONS). */
-  nodeArgs: string[] = [],
 ): Promise<BenchChild> {
-  const child = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, script), ...args], {
+  const child = spawn(process.execPath, [join(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });

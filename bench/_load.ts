@@ -178,7 +178,7 @@ export function chatTarget(parts: {
  */
 export async function startUpstreamAndGateways(
   gateways: { redisUrl?: string }[] = [{}],
-  options: { loopStats?: boolean; gatewayEnv?: Record<string, string>; gatewayNodeArgs?: string[] } = {},
+  options: { loopStats?: boolean } = {},
 ) {
   // With loopStats each child answers "loop-stats" (bench/_loop-stats.ts).
   const env: Record<string, string> = options.loopStats ? { POMONA_BENCH_LOOP_STATS: "1" } : {};
@@ -195,15 +195,7 @@ export async function startUpstreamAndGateways(
       policies: [generousPolicy],
       redisUrl,
     });
-    started.push(
-      await startBenchChild(
-        "_static-gateway.ts",
-        [JSON.stringify(spec)],
-        { ...env, ...options.gatewayEnv },
-        undefined,
-        options.gatewayNodeArgs,
-      ),
-    );
+    started.push(await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)], env));
   }
   return {
     upstream,
