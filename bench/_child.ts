@@ -6,6 +6,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
 
+import { join } from "node:path";
+import type { LoopStats } from "./_loop-stats.ts";
+
 export interface BenchChild {
   child: ChildProcess;
   port: number;
@@ -104,4 +107,18 @@ export async function startComponent(
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, output: () => output, stop };
+}
+
+/** A child's LoopStats since the last ask (bench/_loop-stats.ts); the child must call answerLoopStats(). */
+export function askLoopStats(child: ChildProcess): Promise<LoopStats> {
+  return new Promise((resolve) => {
+    const onMessage = (m: unknown) => {
+      const stats = (m as { loopStats?: LoopStats }).loopStats;
+      if (!stats) return;
+      child.off("message", onMessage);
+      resolve(stats);
+    };
+    child.on("message", onMessage);
+    child.send("loop-stats");
+  });
 }

@@ -39,6 +39,8 @@ export function staticGatewaySpec(parts: {
   policies: GatewayPolicy[];
   redisUrl?: string;
   nodeTls?: StaticGatewaySpec["nodeTls"];
+  /** Requests the gateway sends the endpoint at once before the rest wait in its line: a replica's sequences. */
+  slots?: number;
 }): StaticGatewaySpec {
   return {
     nodeToken: BENCH_NODE_TOKEN,
@@ -52,7 +54,9 @@ export function staticGatewaySpec(parts: {
           namespace: "bench",
           name: parts.model,
           aliases: [],
-          endpoints: [{ url: parts.endpoint, replica: "bench-replica", node: "bench-node", weight: 1, slots: 64 }],
+          endpoints: [
+            { url: parts.endpoint, replica: "bench-replica", node: "bench-node", weight: 1, slots: parts.slots ?? 64 },
+          ],
           fallbacks: [],
           embeddings: false,
           contextSize: parts.contextSize,

@@ -77,6 +77,15 @@ export interface OpenLoopResult {
 
 export const MAX_IN_FLIGHT = 2_048;
 
+/**
+ * The slots the gateway is told the stand-in upstream has. The stand-in is not a model: it answers at once
+ * and has no sequences to run out of, so it must never be what limits a benchmark. A real endpoint's slots
+ * are its replica's parallel sequences (64 here once made an open-loop run end in 429 model_queue_full when
+ * the machine stalled and answers piled up, which measured the line, not the gateway). No load shape here
+ * has more than MAX_IN_FLIGHT requests out at once, so the stand-in's slots can never fill.
+ */
+export const STAND_IN_SLOTS = MAX_IN_FLIGHT;
+
 /** `rate` requests per second for `seconds`, on schedule; resolves when every answer is in. */
 export async function openLoop(target: HttpTarget, rate: number, seconds: number): Promise<OpenLoopResult> {
   const total = Math.max(1, Math.round(rate * seconds));
@@ -167,8 +176,13 @@ export function chatTarget(parts: {
  * gateway in front of it per entry of `gateways` (limits in Redis when it names a URL, else in memory),
  * each its own process, with the model `tiny` and the benchmark key.
  */
-export async function startUpstreamAndGateways(gateways: { redisUrl?: string }[] = [{}]) {
-  const upstream = await startBenchChild("_overhead-upstream.ts");
+export async function startUpstreamAndGateways(
+  gateways: { redisUrl?: string }[] = [{}],
+  options: { loopStats?: boolean } = {},
+) {
+  // With loopStats each child answers "loop-stats" (bench/_loop-stats.ts).
+  const env: Record<string, string> = options.loopStats ? { POMONA_BENCH_LOOP_STATS: "1" } : {};
+  const upstream = await startBenchChild("_overhead-upstream.ts", [], env);
   const upstreamBase = `http://127.0.0.1:${upstream.port}/replicas/bench/tiny-a`;
   const started: BenchChild[] = [];
   for (const { redisUrl } of gateways) {
@@ -176,11 +190,12 @@ export async function startUpstreamAndGateways(gateways: { redisUrl?: string }[]
       model: "tiny",
       endpoint: upstreamBase,
       contextSize: 4096,
+      slots: STAND_IN_SLOTS,
       keys: [benchKey(BENCH_API_KEY, generousPolicy.name)],
       policies: [generousPolicy],
       redisUrl,
     });
-    started.push(await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)]));
+    started.push(await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)], env));
   }
   return {
     upstream,

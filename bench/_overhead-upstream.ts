@@ -7,7 +7,9 @@
 // most that were in flight at once with the IPC message "peak" (which also resets it).
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { answerLoopStats } from "./_loop-stats.ts";
 
+if (process.env.POMONA_BENCH_LOOP_STATS === "1") answerLoopStats();
 const holdMs = Number(process.argv[2] ?? 0);
 const answer = JSON.stringify({
   id: "chatcmpl-bench",
