@@ -5,8 +5,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
-
-import { join } from "node:path";
 import type { LoopStats } from "./_loop-stats.ts";
 
 export interface BenchChild {

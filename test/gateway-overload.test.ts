@@ -15,6 +15,7 @@ import {
 } from "./support/gateway.ts";
 import { readyReplica } from "./support/model-replica.ts";
 import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
+import { eventually } from "./support/processes.ts";
 
 const ns = "gw-overload";
 const replicaName = "stories-overload";
