@@ -15,6 +15,29 @@ const PROMPT = "Once upon a time";
 describe("admission while another sequence generates", () => {
   let llama: Llama;
   let engine: ReplicaEngine;
+
+  /** Two long generations decoding together, each of their pieces of text counted; resolves once text flows. */
+  async function twoLongGenerations(seed: number) {
+    let count = 0;
+    let flowing!: () => void;
+    const started = new Promise<void>((resolve) => {
+      flowing = resolve;
+    });
+    const generate = () =>
+      engine.complete(
+        PROMPT,
+        { maxTokens: 1_000, temperature: 1, seed },
+        {
+          onText: () => {
+            count++;
+            flowing();
+          },
+        },
+      );
+    const long = Promise.all([generate(), generate()]);
+    await started;
+    return { long, pieces: () => count };
+  }
   beforeAll(async () => {
     llama = await getLlama({ gpu: false, build: "never", progressLogs: false, maxThreads: 1 });
     engine = await ReplicaEngine.load(
@@ -36,32 +59,15 @@ describe("admission while another sequence generates", () => {
     );
     // Two long generations decoding together, as a replica's sequences do under load; their pieces of text
     // are counted, so the newcomer's wait is measured in tokens generated meanwhile, not in time.
-    let longPieces = 0;
-    let longStarted!: () => void;
-    const started = new Promise<void>((resolve) => {
-      longStarted = resolve;
-    });
-    const generate = () =>
-      engine.complete(
-        PROMPT,
-        { maxTokens: 1_000, temperature: 1, seed: 1 },
-        {
-          onText: () => {
-            longPieces++;
-            longStarted();
-          },
-        },
-      );
-    const long = Promise.all([generate(), generate()]);
-    await started;
-    const before = longPieces;
+    const { long, pieces } = await twoLongGenerations(1);
+    const before = pieces();
     let meanwhile: number | undefined;
     const short = await engine.complete(
       PROMPT,
       { maxTokens: 8, temperature: 0 },
       {
         onText: () => {
-          meanwhile ??= longPieces - before;
+          meanwhile ??= pieces() - before;
         },
       },
     );
@@ -77,24 +83,7 @@ describe("admission while another sequence generates", () => {
   });
 
   it("starts a later choice of the same request without waiting for the other generations to end", async () => {
-    let longPieces = 0;
-    let longStarted!: () => void;
-    const started = new Promise<void>((resolve) => {
-      longStarted = resolve;
-    });
-    const generate = () =>
-      engine.complete(
-        PROMPT,
-        { maxTokens: 1_000, temperature: 1, seed: 2 },
-        {
-          onText: () => {
-            longPieces++;
-            longStarted();
-          },
-        },
-      );
-    const long = Promise.all([generate(), generate()]);
-    await started;
+    const { long, pieces } = await twoLongGenerations(2);
     let firstEnded: number | undefined;
     let meanwhile: number | undefined;
     const result = await engine.complete(
@@ -102,10 +91,10 @@ describe("admission while another sequence generates", () => {
       { maxTokens: 8, temperature: 0, choices: 2 },
       {
         onChoiceEnd: (choice) => {
-          if (choice.index === 0) firstEnded = longPieces;
+          if (choice.index === 0) firstEnded = pieces();
         },
         onText: (_text, choice) => {
-          if (choice === 1 && firstEnded !== undefined) meanwhile ??= longPieces - firstEnded;
+          if (choice === 1 && firstEnded !== undefined) meanwhile ??= pieces() - firstEnded;
         },
       },
     );
