@@ -6,16 +6,7 @@
  */
 import { getLlama, LlamaCompletion, type LlamaContext, type LlamaContextSequence } from "node-llama-cpp";
 import { perSequenceContext } from "../crds/api/index.ts";
-
-export interface StreamFigures {
-  /** ms from the call to the first piece of text; undefined if none came. */
-  firstTextMs: number | undefined;
-  tokens: number;
-  /** From the call to the last token. */
-  seconds: number;
-  /** Over HTTP through the gateway: the time it held the request in its waiting line (`x-pomona-queue-ms`). */
-  queueMs?: number;
-}
+import type { StreamFigures } from "./_sse-stream.ts";
 
 export interface DirectEngine {
   threads: number;
@@ -93,44 +84,5 @@ export async function loadDirect(
       await model.dispose();
       await llama.dispose();
     },
-  };
-}
-
-/** One SSE completion over HTTP read to its end: time to the first event carrying text, usage tokens. */
-export async function httpStream(
-  url: string,
-  authorization: string,
-  body: Record<string, unknown>,
-): Promise<StreamFigures> {
-  const started = performance.now();
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { authorization, "content-type": "application/json" },
-    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true }, temperature: 0 }),
-  });
-  if (response.status !== 200 || !response.body)
-    throw new Error(`${url} answered ${response.status}: ${(await response.text()).slice(0, 200)}`);
-  const queued = response.headers.get("x-pomona-queue-ms");
-  const decoder = new TextDecoder();
-  let text = "";
-  let firstTextMs: number | undefined;
-  for await (const bytes of response.body) {
-    text += decoder.decode(bytes as Uint8Array, { stream: true });
-    if (firstTextMs === undefined && /"text":"[^"]|"content":"[^"]/.test(text))
-      firstTextMs = performance.now() - started;
-  }
-  const seconds = (performance.now() - started) / 1000;
-  const usage = text
-    .split("\n\n")
-    .map((e) => e.replace(/^data: /, ""))
-    .filter((e) => e.startsWith("{"))
-    .map((e) => JSON.parse(e) as { usage?: { completion_tokens: number } })
-    .find((e) => e.usage)?.usage;
-  if (!usage) throw new Error(`${url} sent no usage chunk`);
-  return {
-    firstTextMs,
-    tokens: usage.completion_tokens,
-    seconds,
-    queueMs: queued === null ? undefined : Number(queued),
   };
 }

@@ -12,11 +12,12 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { LlamaCompletion } from "node-llama-cpp";
-import { Agent, fetch } from "undici";
+import { Agent } from "undici";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
 import { cpuSeconds, startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { benchNodeTls } from "./_node-tls.ts";
+import { readCompletionStream } from "./_sse-stream.ts";
 import { median } from "./_stats.ts";
 
 const STREAMS = Number(process.argv[2] ?? 20);
@@ -92,31 +93,9 @@ async function direct(): Promise<Run> {
 
 /** One stream read to its end, as a client reads it. */
 async function http(url: string, authorization: string, dispatcher?: Agent): Promise<Run> {
-  const started = performance.now();
-  const response = await fetch(url, {
-    dispatcher,
-    method: "POST",
-    headers: { authorization, "content-type": "application/json" },
-    body: JSON.stringify({
-      model: "bench",
-      prompt: BENCH_PROMPT,
-      max_tokens: MAX_TOKENS,
-      temperature: 0,
-      stream: true,
-      stream_options: { include_usage: true },
-    }),
-  });
-  const decoder = new TextDecoder();
-  let text = "";
-  let firstTextMs = Number.NaN;
-  for await (const bytes of response.body ?? []) {
-    text += decoder.decode(bytes as Uint8Array, { stream: true });
-    if (Number.isNaN(firstTextMs) && text.includes('"text":"')) firstTextMs = performance.now() - started;
-  }
-  const seconds = (performance.now() - started) / 1000;
-  const usage = /"completion_tokens":(\d+)/.exec(text);
-  if (response.status !== 200 || !usage) throw new Error(`${url} answered ${response.status}: ${text.slice(0, 200)}`);
-  return { tokens: Number(usage[1]), seconds, firstTextMs };
+  const body = { model: "bench", prompt: BENCH_PROMPT, max_tokens: MAX_TOKENS };
+  const { tokens, seconds, firstTextMs } = await readCompletionStream(url, authorization, body, dispatcher);
+  return { tokens, seconds, firstTextMs: firstTextMs ?? Number.NaN };
 }
 
 interface Path {

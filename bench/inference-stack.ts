@@ -16,12 +16,13 @@
  *   node bench/inference-stack.ts   (POMONA_BENCH_MODEL, POMONA_THREADS override the model and threads)
  */
 import { LlamaCompletion, type LlamaContextSequence } from "node-llama-cpp";
-import { Agent, fetch } from "undici";
+import { Agent } from "undici";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
 import { startBenchChild } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { benchNodeTls } from "./_node-tls.ts";
 import { quickNote, size } from "./_size.ts";
+import { readCompletionStream } from "./_sse-stream.ts";
 import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 
@@ -83,34 +84,8 @@ async function directPath(): Promise<{ run: Path; close: () => Promise<void> }> 
 
 /** One SSE completion over HTTP, read to the end; tokens from the usage chunk. */
 function httpPath(url: string, authorization: string, dispatcher?: Agent): Path {
-  const one = async (): Promise<Stream> => {
-    const started = performance.now();
-    const response = await fetch(url, {
-      dispatcher,
-      method: "POST",
-      headers: { authorization, "content-type": "application/json" },
-      body: JSON.stringify({
-        model: "bench",
-        prompt: BENCH_PROMPT,
-        max_tokens: MAX_TOKENS,
-        temperature: 0,
-        stream: true,
-        stream_options: { include_usage: true },
-      }),
-    });
-    const text = await response.text();
-    const seconds = (performance.now() - started) / 1000;
-    if (response.status !== 200) throw new Error(`${url} answered ${response.status}: ${text.slice(0, 200)}`);
-    const usage = text
-      .split("\n\n")
-      .map((e) => e.replace(/^data: /, ""))
-      .filter((e) => e.startsWith("{"))
-      .map((e) => JSON.parse(e) as { usage?: { completion_tokens: number } })
-      .find((e) => e.usage)?.usage;
-    if (!usage) throw new Error(`${url} sent no usage chunk`);
-    return { tokens: usage.completion_tokens, seconds };
-  };
-  return (concurrency) => batch(concurrency, one);
+  const body = { model: "bench", prompt: BENCH_PROMPT, max_tokens: MAX_TOKENS };
+  return (concurrency) => batch(concurrency, () => readCompletionStream(url, authorization, body, dispatcher));
 }
 
 const tls = await benchNodeTls();

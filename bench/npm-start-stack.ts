@@ -28,10 +28,11 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
 import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
-import { type DirectEngine, httpStream, loadDirect, type StreamFigures } from "./_direct-llama.ts";
+import { type DirectEngine, loadDirect } from "./_direct-llama.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { quickNote, size } from "./_size.ts";
+import { readCompletionStream, type StreamFigures } from "./_sse-stream.ts";
 import { median, percentile } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 import { agentMetricsUrl, gatewayMetricsUrl, quickstartEngine } from "./_user-config.ts";
@@ -101,7 +102,7 @@ const direct = await loadDirect(FIXTURE_MODEL, engine, candidates).catch(async (
   throw err;
 });
 const stackRun: Run = (maxTokens) =>
-  httpStream(`${up.gatewayUrl}/v1/completions`, `Bearer ${up.key}`, {
+  readCompletionStream(`${up.gatewayUrl}/v1/completions`, `Bearer ${up.key}`, {
     model: up.model,
     prompt: BENCH_PROMPT,
     max_tokens: maxTokens,
