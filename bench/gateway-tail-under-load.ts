@@ -76,11 +76,21 @@ interface ProxyRound {
   inside?: { direct: Inside; proxy: Inside };
 }
 
+/**
+ * What one process did during an open-loop phase: the children report all of LoopStats, the load generator
+ * (this process) only its event-loop delay and CPU.
+ */
+type ProcessInside = Pick<LoopStats, "cpuSeconds" | "seconds"> & {
+  delay: Pick<LoopStats["delay"], "p99" | "max">;
+  gc?: LoopStats["gc"];
+  heap?: LoopStats["heap"];
+};
+
 /** What each process did during one open-loop phase, and how many threads wanted a core. */
 interface Inside {
   gateway?: LoopStats;
   upstream: LoopStats;
-  generator: { delayP99: number; delayMax: number; cpuSeconds: number; seconds: number };
+  generator: ProcessInside;
   /** Runnable threads on the whole machine (/proc/stat procs_running, sampled every 10 ms): mean and p99. */
   runnable: { mean: number; p99: number };
 }
@@ -139,8 +149,7 @@ async function watched(target: HttpTarget, rate: number, withGateway: boolean) {
     gateway: withGateway ? await askLoopStats(gateway.child) : undefined,
     upstream: await askLoopStats(stack.upstream.child),
     generator: {
-      delayP99: delay.percentile(99) / 1e6,
-      delayMax: delay.max / 1e6,
+      delay: { p99: delay.percentile(99) / 1e6, max: delay.max / 1e6 },
       cpuSeconds: (cpu.user + cpu.system) / 1e6,
       seconds: (performance.now() - started) / 1000,
     },
@@ -227,57 +236,36 @@ try {
     const list = gatewayRounds.map((r) => r[phase]);
     if (list.length === 0) continue;
     const med = (pick: (i: Inside) => number | undefined) => median(list.map((i) => pick(i) ?? Number.NaN));
-    const row = (name: string, stats: (i: Inside) => LoopStats | undefined) =>
-      `| ${phase === "direct" ? "direct" : "through the gateway"} | ${name} | ${f(
-        med((i) => {
-          const st = stats(i);
-          return st && st.cpuSeconds / st.seconds;
-        }),
-        2,
-      )} | ${f(
-        med((i) => stats(i)?.delay.p99),
-        1,
-      )} / ${f(
-        med((i) => stats(i)?.delay.max),
-        1,
-      )} | ${f(
-        med((i) => stats(i)?.gc.scavenges),
-        0,
-      )} / ${f(
-        med((i) => stats(i)?.gc.scavengeMs),
-        0,
-      )} / ${f(
-        med((i) => stats(i)?.gc.scavengeMaxMs),
-        1,
-      )} | ${f(
-        med((i) => stats(i)?.gc.others),
-        0,
-      )} / ${f(
-        med((i) => stats(i)?.gc.otherMs),
-        0,
-      )} / ${f(
-        med((i) => stats(i)?.gc.otherMaxMs),
-        1,
-      )} | ${f(
-        med((i) => stats(i)?.heap.youngMB),
-        0,
-      )} |`;
-    if (phase === "proxy") insideRows.push(row("gateway", (i) => i.gateway));
-    insideRows.push(row("stand-in upstream", (i) => i.upstream));
+    const phaseName = phase === "direct" ? "direct" : "through the gateway";
+    /** Figures of one cell, "–" when the process reports none of them. */
+    const cell = (...figures: string[]) => (figures.every((x) => x === "–") ? "–" : figures.join(" / "));
+    const processRow = (name: string, of: (i: Inside) => ProcessInside | undefined) => {
+      const m = (pick: (p: ProcessInside) => number | undefined, digits: number) =>
+        f(
+          med((i) => {
+            const p = of(i);
+            return p && pick(p);
+          }),
+          digits,
+        );
+      return `| ${phaseName} | ${name} | ${m((p) => p.cpuSeconds / p.seconds, 2)} | ${cell(
+        m((p) => p.delay.p99, 1),
+        m((p) => p.delay.max, 1),
+      )} | ${cell(
+        m((p) => p.gc?.scavenges, 0),
+        m((p) => p.gc?.scavengeMs, 0),
+        m((p) => p.gc?.scavengeMaxMs, 1),
+      )} | ${cell(
+        m((p) => p.gc?.others, 0),
+        m((p) => p.gc?.otherMs, 0),
+        m((p) => p.gc?.otherMaxMs, 1),
+      )} | ${cell(m((p) => p.heap?.youngMB, 0))} |`;
+    };
+    if (phase === "proxy") insideRows.push(processRow("gateway", (i) => i.gateway));
+    insideRows.push(processRow("stand-in upstream", (i) => i.upstream));
+    insideRows.push(processRow("load generator", (i) => i.generator));
     insideRows.push(
-      `| ${phase === "direct" ? "direct" : "through the gateway"} | load generator | ${f(
-        med((i) => i.generator.cpuSeconds / i.generator.seconds),
-        2,
-      )} | ${f(
-        med((i) => i.generator.delayP99),
-        1,
-      )} / ${f(
-        med((i) => i.generator.delayMax),
-        1,
-      )} | – | – | – |`,
-    );
-    insideRows.push(
-      `| ${phase === "direct" ? "direct" : "through the gateway"} | whole machine: runnable threads mean / p99 | ${f(
+      `| ${phaseName} | whole machine: runnable threads mean / p99 | ${f(
         med((i) => i.runnable.mean),
         1,
       )} / ${f(
