@@ -174,10 +174,10 @@ describe("the Pulumi program's entry point", () => {
       ...renderChart(settings).filter((o) => o.kind !== "CustomResourceDefinition"),
       { apiVersion: "v1", kind: "Namespace", metadata: { name: "llm" } },
     ]);
-    // The entry point exports only outputs; registrations land one by one.
-    for (let i = 0; i < 200 && objects.length < expected.length; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
+    // The entry point exports only outputs, not its resources, and registrations land one by one: Pulumi's
+    // own end of a program, its RPC queue drained (the disconnect; the next setMocks starts afresh), says
+    // every registration has reached the mocks.
+    await pulumi.runtime.disconnect();
     expect(identities(objects)).toEqual(expected);
     const gateway = find(objects, "Deployment", "pomona-gateway");
     expect(gateway.metadata.namespace).toBe("llm");
