@@ -18,6 +18,14 @@ export const mintedKeyLabel = "pomona.dev/api-key";
 /** Label on the hashing-key Secret the operator creates, so it watches only that one in the system namespace. */
 export const keyHashingLabel = "pomona.dev/key-hashing";
 
+/**
+ * Index of the ApiKeys and InferenceModels in the cache by the RateLimitPolicy they name, filed under the
+ * policy's own key (`namespace/name`): what names a policy costs the policy's users to find, not the namespace's.
+ */
+export const byPolicy = "rateLimitPolicy";
+export const policyOf = (o: { metadata?: { namespace?: string }; spec?: { rateLimitPolicy?: string } }): string[] =>
+  o.spec?.rateLimitPolicy ? [`${o.metadata?.namespace}/${o.spec.rateLimitPolicy}`] : [];
+
 export interface ClusterScope {
   /** The system namespace: the operator's Lease, the gateway config, the hashing keys. */
   namespace: string;
@@ -40,15 +48,19 @@ export function createCluster(manager: Manager, scope: ClusterScope) {
     informer.onDelete((o) => events.forget(o));
     return informer;
   };
+  const models = crd<InferenceModel>("InferenceModel", "inferencemodels");
+  const keys = crd<ApiKey>("ApiKey", "apikeys");
+  models.addIndex(byPolicy, policyOf);
+  keys.addIndex(byPolicy, policyOf);
   return {
     kubeConfig,
     log,
     metrics,
     applier: new Applier(kubeConfig),
     events,
-    models: crd<InferenceModel>("InferenceModel", "inferencemodels"),
+    models,
     replicas: crd<ModelReplica>("ModelReplica", "modelreplicas"),
-    keys: crd<ApiKey>("ApiKey", "apikeys"),
+    keys,
     policies: crd<RateLimitPolicy>("RateLimitPolicy", "ratelimitpolicies"),
     nodes: manager.informer<V1Node>({ path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }),
     nodeLeases: manager.informer<V1Lease>({

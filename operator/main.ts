@@ -9,7 +9,7 @@ import { operatorLeaseName } from "../crds/api/index.ts";
 import { objectKey } from "../kube/list-watch.ts";
 import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
-import { createCluster } from "./cluster.ts";
+import { byPolicy, createCluster, policyOf } from "./cluster.ts";
 import { loadConfig } from "./config.ts";
 import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { NodeLossTracker } from "./inference-model/node-loss.ts";
@@ -59,12 +59,7 @@ async function registerControllers(): Promise<void> {
   models
     .for(cluster.models)
     .owns(cluster.replicas, "InferenceModel")
-    .watches(cluster.policies, (p) =>
-      cluster.models
-        .list(p.metadata?.namespace)
-        .filter((m) => m.spec.rateLimitPolicy === p.metadata?.name)
-        .map(objectKey),
-    );
+    .watches(cluster.policies, (p) => cluster.models.byIndex(byPolicy, objectKey(p)).map(objectKey));
   // A node that stops renewing its Lease sends no event: a timer per node wakes the models on it.
   manager.add(
     new NodeLossTracker({
@@ -85,16 +80,9 @@ async function registerControllers(): Promise<void> {
     .for(cluster.keys)
     // A new hashing key means every key is hashed again.
     .watches(cluster.hashingSecret, () => cluster.keys.list().map(objectKey))
-    .watches(cluster.policies, (p) =>
-      cluster.keys
-        .list(p.metadata?.namespace)
-        .filter((k) => k.spec.rateLimitPolicy === p.metadata?.name)
-        .map(objectKey),
-    );
+    .watches(cluster.policies, (p) => cluster.keys.byIndex(byPolicy, objectKey(p)).map(objectKey));
   for (const secrets of cluster.keySecrets) keys.owns(secrets, "ApiKey");
 
-  const policyOf = (o: { metadata?: { namespace?: string }; spec?: { rateLimitPolicy?: string } }) =>
-    o.spec?.rateLimitPolicy ? [`${o.metadata?.namespace}/${o.spec.rateLimitPolicy}`] : [];
   manager
     .controller("ratelimitpolicy", createPolicyReconciler(cluster))
     .for(cluster.policies)

@@ -11,7 +11,7 @@ import { sameJson } from "../same-json.ts";
 
 export interface PolicyPlanInput {
   policy: RateLimitPolicy;
-  /** The ApiKeys and InferenceModels of the policy's namespace. */
+  /** ApiKeys and InferenceModels that may name the policy (the controller passes only those that do). */
   keys: readonly ApiKey[];
   models: readonly InferenceModel[];
   now: number;

@@ -1,6 +1,6 @@
 /** The RateLimitPolicy controller: reads the policy and what names it from the cache, plans its status (plan.ts), writes it. */
 import { API_VERSION, type RateLimitPolicy } from "../../crds/api/index.ts";
-import type { Cluster } from "../cluster.ts";
+import { byPolicy, type Cluster } from "../cluster.ts";
 import type { Result } from "../runtime/controller.ts";
 import { splitKey } from "../runtime/informer.ts";
 import { planPolicy } from "./plan.ts";
@@ -12,8 +12,8 @@ export function createPolicyReconciler(cluster: Cluster) {
     if (!policy) return undefined;
     const plan = planPolicy({
       policy,
-      keys: cluster.keys.list(namespace),
-      models: cluster.models.list(namespace),
+      keys: cluster.keys.byIndex(byPolicy, key),
+      models: cluster.models.byIndex(byPolicy, key),
       now: Date.now(),
     });
     if (plan.invalid) cluster.events.record(policy, "Warning", "Invalid", plan.invalid);

@@ -6,6 +6,7 @@
  */
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import { ListWatch, type ListWatchEventType } from "../../kube/list-watch.ts";
+import { CacheIndex } from "./cache-index.ts";
 import type { Logger } from "./log.ts";
 
 export type Handler<T> = (obj: T, old?: T) => void;
@@ -25,6 +26,7 @@ export class Informer<T extends KubernetesObject> {
   private readonly listWatch: ListWatch<T>;
   private readonly handlers: Handler<T>[] = [];
   private readonly deleteHandlers: Handler<T>[] = [];
+  private readonly indexes = new Map<string, CacheIndex<T>>();
 
   constructor(kubeConfig: KubeConfig, source: InformerSource, log: Logger) {
     this.source = source;
@@ -36,6 +38,8 @@ export class Informer<T extends KubernetesObject> {
       },
     });
     this.listWatch.on((type: ListWatchEventType, obj: T, old?: T) => {
+      // Indexes first, so a handler that reads one sees this change.
+      for (const index of this.indexes.values()) index.update(type, obj);
       for (const h of this.handlers) h(obj, old);
       if (type === "deleted") for (const h of this.deleteHandlers) h(obj);
     });
@@ -49,6 +53,20 @@ export class Informer<T extends KubernetesObject> {
   /** Called when an object is gone, so state kept per object can be dropped. */
   onDelete(handler: Handler<T>): void {
     this.deleteHandlers.push(handler);
+  }
+
+  /** Files every object, now and as the cache changes, under the values `valuesOf` gives it (see byIndex). */
+  addIndex(name: string, valuesOf: (obj: T) => string[]): void {
+    const index = new CacheIndex(valuesOf);
+    for (const obj of this.list()) index.update("added", obj);
+    this.indexes.set(name, index);
+  }
+
+  /** The cached objects filed under `value` in the index `name`, in the time of the answer. */
+  byIndex(name: string, value: string): T[] {
+    const index = this.indexes.get(name);
+    if (!index) throw new Error(`the ${this.source.kind} informer has no index ${name}`);
+    return index.get(value);
   }
 
   get hasSynced(): boolean {
