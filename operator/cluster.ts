@@ -20,7 +20,7 @@ export const keyHashingLabel = "pomona.dev/key-hashing";
 
 /**
  * Index of the ApiKeys and InferenceModels in the cache by the RateLimitPolicy they name, filed under the
- * policy's own key (`namespace/name`): what names a policy costs the policy's users to find, not the namespace's.
+ * policy's own key (`namespace/name`), so finding what names a policy costs its users, not the whole namespace.
  */
 export const byPolicy = "rateLimitPolicy";
 export const policyOf = (o: { metadata?: { namespace?: string }; spec?: { rateLimitPolicy?: string } }): string[] =>
