@@ -11,6 +11,8 @@ import type { StreamFigures } from "./_sse-stream.ts";
 export interface DirectEngine {
   threads: number;
   stream: (prompt: string, maxTokens: number) => Promise<StreamFigures>;
+  /** Frees this thread count's context (and its threads) early; `close` frees whatever is left. */
+  dispose: () => Promise<void>;
 }
 
 export async function loadDirect(
@@ -49,6 +51,7 @@ export async function loadDirect(
     };
     engines.push({
       threads,
+      dispose: () => context.dispose(),
       stream: async (prompt, maxTokens) => {
         const started = performance.now();
         const sequence = await acquire();
@@ -80,7 +83,7 @@ export async function loadDirect(
   return {
     engines,
     close: async () => {
-      for (const c of contexts) await c.dispose();
+      for (const c of contexts) if (!c.disposed) await c.dispose();
       await model.dispose();
       await llama.dispose();
     },
