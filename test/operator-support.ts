@@ -8,7 +8,6 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
-  KubeConfig,
   PatchStrategy,
   setHeaderOptions,
   V1MicroTime,
@@ -28,22 +27,12 @@ import {
   type ModelReplica,
   modelMemoryResource,
 } from "../crds/api/index.ts";
+import { kubeConfig } from "./support/kube.ts";
 import { kubectlOk } from "./support/kubectl.ts";
 import { startNode, type TestProcess } from "./support/processes.ts";
 
-export function kubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromFile(inject("kubeconfig"));
-  return kc;
-}
-
-export async function createNamespaces(...names: string[]): Promise<void> {
-  for (const name of names) {
-    await kubectlOk(["create", "namespace", name, "--dry-run=client", "-o", "yaml"]).then((y) =>
-      kubectlOk(["apply", "-f", "-"], y),
-    );
-  }
-}
+// The operator suites take these from here with the rest of their set-up.
+export { createNamespaces, kubeConfig } from "./support/kube.ts";
 
 export interface VirtualNode {
   name: string;

@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import { resourceDefinitions } from "../../crds/api/index.ts";
 import { kubectlOk } from "./kubectl.ts";
+import { repoRoot } from "./processes.ts";
 
-export const repoRoot = join(import.meta.dirname, "..", "..");
+// Suites that install the CRDs often need the checkout's other files too.
+export { repoRoot } from "./processes.ts";
 
 /** Install the CRDs as a user does and wait until the API server serves them. */
 export async function installCrds(kubeconfig?: string): Promise<void> {

@@ -1,9 +1,8 @@
 // A gateway for tests: the real app, fed by the real config watcher from configs published into a real API server.
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import { CoreV1Api, KubeConfig, KubernetesObjectApi } from "@kubernetes/client-node";
+import { CoreV1Api, KubernetesObjectApi } from "@kubernetes/client-node";
 import type { FastifyInstance } from "fastify";
-import { inject } from "vitest";
 import {
   type GatewayConfig,
   type GatewayKey,
@@ -25,7 +24,11 @@ import { MemoryLimiter } from "../../gateway/limits/memory-limiter.ts";
 import { createMetrics, type GatewayMetrics } from "../../gateway/metrics.ts";
 import { closeGracefully } from "../../gateway/shutdown.ts";
 import { GatewayConfigPublisher } from "../../operator/gateway-config/publish.ts";
+import { kubeConfig } from "./kube.ts";
 import { eventually } from "./processes.ts";
+
+// Many suites take these from here with the rest of their gateway set-up.
+export { createNamespace, kubeConfig } from "./kube.ts";
 
 export const NODE_TOKEN = "node-token-for-tests";
 /** The hashing key of configs published by ConfigFeed (the operator makes a random one). */
@@ -52,21 +55,6 @@ export async function writeHashingSecret(
   } catch (err) {
     if ((err as { code?: number }).code !== 409) throw err;
     if (mode === "replace") await core.replaceNamespacedSecret({ name: keyHashingSecret, namespace, body });
-  }
-}
-
-export function kubeConfig(path: string = inject("kubeconfig")): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromFile(path);
-  return kc;
-}
-
-export async function createNamespace(name: string): Promise<void> {
-  const core = kubeConfig().makeApiClient(CoreV1Api);
-  try {
-    await core.createNamespace({ body: { metadata: { name } } });
-  } catch (err) {
-    if ((err as { code?: number }).code !== 409) throw err;
   }
 }
 

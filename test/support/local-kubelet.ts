@@ -32,7 +32,7 @@ import { CoordinationV1Api, CoreV1Api, type V1Lease } from "@kubernetes/client-n
 import { inject } from "vitest";
 import { parse, stringify } from "yaml";
 import { freePort } from "../../controlplane/local-control-plane.ts";
-import { kubeConfig } from "./gateway.ts";
+import { kubeConfig } from "./kube.ts";
 import { kubectlOk } from "./kubectl.ts";
 import { startNode, type TestProcess } from "./processes.ts";
 

@@ -11,7 +11,7 @@ import {
   type ModelSource,
   VERSION,
 } from "../../crds/api/index.ts";
-import { kubeConfig } from "./gateway.ts";
+import { kubeConfig } from "./kube.ts";
 import { type TestAgent, tinyModel } from "./node-agent.ts";
 import { eventually } from "./processes.ts";
 

@@ -9,10 +9,8 @@ import { join } from "node:path";
 import OpenAI from "openai";
 import { kubectl, kubectlOk } from "./kubectl.ts";
 import { type LocalKubelet, startLocalKubelet, type Workload } from "./local-kubelet.ts";
+import { tinyModel } from "./node-agent.ts";
 import { eventually, repoRoot } from "./processes.ts";
-
-/** The fixture model, beside the repository. */
-export const fixtureModel = join(repoRoot, "..", "shared", "models", "stories260K.gguf");
 
 const components = ["pomona-operator", "pomona-node-agent", "pomona-gateway"] as const;
 
@@ -80,7 +78,7 @@ export async function serveThroughProvisionedStack(namespace: string): Promise<S
             apiVersion: "pomona.dev/v1alpha1",
             kind: "InferenceModel",
             metadata: { name: "stories" },
-            spec: { source: { path: fixtureModel }, replicas: 1, memory: "64Mi" },
+            spec: { source: { path: tinyModel }, replicas: 1, memory: "64Mi" },
           },
           {
             apiVersion: "pomona.dev/v1alpha1",
