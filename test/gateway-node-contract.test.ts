@@ -6,18 +6,15 @@
 // Against a node-agent without its side of the contract (headers only with the whole answer, a full queue
 // answered 503 without Retry-After) the first gets 504 and the second sees no 429 from the node.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { installCrds } from "./support/crds.ts";
-import { ConfigFeed, createNamespace, makeKey, model, startGateway, type TestGateway } from "./support/gateway.ts";
-import { readyReplica } from "./support/model-replica.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
+import { makeKey, type TestGateway } from "./support/gateway.ts";
+import { type InferenceStack, SEQUENCES, startInferenceStack } from "./support/inference-stack.ts";
+import { NODE_AGENT_TOKEN } from "./support/node-agent.ts";
 
 const ns = "gw-node-contract";
-const replicaName = "stories-contract";
-const SEQUENCES = 2;
 const NODE_QUEUE = 2;
 const FIRST_BYTE_TIMEOUT_MS = 200;
 const key = makeKey(ns, "k");
-let agent: TestAgent;
+let stack: InferenceStack;
 let gateway: TestGateway;
 let endpoint: string;
 
@@ -51,34 +48,23 @@ async function viaGateway() {
 }
 
 beforeAll(async () => {
-  await installCrds();
-  await createNamespace(ns);
-  agent = await startAgent("gw-contract-node", { POMONA_QUEUE_LIMIT: String(NODE_QUEUE) });
-  const engine = { contextSize: 512, parallelSequences: SEQUENCES };
-  endpoint = (await readyReplica(agent, ns, replicaName, { engine })).status.endpoint;
-  gateway = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream: { firstByteTimeoutMs: FIRST_BYTE_TIMEOUT_MS, totalTimeoutMs: 120_000 },
-    queue: { timeoutMs: 30_000, maxPerModel: 64 },
-  });
-  const feed = new ConfigFeed(ns);
-  await feed.publish({
-    models: [
-      model(ns, "stories", {
-        endpoints: [{ url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1, slots: SEQUENCES }],
-        contextSize: 512,
-        sequenceContextSize: 512 / SEQUENCES,
-        embeddings: false,
-      }),
-    ],
+  stack = await startInferenceStack(ns, {
     keys: [key],
+    sequenceContextSize: 512 / SEQUENCES,
+    nodeQueueLimit: NODE_QUEUE,
+    gateways: [
+      {
+        upstream: { firstByteTimeoutMs: FIRST_BYTE_TIMEOUT_MS },
+        queue: { timeoutMs: 30_000, maxPerModel: 64 },
+      },
+    ],
   });
-  await gateway.waitForVersion(feed.version);
+  gateway = stack.gateway;
+  endpoint = stack.endpoint;
 }, 300_000);
 
 afterAll(async () => {
-  await gateway?.close();
-  await agent?.process.stop();
+  await stack?.stop();
 });
 
 describe("the node-agent's side of the contract, through the gateway", () => {

@@ -3,23 +3,11 @@
 // replica at most its 2 slots; everything else waits in the gateway's line, which is fair across keys and
 // serves interactive keys before batch keys. Clients are plain fetch, to see every status and header.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { installCrds } from "./support/crds.ts";
-import {
-  ConfigFeed,
-  createNamespace,
-  makeKey,
-  model,
-  policy,
-  startGateway,
-  type TestGateway,
-} from "./support/gateway.ts";
-import { readyReplica } from "./support/model-replica.ts";
-import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./support/node-agent.ts";
+import { makeKey, policy, type TestGateway } from "./support/gateway.ts";
+import { type InferenceStack, SEQUENCES, startInferenceStack } from "./support/inference-stack.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "gw-overload";
-const replicaName = "stories-overload";
-const SEQUENCES = 2;
 const NODE_QUEUE = 2;
 // Every key's policy allows far more than the test sends: only the model's capacity limits it.
 const roomy = policy(ns, "roomy", { concurrentRequests: 1_000, requestsPerMinute: 100_000, scope: "PerKey" });
@@ -33,7 +21,7 @@ const flood = makeKey(ns, "flood", { rateLimitPolicy: "roomy" });
 const heavy = makeKey(ns, "heavy", { rateLimitPolicy: "roomy" });
 const light = makeKey(ns, "light", { rateLimitPolicy: "roomy" });
 const batch = makeKey(ns, "batch", { rateLimitPolicy: "bulk" });
-let agent: TestAgent;
+let stack: InferenceStack;
 /** Line of 4 per model, 3 s deadline: small, so saturation overflows it. */
 let saturated: TestGateway;
 /** A roomy line and a long deadline, for fairness and priority. */
@@ -108,42 +96,19 @@ const percentile = (values: number[], p: number) => {
 };
 
 beforeAll(async () => {
-  await installCrds();
-  await createNamespace(ns);
-  agent = await startAgent("gw-overload-node", { POMONA_QUEUE_LIMIT: String(NODE_QUEUE) });
-  const engine = { contextSize: 512, parallelSequences: SEQUENCES };
-  const { endpoint } = (await readyReplica(agent, ns, replicaName, { engine })).status;
-  const upstream = { firstByteTimeoutMs: 60_000, totalTimeoutMs: 120_000 };
-  saturated = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream,
-    queue: { timeoutMs: 3_000, maxPerModel: 4 },
-  });
-  roomyGateway = await startGateway(ns, {
-    nodeToken: NODE_AGENT_TOKEN,
-    upstream,
-    queue: { timeoutMs: 60_000, maxPerModel: 256 },
-  });
-  const at = { url: endpoint, replica: replicaName, node: agent.nodeName, weight: 1 };
-  const feed = new ConfigFeed(ns);
-  await feed.publish({
-    models: [
-      // As the operator compiles it: the replica's parallel sequences are its slots.
-      model(ns, "stories", { endpoints: [{ ...at, slots: SEQUENCES }], contextSize: 512, embeddings: false }),
-      // The same replica, one request at a time: service order is then completion order.
-      model(ns, "stories-one", { endpoints: [{ ...at, slots: 1 }], contextSize: 512, embeddings: false }),
-    ],
+  stack = await startInferenceStack(ns, {
     keys: [flood, heavy, light, batch],
     policies: [roomy, bulk],
+    nodeQueueLimit: NODE_QUEUE,
+    gateways: [{ queue: { timeoutMs: 3_000, maxPerModel: 4 } }, { queue: { timeoutMs: 60_000, maxPerModel: 256 } }],
+    // The same replica, one request at a time: service order is then completion order.
+    moreModels: [{ name: "stories-one", slots: 1 }],
   });
-  await saturated.waitForVersion(feed.version);
-  await roomyGateway.waitForVersion(feed.version);
+  [saturated, roomyGateway] = stack.gateways as [TestGateway, TestGateway];
 }, 300_000);
 
 afterAll(async () => {
-  await saturated?.close();
-  await roomyGateway?.close();
-  await agent?.process.stop();
+  await stack?.stop();
 });
 
 describe("a saturated replica", () => {
