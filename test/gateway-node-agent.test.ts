@@ -3,21 +3,18 @@
 // to the gateway in front of it.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeKey, type TestGateway } from "./support/gateway.ts";
+import { makeKey } from "./support/gateway.ts";
 import { type InferenceStack, startInferenceStack } from "./support/inference-stack.ts";
-import type { TestAgent } from "./support/node-agent.ts";
 import { eventually } from "./support/processes.ts";
 
 const ns = "gw-agent";
 const key = makeKey(ns, "k");
 let stack: InferenceStack;
-let agent: TestAgent;
-let gateway: TestGateway;
 
-const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
+const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${stack.gateway.url}/v1`, maxRetries: 0 });
 
 async function agentMetric(pattern: RegExp): Promise<number> {
-  const text = await (await fetch(`${agent.url}/metrics`)).text();
+  const text = await (await fetch(`${stack.agent.url}/metrics`)).text();
   return [...text.matchAll(pattern)].reduce((n, m) => n + Number(m[1]), 0);
 }
 const agentTokens = () => agentMetric(/^pomona_node_generated_tokens_total\{[^}]*\}\s+(\d+)/gm);
@@ -25,8 +22,6 @@ const agentAborted = () => agentMetric(/^pomona_node_requests_total\{[^}]*outcom
 
 beforeAll(async () => {
   stack = await startInferenceStack(ns, { keys: [key], embeddings: true, sequenceContextSize: 256 });
-  agent = stack.agent;
-  gateway = stack.gateway;
 }, 300_000);
 
 afterAll(async () => {

@@ -6,7 +6,7 @@
 // Against a node-agent without its side of the contract (headers only with the whole answer, a full queue
 // answered 503 without Retry-After) the first gets 504 and the second sees no 429 from the node.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeKey, type TestGateway } from "./support/gateway.ts";
+import { makeKey } from "./support/gateway.ts";
 import { type InferenceStack, SEQUENCES, startInferenceStack } from "./support/inference-stack.ts";
 import { NODE_AGENT_TOKEN } from "./support/node-agent.ts";
 
@@ -15,8 +15,6 @@ const NODE_QUEUE = 2;
 const FIRST_BYTE_TIMEOUT_MS = 200;
 const key = makeKey(ns, "k");
 let stack: InferenceStack;
-let gateway: TestGateway;
-let endpoint: string;
 
 const body = (maxTokens: number) => ({
   model: "stories",
@@ -27,7 +25,7 @@ const body = (maxTokens: number) => ({
 /** Other clients of the node (other gateway replicas): long answers sent straight to the replica. */
 const direct = (n: number) =>
   Array.from({ length: n }, () =>
-    fetch(`${endpoint}/v1/chat/completions`, {
+    fetch(`${stack.endpoint}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${NODE_AGENT_TOKEN}`, "content-type": "application/json" },
       body: JSON.stringify({ ...body(220), temperature: 1 }),
@@ -39,7 +37,7 @@ const direct = (n: number) =>
 
 async function viaGateway() {
   const started = performance.now();
-  const res = await fetch(`${gateway.url}/v1/chat/completions`, {
+  const res = await fetch(`${stack.gateway.url}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${key.secret}`, "content-type": "application/json" },
     body: JSON.stringify(body(220)),
@@ -59,8 +57,6 @@ beforeAll(async () => {
       },
     ],
   });
-  gateway = stack.gateway;
-  endpoint = stack.endpoint;
 }, 300_000);
 
 afterAll(async () => {
@@ -91,7 +87,7 @@ describe("the node-agent's side of the contract, through the gateway", () => {
       expect([200, 503]).toContain(a.status);
       if (a.status === 503) expect(Number(a.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     }
-    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
+    const metrics = await (await fetch(`${stack.gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_breaker_state\{model="gw-node-contract\/stories",[^}]*\} 0/);
     expect(metrics).not.toMatch(/pomona_gateway_upstream_attempts_total\{model="stories",outcome="failed"\}/);
   });
