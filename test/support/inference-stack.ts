@@ -11,7 +11,7 @@ import { NODE_AGENT_TOKEN, startAgent, type TestAgent } from "./node-agent.ts";
 export const SEQUENCES = 2;
 
 /** A gateway's settings over the stack's (upstream timeouts long enough for a busy machine). */
-export type StackGatewayOptions = Pick<NonNullable<Parameters<typeof startGateway>[1]>, "upstream" | "queue">;
+type StackGatewayOptions = Pick<NonNullable<Parameters<typeof startGateway>[1]>, "upstream" | "queue">;
 
 export interface InferenceStack {
   agent: TestAgent;
