@@ -179,6 +179,12 @@ async function startOperator() {
   return {
     idleRssMiB,
     peakRssMiB: () => peakRssKb / 1024,
+    /** CPU seconds (user + system) the operator has used since it started: the price of any memory setting. */
+    cpuSeconds: () => {
+      // Fields 14 and 15 of /proc/<pid>/stat, after the command name in parentheses; clock ticks are 1/100 s on Linux.
+      const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
     stop: async () => {
       clearInterval(rssSampler);
       const exited = new Promise((r) => child.once("exit", r));
@@ -277,6 +283,7 @@ const convergence = {
   afterApply: [] as number[],
   rssMiB: [] as number[],
   idleRssMiB: [] as number[],
+  cpuS: [] as number[],
   spread: "",
 };
 for (let round = 0; round < CONVERGENCE_ROUNDS; round++) {
@@ -311,6 +318,7 @@ for (let round = 0; round < CONVERGENCE_ROUNDS; round++) {
   convergence.converged.push(converged - convergeStart);
   convergence.afterApply.push(converged - applied);
   convergence.rssMiB.push(operator.peakRssMiB());
+  convergence.cpuS.push(operator.cpuSeconds());
   convergence.idleRssMiB.push(operator.idleRssMiB);
   const perNode = new Map<string, number>();
   for (const r of await listReplicas()) perNode.set(r.spec.nodeName, (perNode.get(r.spec.nodeName) ?? 0) + 1);
@@ -467,6 +475,7 @@ console.log(`${quickNote()}### Operator at scale (local kube-apiserver and etcd;
 | … the same, from the moment \`kubectl apply\` returned | ${seconds(median(convergence.afterApply))} | ${convergence.afterApply.map(seconds).join(", ")} |
 | operator peak RSS during that | ${median(convergence.rssMiB).toFixed(0)} MiB | ${convergence.rssMiB.map((r) => r.toFixed(0)).join(", ")} MiB |
 | … of which before any model: the operator idle with empty caches, 2 s after they synced | ${median(convergence.idleRssMiB).toFixed(0)} MiB | ${convergence.idleRssMiB.map((r) => r.toFixed(0)).join(", ")} MiB |
+| operator CPU time from its start until every model converged (user + system) | ${seconds(median(convergence.cpuS) * 1000)} | ${convergence.cpuS.map((c) => seconds(c * 1000)).join(", ")} |
 | replicas per node (last round) | ${convergence.spread} | |
 | ${KEYS.toLocaleString("en")} keys: compile | ${ms(publication.compile)} | ${publication.compile.map((v) => v.toFixed(0)).join(", ")} ms |
 | … zod validation | ${ms(publication.validate)} | ${publication.validate.map((v) => v.toFixed(0)).join(", ")} ms |
