@@ -22,7 +22,6 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
-  KubernetesObjectApi,
   PatchStrategy,
   setHeaderOptions,
   V1MicroTime,
@@ -43,6 +42,7 @@ import {
   type ModelReplica,
   modelMemoryResource,
 } from "../crds/api/index.ts";
+import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
@@ -358,7 +358,7 @@ for (let round = 0; round < PUBLISH_ROUNDS; round++) {
       data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
     },
   });
-  const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(operatorKc), namespace);
+  const publisher = new GatewayConfigPublisher(new KubeRest(operatorKc), namespace);
   const roundKeys = [...keys];
   const t0 = performance.now();
   const compiled = compileGatewayConfig({ models: [], replicas: [], keys: roundKeys, policies: [], now: new Date() });
@@ -410,7 +410,7 @@ const atScale: number[] = [];
       data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
     },
   });
-  const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(operatorKc), namespace);
+  const publisher = new GatewayConfigPublisher(new KubeRest(operatorKc), namespace);
   const compiler = new GatewayConfigCompiler();
   let live = [...keys];
   let version = 0;
