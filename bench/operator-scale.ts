@@ -41,6 +41,7 @@ import {
   labels,
   type ModelReplica,
   modelMemoryResource,
+  operatorNodeFlags,
 } from "../crds/api/index.ts";
 import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
@@ -149,7 +150,7 @@ const renewal = setInterval(() => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function startOperator() {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(root, "operator/main.ts")], {
+  const child = spawn(process.execPath, [...operatorNodeFlags, join(root, "operator/main.ts")], {
     env: {
       ...process.env,
       KUBECONFIG: cp.kubeconfigPath,
