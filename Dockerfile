@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every Pomona component; the command picks one:
-#   node operator/main.ts | node gateway/main.ts | node node-agent/main.ts
+#   node --max-semi-space-size=2 operator/main.ts | node gateway/main.ts | node node-agent/main.ts
 # Node 24 runs the TypeScript sources directly (type stripping), so there is no build step.
 
 FROM node:24-slim AS dependencies

@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join, resolve as resolvePath } from "node:path";
+import { nodeFlagsFor } from "../crds/api/well-known.ts";
 import type { LoopStats } from "./_loop-stats.ts";
 
 export interface BenchChild {
@@ -77,7 +78,7 @@ export async function startComponent(
   ready: RegExp,
   timeoutMs = 120_000,
 ): Promise<Component> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, "..", script)], {
+  const child = spawn(process.execPath, [...nodeFlagsFor(script), join(import.meta.dirname, "..", script)], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

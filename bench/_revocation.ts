@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, startControlPlane } from "../controlplane/local-control-plane.ts";
+import { nodeFlagsFor } from "../crds/api/well-known.ts";
 
 const root = join(import.meta.dirname, "..");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -29,7 +30,7 @@ async function until<T>(what: string, check: () => Promise<T | undefined> | T | 
 }
 
 function startProcess(script: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, [join(root, script)], {
+  const child = spawn(process.execPath, [...nodeFlagsFor(script), join(root, script)], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });

@@ -22,7 +22,6 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
-  KubernetesObjectApi,
   PatchStrategy,
   setHeaderOptions,
   V1MicroTime,
@@ -42,7 +41,9 @@ import {
   labels,
   type ModelReplica,
   modelMemoryResource,
+  operatorNodeFlags,
 } from "../crds/api/index.ts";
+import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
@@ -149,7 +150,7 @@ const renewal = setInterval(() => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function startOperator() {
   const port = await freePort();
-  const child = spawn(process.execPath, [join(root, "operator/main.ts")], {
+  const child = spawn(process.execPath, [...operatorNodeFlags, join(root, "operator/main.ts")], {
     env: {
       ...process.env,
       KUBECONFIG: cp.kubeconfigPath,
@@ -179,6 +180,12 @@ async function startOperator() {
   return {
     idleRssMiB,
     peakRssMiB: () => peakRssKb / 1024,
+    /** CPU seconds (user + system) the operator has used since it started: the price of any memory setting. */
+    cpuSeconds: () => {
+      // Fields 14 and 15 of /proc/<pid>/stat, after the command name in parentheses; clock ticks are 1/100 s on Linux.
+      const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
     stop: async () => {
       clearInterval(rssSampler);
       const exited = new Promise((r) => child.once("exit", r));
@@ -277,6 +284,7 @@ const convergence = {
   afterApply: [] as number[],
   rssMiB: [] as number[],
   idleRssMiB: [] as number[],
+  cpuS: [] as number[],
   spread: "",
 };
 for (let round = 0; round < CONVERGENCE_ROUNDS; round++) {
@@ -311,6 +319,7 @@ for (let round = 0; round < CONVERGENCE_ROUNDS; round++) {
   convergence.converged.push(converged - convergeStart);
   convergence.afterApply.push(converged - applied);
   convergence.rssMiB.push(operator.peakRssMiB());
+  convergence.cpuS.push(operator.cpuSeconds());
   convergence.idleRssMiB.push(operator.idleRssMiB);
   const perNode = new Map<string, number>();
   for (const r of await listReplicas()) perNode.set(r.spec.nodeName, (perNode.get(r.spec.nodeName) ?? 0) + 1);
@@ -350,7 +359,7 @@ for (let round = 0; round < PUBLISH_ROUNDS; round++) {
       data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
     },
   });
-  const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(operatorKc), namespace);
+  const publisher = new GatewayConfigPublisher(new KubeRest(operatorKc), namespace);
   const roundKeys = [...keys];
   const t0 = performance.now();
   const compiled = compileGatewayConfig({ models: [], replicas: [], keys: roundKeys, policies: [], now: new Date() });
@@ -402,7 +411,7 @@ const atScale: number[] = [];
       data: { [keyHashingDataKeys.current]: BENCH_HASHING_KEY.bytes.toString("base64") },
     },
   });
-  const publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(operatorKc), namespace);
+  const publisher = new GatewayConfigPublisher(new KubeRest(operatorKc), namespace);
   const compiler = new GatewayConfigCompiler();
   let live = [...keys];
   let version = 0;
@@ -467,6 +476,7 @@ console.log(`${quickNote()}### Operator at scale (local kube-apiserver and etcd;
 | … the same, from the moment \`kubectl apply\` returned | ${seconds(median(convergence.afterApply))} | ${convergence.afterApply.map(seconds).join(", ")} |
 | operator peak RSS during that | ${median(convergence.rssMiB).toFixed(0)} MiB | ${convergence.rssMiB.map((r) => r.toFixed(0)).join(", ")} MiB |
 | … of which before any model: the operator idle with empty caches, 2 s after they synced | ${median(convergence.idleRssMiB).toFixed(0)} MiB | ${convergence.idleRssMiB.map((r) => r.toFixed(0)).join(", ")} MiB |
+| operator CPU time from its start until every model converged (user + system) | ${seconds(median(convergence.cpuS) * 1000)} | ${convergence.cpuS.map((c) => seconds(c * 1000)).join(", ")} |
 | replicas per node (last round) | ${convergence.spread} | |
 | ${KEYS.toLocaleString("en")} keys: compile | ${ms(publication.compile)} | ${publication.compile.map((v) => v.toFixed(0)).join(", ")} ms |
 | … zod validation | ${ms(publication.validate)} | ${publication.validate.map((v) => v.toFixed(0)).join(", ")} ms |

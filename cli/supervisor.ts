@@ -8,6 +8,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { nodeFlagsFor } from "../crds/api/well-known.ts";
 
 export interface ComponentSpec {
   name: string;
@@ -42,7 +43,7 @@ export class Supervisor {
     const startedAt = Date.now();
     const log = createWriteStream(logFile, { flags: "a" });
     // process.execPath is the Node 24 that runs this CLI, so every component runs on the same runtime.
-    const child = spawn(process.execPath, [join(repoRoot, spec.main)], {
+    const child = spawn(process.execPath, [...nodeFlagsFor(spec.main), join(repoRoot, spec.main)], {
       cwd: repoRoot,
       env: { ...process.env, ...spec.env },
       stdio: ["ignore", "pipe", "pipe"],

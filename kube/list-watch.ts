@@ -15,7 +15,10 @@
  * `transform` trims each object before it is stored (by default: managedFields and the last-applied
  * annotation, which no component reads and which are often most of an object's bytes).
  */
-import { type KubeConfig, type KubernetesObject, KubernetesObjectApi, Watch } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+// The watch module alone: the package's index loads every generated API (see kube/rest.ts).
+import { Watch } from "@kubernetes/client-node/dist/watch.js";
+import { KubeRest } from "./rest.ts";
 
 export type ListWatchEventType = "added" | "modified" | "deleted" | "resync";
 export type ListWatchHandler<T> = (type: ListWatchEventType, object: T, old?: T) => void;
@@ -35,10 +38,6 @@ export interface ListWatchOptions<T extends KubernetesObject> {
   kubeConfig: KubeConfig;
   /** The collection's path, e.g. `/api/v1/namespaces/x/secrets` or `/apis/pomona.dev/v1alpha1/modelreplicas`. */
   path: string;
-  /** For the default list: the kind's apiVersion and kind, and the namespace if the path names one. */
-  apiVersion?: string;
-  kind?: string;
-  namespace?: string;
   labelSelector?: string;
   fieldSelector?: string;
   /** Replaces the default paged list, e.g. with a get by name where the caller may not list. */
@@ -98,7 +97,7 @@ class GoneError extends Error {}
 export class ListWatch<T extends KubernetesObject> {
   private readonly options: ListWatchOptions<T>;
   private readonly watcher: Watch;
-  private readonly objects: KubernetesObjectApi;
+  private readonly rest: KubeRest;
   private readonly handlers: ListWatchHandler<T>[] = [];
   private readonly syncedHandlers: ((items: T[]) => void)[] = [];
   /** namespace ("" for cluster-scoped) → name → object. Empty namespaces are dropped. */
@@ -129,7 +128,7 @@ export class ListWatch<T extends KubernetesObject> {
     // The same timer also bounds the wait for the watch's answer; a server that does not answer for
     // 90 s is as good as down, and the failure backoff follows.
     (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchIdleTimeoutMs;
-    this.objects = KubernetesObjectApi.makeApiClient(options.kubeConfig);
+    this.rest = new KubeRest(options.kubeConfig);
   }
 
   on(handler: ListWatchHandler<T>): void {
@@ -239,26 +238,14 @@ export class ListWatch<T extends KubernetesObject> {
 
   /** The default list: pages of `pageSize`, all at the first page's resourceVersion. */
   private async listPages(): Promise<ListResult<T>> {
-    const { apiVersion, kind, namespace, fieldSelector, labelSelector, pageSize = 500 } = this.options;
-    if (!apiVersion || !kind) throw new Error(`list/watch of ${this.options.path} needs apiVersion and kind, or list`);
+    const { path, fieldSelector, labelSelector, pageSize = 500 } = this.options;
     const items: T[] = [];
     let resourceVersion: string | undefined;
     let continueToken: string | undefined;
     do {
-      let page: Awaited<ReturnType<KubernetesObjectApi["list"]>>;
+      let page: { items: T[]; metadata?: { resourceVersion?: string; continue?: string } };
       try {
-        page = await this.objects.list<T>(
-          apiVersion,
-          kind,
-          namespace,
-          undefined,
-          undefined,
-          undefined,
-          fieldSelector,
-          labelSelector,
-          pageSize,
-          continueToken,
-        );
+        page = await this.rest.get(path, { fieldSelector, labelSelector, limit: pageSize, continue: continueToken });
       } catch (err) {
         // An expired continue token: start the list over.
         if (continueToken && (err as { code?: number }).code === 410) {
@@ -270,8 +257,8 @@ export class ListWatch<T extends KubernetesObject> {
         throw err;
       }
       resourceVersion ??= page.metadata?.resourceVersion;
-      for (const item of page.items as T[]) items.push(item);
-      continueToken = page.metadata?._continue || undefined;
+      for (const item of page.items) items.push(item);
+      continueToken = page.metadata?.continue || undefined;
     } while (continueToken);
     return { items, resourceVersion };
   }

@@ -6,7 +6,7 @@
  */
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
-import { API_VERSION, GROUP, type ModelReplica, modelReplicaDefinition, VERSION } from "../crds/api/index.ts";
+import { GROUP, type ModelReplica, modelReplicaDefinition, VERSION } from "../crds/api/index.ts";
 import { ListWatch } from "../kube/list-watch.ts";
 
 export interface ReplicaEvents {
@@ -23,8 +23,6 @@ export class ReplicaWatch {
     this.listWatch = new ListWatch({
       kubeConfig,
       path: `/apis/${GROUP}/${VERSION}/${modelReplicaDefinition.plural}`,
-      apiVersion: API_VERSION,
-      kind: "ModelReplica",
       log: (level, message, fields) => log[level](fields ?? {}, `replicas: ${message}`),
     });
     this.listWatch.on((type, replica) => {

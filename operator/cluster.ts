@@ -41,7 +41,6 @@ export function createCluster(manager: Manager, scope: ClusterScope) {
     // biome-ignore lint/suspicious/noExplicitAny: the client's KubernetesObject and our Resource differ only in optionality.
     const informer = manager.informer<any>({
       path: `/apis/${API_VERSION}/${plural}`,
-      apiVersion: API_VERSION,
       kind,
     }) as Informer<T & { metadata: NonNullable<T["metadata"]> }>;
     // What was said about an object in Events is forgotten with it.
@@ -62,28 +61,22 @@ export function createCluster(manager: Manager, scope: ClusterScope) {
     replicas: crd<ModelReplica>("ModelReplica", "modelreplicas"),
     keys,
     policies: crd<RateLimitPolicy>("RateLimitPolicy", "ratelimitpolicies"),
-    nodes: manager.informer<V1Node>({ path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }),
+    nodes: manager.informer<V1Node>({ path: "/api/v1/nodes", kind: "Node" }),
     nodeLeases: manager.informer<V1Lease>({
       path: `/apis/coordination.k8s.io/v1/namespaces/${nodeLeaseNamespace}/leases`,
-      apiVersion: "coordination.k8s.io/v1",
       kind: "Lease",
-      namespace: nodeLeaseNamespace,
     }),
     /** Minted key Secrets: one informer per served namespace, so no right to list Secrets elsewhere is needed. */
     keySecrets: (scope.servedNamespaces ?? [undefined]).map((namespace) =>
       manager.informer<V1Secret>({
         path: namespace ? `/api/v1/namespaces/${namespace}/secrets` : "/api/v1/secrets",
-        apiVersion: "v1",
         kind: "Secret",
-        ...(namespace ? { namespace } : {}),
         labelSelector: `${mintedKeyLabel}=true`,
       }),
     ),
     hashingSecret: manager.informer<V1Secret>({
       path: `/api/v1/namespaces/${scope.namespace}/secrets`,
-      apiVersion: "v1",
       kind: "Secret",
-      namespace: scope.namespace,
       labelSelector: `${keyHashingLabel}=true`,
     }),
     scope,

@@ -39,9 +39,6 @@ function configMaps(kubeConfig: KubeConfig, extra: Partial<ConstructorParameters
   const listWatch = new ListWatch<V1ConfigMap>({
     kubeConfig,
     path: `/api/v1/namespaces/${ns}/configmaps`,
-    apiVersion: "v1",
-    kind: "ConfigMap",
-    namespace: ns,
     backoff,
     log: (_level, message, fields) => {
       if (message !== "list/watch failed; retrying") return;
@@ -119,8 +116,6 @@ describe("stop", () => {
     const listWatch = new ListWatch<V1ConfigMap>({
       kubeConfig: localKubeConfig(),
       path: `/api/v1/namespaces/${ns}/configmaps`,
-      apiVersion: "v1",
-      kind: "ConfigMap",
     });
     listWatch.start();
     listWatch.start();

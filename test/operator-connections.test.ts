@@ -5,6 +5,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../controlplane/local-control-plane.ts";
+import { KubeRest } from "../kube/rest.ts";
 import { reuseConnections } from "../operator/kube-connections.ts";
 
 let server: Server;
@@ -63,5 +64,14 @@ describe("reuseConnections", () => {
     expect(await connectionsFor(kc)).toBe(1);
     // Another API client of the same KubeConfig shares the pool.
     expect(await connectionsFor(kc)).toBe(0);
+  });
+
+  it("carries the operator's own REST calls (kube/rest.ts) over the same one connection", async () => {
+    const kc = relayed();
+    reuseConnections(kc);
+    const before = connections;
+    const rest = new KubeRest(kc);
+    for (let i = 0; i < 20; i++) await rest.get("/api/v1/namespaces/default");
+    expect(connections - before).toBe(1);
   });
 });

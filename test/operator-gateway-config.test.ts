@@ -1,7 +1,7 @@
 // compileGatewayConfig as a plain function, the debounce that turns a burst of changes into one publication, and
 // the publisher against the real API server.
 import { createHash } from "node:crypto";
-import { CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { describe, expect, inject, it, vi } from "vitest";
 import {
   type ApiKey,
@@ -13,6 +13,7 @@ import {
   type ModelReplica,
   type RateLimitPolicy,
 } from "../crds/api/index.ts";
+import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { debounce, nextConfigVersion } from "../operator/gateway-config/loop.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
@@ -198,7 +199,7 @@ describe("GatewayConfigPublisher", () => {
   it("writes every bucket once, a restarted operator none, and a bucket edited by hand again", async () => {
     const kc = new KubeConfig();
     kc.loadFromFile(inject("kubeconfig"));
-    const objects = KubernetesObjectApi.makeApiClient(kc);
+    const objects = new KubeRest(kc);
     const core = kc.makeApiClient(CoreV1Api);
     const namespace = `publish-${Date.now()}`;
     await core.createNamespace({ body: { metadata: { name: namespace } } });

@@ -48,11 +48,7 @@ const named = (namespace: string, policy: string) =>
 beforeAll(async () => {
   await installCrds();
   await createNamespaces(a, b);
-  informer = new Informer(
-    kubeConfig(),
-    { path: `/apis/${API_VERSION}/apikeys`, apiVersion: API_VERSION, kind: "ApiKey" },
-    log,
-  );
+  informer = new Informer(kubeConfig(), { path: `/apis/${API_VERSION}/apikeys`, kind: "ApiKey" }, log);
   informer.onChange((k) => {
     for (const w of waiters)
       if (w.done(k)) {

@@ -27,7 +27,7 @@ beforeAll(async () => {
   relay = relayed.relay;
   informer = new Informer<V1ConfigMap>(
     relayed.kubeConfig,
-    { path: `/api/v1/namespaces/${ns}/configmaps`, apiVersion: "v1", kind: "ConfigMap", namespace: ns },
+    { path: `/api/v1/namespaces/${ns}/configmaps`, kind: "ConfigMap" },
     log,
   );
 });

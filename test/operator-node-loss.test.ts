@@ -19,14 +19,12 @@ const leaseSeconds = 1;
 const log: Logger = { info: () => {}, warn: () => {}, error: () => {}, child: () => log };
 const core = kubeConfig().makeApiClient(CoreV1Api);
 const leasesApi = kubeConfig().makeApiClient(CoordinationV1Api);
-const nodes = new Informer<V1Node>(kubeConfig(), { path: "/api/v1/nodes", apiVersion: "v1", kind: "Node" }, log);
+const nodes = new Informer<V1Node>(kubeConfig(), { path: "/api/v1/nodes", kind: "Node" }, log);
 const leases = new Informer<V1Lease>(
   kubeConfig(),
   {
     path: `/apis/coordination.k8s.io/v1/namespaces/${nodeLeaseNamespace}/leases`,
-    apiVersion: "coordination.k8s.io/v1",
     kind: "Lease",
-    namespace: nodeLeaseNamespace,
   },
   log,
 );

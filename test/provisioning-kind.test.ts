@@ -151,7 +151,9 @@ describe("the Dockerfile", () => {
     const ignored = read(".dockerignore")
       .split("\n")
       .map((l) => l.trim());
-    for (const [node, main] of commands) {
+    for (const command of commands) {
+      const [node] = command;
+      const main = command.at(-1);
       expect(node).toBe("node");
       expect(copiedFolders).toContain(main!.split("/")[0]);
     }

@@ -60,7 +60,7 @@ describe("the Pulumi program", () => {
     });
     const operator = find(objects, "Deployment", "pomona-operator");
     expect(operator.spec.replicas).toBe(2);
-    expect(containerOf(operator).command).toEqual(["node", "operator/main.ts"]);
+    expect(containerOf(operator).command).toEqual(["node", "--max-semi-space-size=2", "operator/main.ts"]);
     expect(envOf(operator)).toMatchObject({
       POMONA_NAMESPACE: "metadata.namespace",
       POMONA_OPERATOR_ID: "metadata.name",

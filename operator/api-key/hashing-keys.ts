@@ -5,7 +5,7 @@
  * new `current` (docs/security.md); every ApiKey is then hashed again.
  */
 import { randomBytes } from "node:crypto";
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type V1Secret } from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
 import {
   type HashingKeys,
   keyHashingDataKeys,
@@ -13,19 +13,18 @@ import {
   minHashingKeyBytes,
   parseHashingKeys,
 } from "../../crds/api/index.ts";
+import { secretsPath } from "../../kube/rest.ts";
 import { type Cluster, keyHashingLabel } from "../cluster.ts";
 
 /** Create the hashing-key Secret if it is missing; label one an admin made, so the operator's cache sees it. */
 export async function ensureHashingSecret(cluster: Cluster): Promise<void> {
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+  const { rest } = cluster.applier;
   const namespace = cluster.scope.namespace;
+  const path = `${secretsPath(namespace)}/${keyHashingSecret}`;
   try {
-    const existing = await core.readNamespacedSecret({ name: keyHashingSecret, namespace });
+    const existing = await rest.get<V1Secret>(path);
     if (existing.metadata?.labels?.[keyHashingLabel] !== "true") {
-      await core.patchNamespacedSecret(
-        { name: keyHashingSecret, namespace, body: { metadata: { labels: { [keyHashingLabel]: "true" } } } },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-      );
+      await rest.patch(path, { metadata: { labels: { [keyHashingLabel]: "true" } } }, "merge");
     }
     return;
   } catch (err) {
@@ -37,7 +36,7 @@ export async function ensureHashingSecret(cluster: Cluster): Promise<void> {
     data: { [keyHashingDataKeys.current]: randomBytes(minHashingKeyBytes).toString("base64") },
   };
   try {
-    await core.createNamespacedSecret({ namespace, body: secret });
+    await rest.create(secretsPath(namespace), secret);
     cluster.log.info("created the API key hashing secret", { namespace, name: keyHashingSecret });
   } catch (err) {
     // Another operator replica (or an admin) was first: theirs is used.

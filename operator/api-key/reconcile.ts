@@ -8,8 +8,9 @@
  * and nothing is published for it. The decisions are in plan.ts; this file
  * reads the cache, calls them and applies (Secret, Events, status).
  */
-import { CoreV1Api, type V1Secret } from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
 import { API_VERSION, type ApiKey } from "../../crds/api/index.ts";
+import { secretsPath } from "../../kube/rest.ts";
 import { type Cluster, cachedKeySecret, servesNamespace } from "../cluster.ts";
 import type { Result } from "../runtime/controller.ts";
 import { splitKey } from "../runtime/informer.ts";
@@ -18,11 +19,11 @@ import { mintKey } from "./key-material.ts";
 import { adoptedKey, type KeyMaterial, mintedKey, mintedSecretFor, planApiKeyStatus, planKeySource } from "./plan.ts";
 
 export function createApiKeyReconciler(cluster: Cluster) {
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
+  const { rest } = cluster.applier;
 
   async function readSecret(name: string, namespace: string): Promise<V1Secret | undefined> {
     try {
-      return await core.readNamespacedSecret({ name, namespace });
+      return await rest.get<V1Secret>(`${secretsPath(namespace)}/${name}`);
     } catch (err) {
       if ((err as { code?: number }).code !== 404) throw err;
       return undefined;
@@ -33,13 +34,13 @@ export function createApiKeyReconciler(cluster: Cluster) {
     const { name = "", namespace = "" } = apiKey.metadata;
     const key = mintKey();
     try {
-      await core.createNamespacedSecret({ namespace, body: mintedSecretFor(apiKey, key) });
+      await rest.create(secretsPath(namespace), mintedSecretFor(apiKey, key));
       cluster.events.record(apiKey, "Normal", "KeyMinted", `A new key was minted into Secret ${name}.`);
       return { key };
     } catch (err) {
       if ((err as { code?: number }).code !== 409) throw err;
       // It exists: ours but not in the cache yet, or somebody else's Secret that must not become a key.
-      return mintedKey(apiKey, await core.readNamespacedSecret({ name, namespace }));
+      return mintedKey(apiKey, await rest.get<V1Secret>(`${secretsPath(namespace)}/${name}`));
     }
   }
 

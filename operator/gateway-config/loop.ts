@@ -5,7 +5,7 @@
  * (at most `maxDelayMs` after the first of them). Compilation redoes only what
  * changed (incremental.ts), and only changed key buckets are written.
  */
-import { CoreV1Api } from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
 import { CONFIG_DATA_KEY, coreSecretName, decodeCorePart, encodeCorePart } from "../../crds/api/index.ts";
 import type { Cluster } from "../cluster.ts";
 import { GatewayConfigCompiler } from "./incremental.ts";
@@ -27,15 +27,16 @@ export interface GatewayConfigLoopOptions {
 export const nextConfigVersion = (previous: number, nowMs: number): number => Math.max(previous + 1, Math.floor(nowMs));
 
 export function createGatewayConfigLoop(cluster: Cluster, options: GatewayConfigLoopOptions) {
-  const publisher = new GatewayConfigPublisher(cluster.applier.objects, options.namespace);
+  const publisher = new GatewayConfigPublisher(cluster.applier.rest, options.namespace);
   const compiler = new GatewayConfigCompiler(cluster.log);
-  const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
   let version: number | undefined;
   let lastFingerprint = "";
 
   async function storedVersion(): Promise<number> {
     try {
-      const secret = await core.readNamespacedSecret({ name: coreSecretName, namespace: options.namespace });
+      const secret = await cluster.applier.rest.get<V1Secret>(
+        `/api/v1/namespaces/${options.namespace}/secrets/${coreSecretName}`,
+      );
       const data = secret.data?.[CONFIG_DATA_KEY];
       return data ? decodeCorePart(Buffer.from(data, "base64")).version : 0;
     } catch (err) {

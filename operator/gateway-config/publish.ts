@@ -5,7 +5,7 @@
  * Unchanged buckets are not written again.
  */
 import { createHash } from "node:crypto";
-import { type KubernetesObjectApi, PatchStrategy, type V1Secret } from "@kubernetes/client-node";
+import type { V1Secret, V1SecretList } from "@kubernetes/client-node";
 import {
   bucketSecretName,
   CONFIG_DATA_KEY,
@@ -16,6 +16,7 @@ import {
   type GatewayConfig,
   labels,
 } from "../../crds/api/index.ts";
+import type { KubeRest } from "../../kube/rest.ts";
 
 const hashAnnotation = "pomona.dev/sha256";
 const sha256 = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
@@ -25,11 +26,11 @@ export class GatewayConfigPublisher {
   private readonly written = new Map<string, string>();
   private seeded = false;
 
-  private readonly objects: KubernetesObjectApi;
+  private readonly rest: KubeRest;
   private readonly namespace: string;
 
-  constructor(objects: KubernetesObjectApi, namespace: string) {
-    this.objects = objects;
+  constructor(rest: KubeRest, namespace: string) {
+    this.rest = rest;
     this.namespace = namespace;
   }
 
@@ -58,16 +59,9 @@ export class GatewayConfigPublisher {
 
   /** A restarted operator reads what is published (one list) rather than writing every bucket again. */
   private async seed(): Promise<void> {
-    const list = await this.objects.list<V1Secret>(
-      "v1",
-      "Secret",
-      this.namespace,
-      undefined,
-      undefined,
-      undefined,
-      undefined,
-      `${labels.gatewayConfig}=true`,
-    );
+    const list = await this.rest.get<V1SecretList>(`/api/v1/namespaces/${this.namespace}/secrets`, {
+      labelSelector: `${labels.gatewayConfig}=true`,
+    });
     for (const secret of list.items) {
       const data = secret.data?.[CONFIG_DATA_KEY];
       // The stored bytes are hashed, not the annotation trusted: a bucket edited by hand is written again.
@@ -89,6 +83,9 @@ export class GatewayConfigPublisher {
       },
       data: { [CONFIG_DATA_KEY]: data.toString("base64") },
     };
-    await this.objects.patch(secret, undefined, undefined, fieldManagers.operator, true, PatchStrategy.ServerSideApply);
+    await this.rest.patch(`/api/v1/namespaces/${this.namespace}/secrets/${name}`, secret, "apply", {
+      fieldManager: fieldManagers.operator,
+      force: true,
+    });
   }
 }

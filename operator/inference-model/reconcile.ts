@@ -4,7 +4,7 @@
  * and report, and applies it: deletes, creates, Events, the status. Level-
  * triggered: every pass starts from the cache, whatever woke it.
  */
-import { API_VERSION, type InferenceModel, type ModelReplica } from "../../crds/api/index.ts";
+import { API_VERSION, fieldManagers, type InferenceModel, type ModelReplica } from "../../crds/api/index.ts";
 import { objectKey } from "../../kube/list-watch.ts";
 import type { ModelSourcePolicy } from "../../model-source/guarded-fetch.ts";
 import type { Cluster } from "../cluster.ts";
@@ -33,22 +33,17 @@ export function createModelReconciler(cluster: Cluster, options: ModelController
   };
   for (const r of cluster.replicas.list()) observe(r);
   cluster.replicas.onChange(observe);
+  const replicas = (namespace: string | undefined) => `/apis/${API_VERSION}/namespaces/${namespace}/modelreplicas`;
   const writes = replicaWrites(index, {
     // create, not apply: a name collision must fail rather than take over another replica.
-    create: async (r) => void (await cluster.applier.objects.create(r, undefined, undefined, "pomona-operator")),
+    create: async (r) =>
+      void (await cluster.applier.rest.create(replicas(r.metadata.namespace), r, {
+        fieldManager: fieldManagers.operator,
+      })),
     delete: async (r) =>
-      void (await cluster.applier.objects.delete(
-        {
-          apiVersion: API_VERSION,
-          kind: "ModelReplica",
-          metadata: { name: r.metadata.name, namespace: r.metadata.namespace },
-        },
-        undefined,
-        undefined,
-        undefined,
-        undefined,
-        "Background",
-      )),
+      await cluster.applier.rest.delete(`${replicas(r.metadata.namespace)}/${r.metadata.name}`, {
+        propagationPolicy: "Background",
+      }),
   });
 
   /** Memory per model, for one uid and generation; an unreadable header is not kept, so it is tried again. */

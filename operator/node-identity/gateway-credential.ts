@@ -4,8 +4,9 @@
  * thirds into its life. The gateway watches the Secret and uses a new certificate for new connections,
  * so a rotation drops no request.
  */
-import { ApiException, type CoreV1Api } from "@kubernetes/client-node";
+import type { V1Secret } from "@kubernetes/client-node";
 import { nodeIdentity } from "../../crds/api/index.ts";
+import { KubeApiError, type KubeRest, secretsPath } from "../../kube/rest.ts";
 import { type Credential, generateKeyPair, privateKeyPem, renewAt, signCertificate } from "../../pki/x509.ts";
 import type { Reconcile } from "../runtime/controller.ts";
 
@@ -13,13 +14,13 @@ import type { Reconcile } from "../runtime/controller.ts";
 const RECHECK_MS = 60_000;
 
 export function createGatewayCredentialReconciler(
-  core: CoreV1Api,
+  rest: KubeRest,
   options: { namespace: string; ca: Credential; lifetimeMs: number },
 ): Reconcile {
   const name = nodeIdentity.gatewayClientSecret;
   const { namespace, ca } = options;
   return async () => {
-    const current = await read(core, namespace, name);
+    const current = await read(rest, namespace, name);
     const fresh = current?.["ca.crt"] === ca.cert && current["tls.crt"] && Date.now() < renewAt(current["tls.crt"]);
     let cert = current?.["tls.crt"];
     if (!fresh) {
@@ -37,21 +38,21 @@ export function createGatewayCredentialReconciler(
         type: "kubernetes.io/tls",
         stringData: { "tls.crt": cert, "tls.key": await privateKeyPem(keys), "ca.crt": ca.cert },
       };
-      if (current) await core.replaceNamespacedSecret({ name, namespace, body });
-      else await core.createNamespacedSecret({ namespace, body });
+      if (current) await rest.replace(`${secretsPath(namespace)}/${name}`, body);
+      else await rest.create(secretsPath(namespace), body);
     }
     return { requeueAfterMs: Math.max(1_000, Math.min(RECHECK_MS, renewAt(cert!) - Date.now())) };
   };
 }
 
-async function read(core: CoreV1Api, namespace: string, name: string): Promise<Record<string, string> | undefined> {
+async function read(rest: KubeRest, namespace: string, name: string): Promise<Record<string, string> | undefined> {
   try {
-    const secret = await core.readNamespacedSecret({ name, namespace });
+    const secret = await rest.get<V1Secret>(`${secretsPath(namespace)}/${name}`);
     return Object.fromEntries(
       Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
     );
   } catch (err) {
-    if (err instanceof ApiException && err.code === 404) return undefined;
+    if (err instanceof KubeApiError && err.code === 404) return undefined;
     throw err;
   }
 }

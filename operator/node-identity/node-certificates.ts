@@ -4,8 +4,9 @@
  * certificate written back is the node's followed by the CA's, so the node-agent learns the CA it
  * checks the gateway's client certificate against from the same answer.
  */
-import { ApiException, CertificatesV1Api, type V1CertificateSigningRequest } from "@kubernetes/client-node";
+import type { V1CertificateSigningRequest } from "@kubernetes/client-node";
 import { nodeIdentity } from "../../crds/api/index.ts";
+import { KubeApiError, type KubeRest } from "../../kube/rest.ts";
 import { type Credential, parseCertificateRequest, signCertificate } from "../../pki/x509.ts";
 import type { Cluster } from "../cluster.ts";
 import type { Reconcile } from "../runtime/controller.ts";
@@ -13,10 +14,11 @@ import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { decideNodeCertificate } from "./approval.ts";
 
+const requestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+
 export const certificateRequestInformer = (manager: Manager) =>
   manager.informer<V1CertificateSigningRequest>({
-    path: "/apis/certificates.k8s.io/v1/certificatesigningrequests",
-    apiVersion: "certificates.k8s.io/v1",
+    path: requestsPath,
     kind: "CertificateSigningRequest",
     labelSelector: nodeIdentity.nodeLabel,
   });
@@ -29,7 +31,7 @@ export function createNodeCertificateSigner(
   requests: Informer<V1CertificateSigningRequest>,
   options: { ca: Credential; nodeAgentServiceAccount: string; lifetimeMs: number },
 ): Reconcile {
-  const api = cluster.kubeConfig.makeApiClient(CertificatesV1Api);
+  const api = cluster.applier.rest;
   return async (name) => {
     const csr = requests.get(name);
     if (!csr || csr.spec.signerName !== nodeIdentity.signerName) return undefined;
@@ -66,14 +68,14 @@ export function createNodeCertificateSigner(
       lifetimeMs: Math.min(requested, options.lifetimeMs),
     });
     approved.status = { ...approved.status, certificate: Buffer.from(cert + options.ca.cert).toString("base64") };
-    await api.replaceCertificateSigningRequestStatus({ name, body: approved });
+    await api.replace(`${requestsPath}/${name}/status`, approved);
     cluster.log.info("node certificate signed", { request: name, node });
     return undefined;
   };
 }
 
 async function setCondition(
-  api: CertificatesV1Api,
+  api: KubeRest,
   csr: V1CertificateSigningRequest,
   type: "Approved" | "Denied",
   reason: string,
@@ -89,10 +91,10 @@ async function setCondition(
     ],
   };
   try {
-    return await api.replaceCertificateSigningRequestApproval({ name, body: csr });
+    return await api.replace<V1CertificateSigningRequest>(`${requestsPath}/${name}/approval`, csr);
   } catch (err) {
     // Changed meanwhile: the informer brings the new version and the key comes back.
-    if (err instanceof ApiException && err.code === 409) throw new Error(`request ${name} changed; retrying`);
+    if (err instanceof KubeApiError && err.code === 409) throw new Error(`request ${name} changed; retrying`);
     throw err;
   }
 }

@@ -1,47 +1,24 @@
-/** Server-side apply with the operator's one field manager, for objects and their status. */
-import {
-  CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesObject,
-  KubernetesObjectApi,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
+/** The operator's writes: server-side apply of status with its one field manager, and plain REST calls. */
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 import { fieldManagers } from "../../crds/api/index.ts";
+import { KubeRest } from "../../kube/rest.ts";
 
 export class Applier {
-  readonly objects: KubernetesObjectApi;
-  private readonly custom: CustomObjectsApi;
+  readonly rest: KubeRest;
 
   constructor(kubeConfig: KubeConfig) {
-    this.custom = kubeConfig.makeApiClient(CustomObjectsApi);
-    this.objects = KubernetesObjectApi.makeApiClient(kubeConfig);
-  }
-
-  apply<T extends KubernetesObject>(obj: T): Promise<T> {
-    return this.objects.patch(obj, undefined, undefined, fieldManagers.operator, true, PatchStrategy.ServerSideApply);
+    this.rest = new KubeRest(kubeConfig);
   }
 
   /** Apply to the status subresource: only the status fields this manager owns. */
   async applyStatus(obj: KubernetesObject & { status: unknown }, plural: string): Promise<void> {
-    const [group = "", version = ""] = (obj.apiVersion ?? "").split("/");
-    await this.custom.patchNamespacedCustomObjectStatus(
-      {
-        group,
-        version,
-        namespace: obj.metadata?.namespace ?? "",
-        plural,
-        name: obj.metadata?.name ?? "",
-        body: {
-          apiVersion: obj.apiVersion,
-          kind: obj.kind,
-          metadata: { name: obj.metadata?.name },
-          status: obj.status,
-        },
-        fieldManager: fieldManagers.operator,
-        force: true,
-      },
-      setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+    const namespace = obj.metadata?.namespace ?? "";
+    const name = obj.metadata?.name ?? "";
+    await this.rest.patch(
+      `/apis/${obj.apiVersion}/namespaces/${namespace}/${plural}/${name}/status`,
+      { apiVersion: obj.apiVersion, kind: obj.kind, metadata: { name }, status: obj.status },
+      "apply",
+      { fieldManager: fieldManagers.operator, force: true },
     );
   }
 }

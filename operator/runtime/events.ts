@@ -5,7 +5,8 @@
  * the informers' delete events), and is remembered for the most recent
  * objects only (a bounded map in least-recently-used order) in any case.
  */
-import { CoreV1Api, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
+import { KubeRest } from "../../kube/rest.ts";
 import type { Logger } from "./log.ts";
 
 /** Objects remembered; beyond it the oldest is forgotten and its events may be sent once more. */
@@ -14,13 +15,13 @@ const REMEMBERED = 10_000;
 const objectId = (obj: KubernetesObject) => `${obj.kind}/${obj.metadata?.namespace ?? "default"}/${obj.metadata?.name}`;
 
 export class EventRecorder {
-  private readonly api: CoreV1Api;
+  private readonly api: KubeRest;
   /** Object → reason → the message last sent. */
   private readonly last = new Map<string, Map<string, string>>();
   private readonly log: Logger;
 
   constructor(kubeConfig: KubeConfig, log: Logger) {
-    this.api = kubeConfig.makeApiClient(CoreV1Api);
+    this.api = new KubeRest(kubeConfig);
     this.log = log;
   }
 
@@ -36,26 +37,23 @@ export class EventRecorder {
     if (this.last.size > REMEMBERED) this.last.delete(this.last.keys().next().value!);
     const now = new Date();
     this.api
-      .createNamespacedEvent({
-        namespace: ns,
-        body: {
-          metadata: { generateName: `${obj.metadata?.name}.`, namespace: ns },
-          involvedObject: {
-            apiVersion: obj.apiVersion,
-            kind: obj.kind,
-            name: obj.metadata?.name,
-            namespace: ns,
-            uid: obj.metadata?.uid,
-          },
-          type,
-          reason,
-          message,
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-          source: { component: "pomona-operator" },
-          reportingComponent: "pomona-operator",
+      .create(`/api/v1/namespaces/${ns}/events`, {
+        metadata: { generateName: `${obj.metadata?.name}.`, namespace: ns },
+        involvedObject: {
+          apiVersion: obj.apiVersion,
+          kind: obj.kind,
+          name: obj.metadata?.name,
+          namespace: ns,
+          uid: obj.metadata?.uid,
         },
+        type,
+        reason,
+        message,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        count: 1,
+        source: { component: "pomona-operator" },
+        reportingComponent: "pomona-operator",
       })
       .catch((err: Error) => this.log.warn("event not recorded", { reason, error: err.message }));
   }

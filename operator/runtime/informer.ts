@@ -14,10 +14,8 @@ export type Handler<T> = (obj: T, old?: T) => void;
 export interface InformerSource {
   /** e.g. `/apis/pomona.dev/v1alpha1/inferencemodels` or `/api/v1/nodes`. */
   path: string;
-  apiVersion: string;
+  /** For logs and errors. */
   kind: string;
-  /** Only this namespace; unset watches all. */
-  namespace?: string;
   labelSelector?: string;
 }
 
@@ -32,7 +30,8 @@ export class Informer<T extends KubernetesObject> {
     this.source = source;
     this.listWatch = new ListWatch<T>({
       kubeConfig,
-      ...source,
+      path: source.path,
+      labelSelector: source.labelSelector,
       log: (level, message, fields) => {
         if (level !== "debug") log[level](message, { kind: source.kind, ...fields });
       },

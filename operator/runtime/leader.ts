@@ -5,7 +5,10 @@
  * lease, as client-go's defaults): a short API server outage is ridden out,
  * and leadership is given up well before anyone else could take the lease.
  */
-import { CoordinationV1Api, type KubeConfig, type V1Lease, V1MicroTime } from "@kubernetes/client-node";
+import type { KubeConfig, V1Lease } from "@kubernetes/client-node";
+// Not the package's index, which loads every generated API (kube/rest.ts).
+import { V1MicroTime } from "@kubernetes/client-node/dist/types.js";
+import { KubeRest } from "../../kube/rest.ts";
 import type { Logger } from "./log.ts";
 
 export interface LeaderOptions {
@@ -19,7 +22,7 @@ export interface LeaderOptions {
 }
 
 export class LeaderElector {
-  private readonly api: CoordinationV1Api;
+  private readonly api: KubeRest;
   private readonly options: LeaderOptions;
   private readonly log: Logger;
   private leading = false;
@@ -30,7 +33,7 @@ export class LeaderElector {
   private stopped = false;
 
   constructor(kubeConfig: KubeConfig, options: LeaderOptions, log: Logger) {
-    this.api = kubeConfig.makeApiClient(CoordinationV1Api);
+    this.api = new KubeRest(kubeConfig);
     this.options = options;
     this.log = log;
   }
@@ -54,18 +57,14 @@ export class LeaderElector {
     if (!this.leading || !release) return;
     this.leading = false;
     try {
-      const lease = await this.api.readNamespacedLease({ name: this.options.name, namespace: this.options.namespace });
+      const lease = await this.api.get<V1Lease>(this.leasePath());
       if (lease.spec?.holderIdentity === this.options.identity) {
         lease.spec = {
           leaseDurationSeconds: 1,
           renewTime: new V1MicroTime(0),
           leaseTransitions: lease.spec.leaseTransitions,
         };
-        await this.api.replaceNamespacedLease({
-          name: this.options.name,
-          namespace: this.options.namespace,
-          body: lease,
-        });
+        await this.api.replace(this.leasePath(), lease);
       }
     } catch (err) {
       // The lease expires on its own.
@@ -99,29 +98,24 @@ export class LeaderElector {
       }, this.options.renewMs);
   }
 
+  private leasePath(): string {
+    return `/apis/coordination.k8s.io/v1/namespaces/${this.options.namespace}/leases/${this.options.name}`;
+  }
+
   private async tryAcquireOrRenew(): Promise<boolean> {
     const { namespace, name, identity, leaseDurationSeconds } = this.options;
     // Lease times are MicroTime: the API server refuses milliseconds.
     const now = new V1MicroTime();
     let lease: V1Lease | undefined;
     try {
-      lease = await this.api.readNamespacedLease({ name, namespace });
+      lease = await this.api.get<V1Lease>(this.leasePath());
     } catch (err) {
       if ((err as { code?: number }).code !== 404) throw err;
     }
     if (!lease) {
-      await this.api.createNamespacedLease({
-        namespace,
-        body: {
-          metadata: { name, namespace },
-          spec: {
-            holderIdentity: identity,
-            leaseDurationSeconds,
-            acquireTime: now,
-            renewTime: now,
-            leaseTransitions: 0,
-          },
-        },
+      await this.api.create(`/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`, {
+        metadata: { name, namespace },
+        spec: { holderIdentity: identity, leaseDurationSeconds, acquireTime: now, renewTime: now, leaseTransitions: 0 },
       });
       return true;
     }
@@ -139,7 +133,7 @@ export class LeaderElector {
       ...(mine ? {} : { acquireTime: now, leaseTransitions: (spec.leaseTransitions ?? 0) + 1 }),
     };
     // replace carries resourceVersion, so two contenders cannot both win the same expired lease.
-    await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+    await this.api.replace(this.leasePath(), lease);
     return true;
   }
 }

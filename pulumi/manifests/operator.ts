@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { operatorNodeFlags } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import {
   allowedHostsEnv,
@@ -42,7 +43,7 @@ export function operatorObjects(settings: PomonaSettings): KubeObject[] {
                 name: "operator",
                 image: image(settings),
                 imagePullPolicy: settings.image.pullPolicy,
-                command: ["node", "operator/main.ts"],
+                command: ["node", ...operatorNodeFlags, "operator/main.ts"],
                 env: [
                   fieldEnv("POMONA_NAMESPACE", "metadata.namespace"),
                   // The Pod name is the identity in the leader Lease, so `kubectl get lease` names the leader.

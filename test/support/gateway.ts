@@ -1,7 +1,7 @@
 // A gateway for tests: the real app, fed by the real config watcher from configs published into a real API server.
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import { CoreV1Api, KubernetesObjectApi } from "@kubernetes/client-node";
+import { CoreV1Api } from "@kubernetes/client-node";
 import type { FastifyInstance } from "fastify";
 import {
   type GatewayConfig,
@@ -23,6 +23,7 @@ import type { Limiter } from "../../gateway/limits/limiter.ts";
 import { MemoryLimiter } from "../../gateway/limits/memory-limiter.ts";
 import { createMetrics, type GatewayMetrics } from "../../gateway/metrics.ts";
 import { closeGracefully } from "../../gateway/shutdown.ts";
+import { KubeRest } from "../../kube/rest.ts";
 import { GatewayConfigPublisher } from "../../operator/gateway-config/publish.ts";
 import { kubeConfig } from "./kube.ts";
 import { eventually } from "./processes.ts";
@@ -100,11 +101,11 @@ export class ConfigFeed {
   private hashingSecretWritten = false;
   constructor(namespace: string) {
     this.namespace = namespace;
-    this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), namespace);
+    this.publisher = new GatewayConfigPublisher(new KubeRest(kubeConfig()), namespace);
   }
   /** After a test wrote config Secrets itself: the publisher must not trust what it wrote before. */
   forgetWritten(): void {
-    this.publisher = new GatewayConfigPublisher(KubernetesObjectApi.makeApiClient(kubeConfig()), this.namespace);
+    this.publisher = new GatewayConfigPublisher(new KubeRest(kubeConfig()), this.namespace);
   }
   async publish(parts: {
     models: GatewayModel[];

@@ -2,6 +2,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { nodeFlagsFor } from "../../crds/api/well-known.ts";
 
 export const repoRoot = join(import.meta.dirname, "..", "..");
 
@@ -19,7 +20,7 @@ export function startNode(script: string, args: string[], env: Record<string, st
   const merged = Object.fromEntries(
     Object.entries({ ...process.env, ...env }).filter((e): e is [string, string] => e[1] !== undefined),
   );
-  const child = spawn(process.execPath, [join(repoRoot, script), ...args], {
+  const child = spawn(process.execPath, [...nodeFlagsFor(script), join(repoRoot, script), ...args], {
     cwd: repoRoot,
     env: merged,
     stdio: ["ignore", "pipe", "pipe"],
