@@ -15,7 +15,13 @@
  * `transform` trims each object before it is stored (by default: managedFields and the last-applied
  * annotation, which no component reads and which are often most of an object's bytes).
  */
-import { type KubeConfig, type KubernetesObject, KubernetesObjectApi, Watch } from "@kubernetes/client-node";
+import {
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  Watch,
+} from "@kubernetes/client-node";
 
 export type ListWatchEventType = "added" | "modified" | "deleted" | "resync";
 export type ListWatchHandler<T> = (type: ListWatchEventType, object: T, old?: T) => void;
@@ -92,6 +98,19 @@ export function stripUnusedFields<T extends KubernetesObject>(object: T): T {
 export const objectKey = (o: KubernetesObject): string =>
   o.metadata?.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : (o.metadata?.name ?? "");
 
+interface ListPage<T> {
+  items: T[];
+  resourceVersion: string | undefined;
+  continueToken: string | undefined;
+}
+
+/**
+ * A group served by CustomResourceDefinitions rather than built into Kubernetes: built-in groups are the
+ * core group, the few without a dot (apps, batch, …) and `*.k8s.io` (CRDs under `k8s.io` need an
+ * approval Pomona's kinds do not have).
+ */
+const isCustomGroup = (group: string) => group.includes(".") && !group.endsWith(".k8s.io");
+
 /** The server said the resourceVersion is too old (410 Gone): list again. */
 class GoneError extends Error {}
 
@@ -99,6 +118,7 @@ export class ListWatch<T extends KubernetesObject> {
   private readonly options: ListWatchOptions<T>;
   private readonly watcher: Watch;
   private readonly objects: KubernetesObjectApi;
+  private readonly custom: CustomObjectsApi;
   private readonly handlers: ListWatchHandler<T>[] = [];
   private readonly syncedHandlers: ((items: T[]) => void)[] = [];
   /** namespace ("" for cluster-scoped) → name → object. Empty namespaces are dropped. */
@@ -130,6 +150,7 @@ export class ListWatch<T extends KubernetesObject> {
     // 90 s is as good as down, and the failure backoff follows.
     (this.watcher as unknown as { requestTimeoutMs: number }).requestTimeoutMs = watchIdleTimeoutMs;
     this.objects = KubernetesObjectApi.makeApiClient(options.kubeConfig);
+    this.custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
   }
 
   on(handler: ListWatchHandler<T>): void {
@@ -239,26 +260,13 @@ export class ListWatch<T extends KubernetesObject> {
 
   /** The default list: pages of `pageSize`, all at the first page's resourceVersion. */
   private async listPages(): Promise<ListResult<T>> {
-    const { apiVersion, kind, namespace, fieldSelector, labelSelector, pageSize = 500 } = this.options;
-    if (!apiVersion || !kind) throw new Error(`list/watch of ${this.options.path} needs apiVersion and kind, or list`);
     const items: T[] = [];
     let resourceVersion: string | undefined;
     let continueToken: string | undefined;
-    do {
-      let page: Awaited<ReturnType<KubernetesObjectApi["list"]>>;
+    for (;;) {
+      let page: ListPage<T>;
       try {
-        page = await this.objects.list<T>(
-          apiVersion,
-          kind,
-          namespace,
-          undefined,
-          undefined,
-          undefined,
-          fieldSelector,
-          labelSelector,
-          pageSize,
-          continueToken,
-        );
+        page = await this.listPage(continueToken);
       } catch (err) {
         // An expired continue token: start the list over.
         if (continueToken && (err as { code?: number }).code === 410) {
@@ -269,11 +277,56 @@ export class ListWatch<T extends KubernetesObject> {
         }
         throw err;
       }
-      resourceVersion ??= page.metadata?.resourceVersion;
-      for (const item of page.items as T[]) items.push(item);
-      continueToken = page.metadata?._continue || undefined;
-    } while (continueToken);
-    return { items, resourceVersion };
+      resourceVersion ??= page.resourceVersion;
+      for (const item of page.items) items.push(item);
+      continueToken = page.continueToken;
+      if (!continueToken) return { items, resourceVersion };
+    }
+  }
+
+  /**
+   * One page. client-node's KubernetesObjectApi reads a custom kind's list as an object, whose metadata
+   * model has no `continue`: the token is dropped and only the first page would be read. Custom kinds
+   * go through CustomObjectsApi, which hands the server's JSON back as it is.
+   */
+  private async listPage(continueToken: string | undefined): Promise<ListPage<T>> {
+    const { apiVersion, kind, namespace, fieldSelector, labelSelector, pageSize = 500 } = this.options;
+    if (!apiVersion || !kind) throw new Error(`list/watch of ${this.options.path} needs apiVersion and kind, or list`);
+    const slash = apiVersion.indexOf("/");
+    const group = slash < 0 ? "" : apiVersion.slice(0, slash);
+    if (isCustomGroup(group)) {
+      const version = apiVersion.slice(slash + 1);
+      const plural = this.options.path.slice(this.options.path.lastIndexOf("/") + 1);
+      const query = { group, version, plural, fieldSelector, labelSelector, limit: pageSize, _continue: continueToken };
+      const page = (await (namespace
+        ? this.custom.listNamespacedCustomObject({ ...query, namespace })
+        : this.custom.listClusterCustomObject(query))) as {
+        items: T[];
+        metadata?: { resourceVersion?: string; continue?: string };
+      };
+      return {
+        items: page.items,
+        resourceVersion: page.metadata?.resourceVersion,
+        continueToken: page.metadata?.continue || undefined,
+      };
+    }
+    const page = await this.objects.list<T>(
+      apiVersion,
+      kind,
+      namespace,
+      undefined,
+      undefined,
+      undefined,
+      fieldSelector,
+      labelSelector,
+      pageSize,
+      continueToken,
+    );
+    return {
+      items: page.items as T[],
+      resourceVersion: page.metadata?.resourceVersion,
+      continueToken: page.metadata?._continue || undefined,
+    };
   }
 
   /** Take a full list as the new store, handing on only what differs from the old one. */
