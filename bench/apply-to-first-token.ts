@@ -56,7 +56,7 @@ try {
     await startComponent(
       "operator/main.ts",
       { ...kube, POMONA_NAMESPACE: SYSTEM_NS, POMONA_OPERATOR_PORT: String(await freePort()) },
-      /caches synced/,
+      /controllers started/,
     ),
   );
   components.push(

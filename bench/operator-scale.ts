@@ -170,7 +170,7 @@ async function startOperator() {
       if (m) peakRssKb = Math.max(peakRssKb, Number(m[1]));
     } catch {}
   }, 200);
-  while (!log.includes("caches synced")) {
+  while (!log.includes("controllers started")) {
     if (child.exitCode !== null) throw new Error(`the operator exited with ${child.exitCode}:\n${log.slice(-3_000)}`);
     await sleep(50);
   }

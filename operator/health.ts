@@ -1,4 +1,8 @@
-/** /healthz (the process runs), /readyz (leader with synced caches, or a standby) and /metrics. */
+/**
+ * /healthz (the process runs), /readyz (its caches have synced: a standby is ready once it could take
+ * over and work at once, so a rolling update waits for the new replica's caches before the old leader
+ * goes) and /metrics.
+ */
 import { createServer, type Server } from "node:http";
 import type { Registry } from "prom-client";
 

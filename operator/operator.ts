@@ -1,8 +1,9 @@
 /**
- * The Pomona operator: leader-elected; while leading it runs the InferenceModel,
- * ApiKey and RateLimitPolicy controllers, signs node certificates and keeps the
- * gateway config published. The manager (runtime/manager.ts) does the running;
- * this file only says what runs. Started by main.ts.
+ * The Pomona operator: leader-elected; every replica keeps its caches warm, and while leading it runs
+ * the InferenceModel, ApiKey and RateLimitPolicy controllers, signs node certificates and keeps the
+ * gateway config published. The manager (runtime/manager.ts) does the running; this file only says
+ * what runs. The informers are all asked for here, before the manager runs, so standbys fill them too.
+ * Started by main.ts.
  */
 import { KubeConfig } from "@kubernetes/client-node/dist/config.js";
 import { operatorLeaseName } from "../crds/api/index.ts";

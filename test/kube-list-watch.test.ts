@@ -3,6 +3,7 @@
 //   server is unreachable back off within their bounds (a TCP relay of ours is what breaks);
 // - a resourceVersion the server no longer keeps (410 Gone) means one new list, and an object deleted
 //   meanwhile is handed on as deleted, so nobody's state keeps it; 410 again and again backs off;
+// - a custom resource's list is read to its last page;
 // - objects are stored without managedFields and the last-applied annotation.
 import {
   CoreV1Api,
@@ -241,6 +242,26 @@ describe("list/watch against the API server", () => {
       expect(waited).toBeGreaterThanOrEqual(ceiling / 2);
       expect(waited).toBeLessThanOrEqual(ceiling);
     });
+  }, 60_000);
+
+  it("lists every page of a custom resource, not only the first", async () => {
+    const policies = Array.from({ length: 5 }, (_, i) => ({
+      apiVersion: API_VERSION,
+      kind: "RateLimitPolicy",
+      metadata: { name: `paged-${i}`, namespace: ns },
+      spec: { requestsPerMinute: 60 },
+    }));
+    await kubectlOk(["apply", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: policies }));
+    const listWatch = new ListWatch<RateLimitPolicy & { metadata: object }>({
+      kubeConfig: localKubeConfig(),
+      path: `/apis/${API_VERSION}/namespaces/${ns}/ratelimitpolicies`,
+      pageSize: 2,
+    });
+    running.push(listWatch);
+    listWatch.start();
+    await listWatch.synced;
+    const names = listWatch.list(ns).map((p) => p.metadata?.name);
+    expect(names.filter((n) => n?.startsWith("paged-")).sort()).toEqual(policies.map((p) => p.metadata.name));
   }, 60_000);
 
   it("stores objects without managedFields and kubectl's last-applied annotation", async () => {

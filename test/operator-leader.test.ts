@@ -1,8 +1,9 @@
-// Two operator processes against the real API server: one leads, the other waits; killing the leader
-// hands over within the Lease duration, and the new leader adopts the replicas instead of duplicating them.
-// On SIGTERM a leader gives its Lease up only if its reconciles finished within the grace.
-// A leader whose caches cannot all sync (a kind it may not list) gives up and exits 1 rather than hold
-// the Lease without working.
+// Two operator processes against the real API server: one leads, the other waits with its caches already
+// synced (its metrics and log say so); killing the leader hands over within the Lease duration, the new
+// leader's first reconcile comes with no list made after it won, and it adopts the replicas instead of
+// duplicating them. On SIGTERM a leader gives its Lease up only if its reconciles finished within the grace.
+// An operator whose caches cannot all sync (a kind it may not list) never campaigns: it exits 1 naming
+// them, without ever holding the Lease.
 // The test plays the node-agents (test/operator-support.ts).
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,12 +35,36 @@ const operators: TestOperator[] = [];
 /** The operator's Lease duration (operator/main.ts). */
 const leaseDurationMs = 15_000;
 
-const holder = async () => {
-  const lease = await kubeConfig()
-    .makeApiClient(CoordinationV1Api)
-    .readNamespacedLease({ name: operatorLeaseName, namespace: system });
-  return lease.spec?.holderIdentity;
+const readLease = async (namespace = system) => {
+  try {
+    return await kubeConfig()
+      .makeApiClient(CoordinationV1Api)
+      .readNamespacedLease({ name: operatorLeaseName, namespace });
+  } catch (err) {
+    if ((err as { code?: number }).code === 404) return undefined;
+    throw err;
+  }
 };
+const holder = async (namespace = system) => (await readLease(namespace))?.spec?.holderIdentity;
+
+/** An operator's /metrics, each metric's samples summed over its labels. */
+async function scrape(port: number): Promise<Map<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const sums = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const m = /^(\w+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m?.[1] && m[2]) sums.set(m[1], (sums.get(m[1]) ?? 0) + Number(m[2]));
+  }
+  return sums;
+}
+
+/** The operator's JSON log lines, in order. */
+const logLines = (o: TestOperator) =>
+  o.process
+    .output()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as { time: string; msg: string });
 
 beforeAll(async () => {
   await installCrds();
@@ -61,7 +86,7 @@ afterAll(async () => {
 });
 
 describe("operator leader election", () => {
-  it("one of two operators acts; the standby takes over within the Lease duration without duplicating replicas", async () => {
+  it("one of two operators acts; the standby, caches already synced, takes over within the Lease duration and works without listing", async () => {
     const leaderId = await eventually("a leader", async () => (await holder()) ?? undefined);
     const leader = operators.find(
       (o) => o.process.output().includes(`"identity":"${leaderId}"`) && o.process.output().includes("became leader"),
@@ -83,18 +108,47 @@ describe("operator leader election", () => {
       const r = await listReplicas(ns, "pair");
       return r.length === 2 ? r : undefined;
     });
-    // The standby wrote nothing: every replica's creator is the one field manager of the leader's process.
-    expect(standby?.process.output()).not.toMatch(/caches synced/);
+    if (!standby) throw new Error("no standby");
+    // The standby's caches are warm before it leads: synced, ready, each informer listed once; it has
+    // reconciled nothing and started no controller.
+    await standby.process.waitFor(/caches synced/);
+    const beforeTakeover = await scrape(standby.port);
+    expect(beforeTakeover.get("pomona_operator_caches_synced")).toBe(1);
+    expect(beforeTakeover.get("pomona_operator_leader")).toBe(0);
+    expect(beforeTakeover.get("pomona_operator_reconciles_total") ?? 0).toBe(0);
+    const listsBeforeTakeover = beforeTakeover.get("pomona_operator_cache_lists_total") ?? 0;
+    expect(listsBeforeTakeover).toBeGreaterThan(0);
+    expect((await fetch(`http://127.0.0.1:${standby.port}/readyz`)).status).toBe(200);
+    expect(standby.process.output()).not.toMatch(/controllers started/);
 
     const killedAt = Date.now();
     await leader?.process.stop("SIGKILL");
-    await standby?.process.waitFor(/became leader/, leaseDurationMs + 10_000);
+    // The dead leader's last renewal: the Lease is free from its expiry on.
+    const lastRenewal = await readLease();
+    const expiresAt =
+      new Date(lastRenewal?.spec?.renewTime ?? 0).getTime() + (lastRenewal?.spec?.leaseDurationSeconds ?? 0) * 1000;
+    await standby.process.waitFor(/became leader/, leaseDurationMs + 10_000);
     const handover = Date.now() - killedAt;
     expect(handover).toBeLessThan(leaseDurationMs + 5_000);
     expect(await holder()).not.toBe(leaderId);
 
+    // Its first reconcile as leader needed no list: the lists counted are those made before it won.
+    await standby.process.waitFor(/first reconcile done/);
+    expect((await scrape(standby.port)).get("pomona_operator_cache_lists_total")).toBe(listsBeforeTakeover);
+    const lines = logLines(standby);
+    const at = (msg: string) => lines.findIndex((l) => l.msg === msg);
+    expect(lines.filter((l) => l.msg === "caches synced")).toHaveLength(1);
+    expect(at("caches synced")).toBeLessThan(at("became leader"));
+    expect(at("became leader")).toBeLessThan(at("first reconcile done"));
+    const timeOf = (msg: string) => new Date(lines[at(msg)]?.time ?? 0).getTime();
+    console.log(
+      `takeover: Lease expiry → became leader ${timeOf("became leader") - expiresAt} ms (a standby tries every 2 s), ` +
+        `became leader → first reconcile done ${timeOf("first reconcile done") - timeOf("became leader")} ms, ` +
+        `Lease expiry → first reconcile done ${timeOf("first reconcile done") - expiresAt} ms`,
+    );
+
     // The new leader adopts what exists: the same two replicas, no duplicates.
-    await standby?.process.waitFor(/caches synced/);
+    await standby.process.waitFor(/controllers started/);
     await new Promise((r) => setTimeout(r, 2_000));
     const after = await listReplicas(ns, "pair");
     expect(after.map((r) => r.metadata.name).sort()).toEqual(before.map((r) => r.metadata.name).sort());
@@ -117,9 +171,9 @@ describe("operator leader election", () => {
       "-p",
       JSON.stringify({ spec: { holderIdentity: "someone-else", renewTime, leaseDurationSeconds: 60 } }),
     ]);
-    await standby?.process.waitFor(/leadership lost/, 15_000);
+    await standby.process.waitFor(/leadership lost/, 15_000);
     await eventually("the deposed leader to exit", async () =>
-      standby?.process.child.exitCode !== null ? true : undefined,
+      standby.process.child.exitCode !== null ? true : undefined,
     );
   }, 90_000);
 
@@ -128,7 +182,7 @@ describe("operator leader election", () => {
     await kubectl(["delete", "lease", operatorLeaseName, "-n", system]);
     const third = await startOperator(system, { POMONA_OPERATOR_ID: "operator-three" });
     operators.push(third);
-    await third.process.waitFor(/caches synced/);
+    await third.process.waitFor(/controllers started/);
     expect(await holder()).toBe("operator-three");
 
     const exited = new Promise<number | null>((resolve) => third.process.child.once("exit", (code) => resolve(code)));
@@ -149,7 +203,7 @@ describe("operator leader election", () => {
         NODE_EXTRA_CA_CERTS: host.caFile,
       });
       operators.push(fourth);
-      await fourth.process.waitFor(/caches synced/, leaseDurationMs + 30_000);
+      await fourth.process.waitFor(/controllers started/, leaseDurationMs + 30_000);
       await kubectlOk(
         ["apply", "-n", ns, "-f", "-"],
         JSON.stringify({
@@ -173,7 +227,7 @@ describe("operator leader election", () => {
     }
   }, 120_000);
 
-  it("a leader whose caches do not sync in time names the informers that did not and exits 1", async () => {
+  it("an operator whose caches do not sync in time is not ready, never campaigns, names the informers that did not and exits 1", async () => {
     const rules = [
       { apiGroups: ["pomona.dev", "coordination.k8s.io", "certificates.k8s.io", "events.k8s.io"], resources: ["*"] },
       { apiGroups: [""], resources: ["secrets", "events", "configmaps", "namespaces"] },
@@ -208,11 +262,14 @@ describe("operator leader election", () => {
     });
     operators.push(limited);
     const exited = new Promise<number | null>((resolve) => limited.process.child.once("exit", (code) => resolve(code)));
+    // Nodes can never be listed: not ready from the start (it exits 3 s later).
+    expect((await fetch(`http://127.0.0.1:${limited.port}/readyz`)).status).toBe(503);
     const code = await exited;
     rmSync(path, { force: true });
     expect(code).toBe(1);
     const output = limited.process.output();
-    expect(output).toMatch(/became leader/);
+    expect(output).not.toMatch(/became leader/);
+    expect(await readLease(unsynced)).toBeUndefined();
     expect(output).toMatch(/caches did not sync in time; exiting/);
     const line = output.split("\n").find((l) => l.includes("caches did not sync in time"));
     expect(JSON.parse(line ?? "{}").notSynced).toEqual(["/api/v1/nodes"]);

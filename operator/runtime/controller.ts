@@ -3,7 +3,10 @@
  * the reconcile function with one key at a time. `for` watches the primary
  * kind, `owns` maps owned objects to their controller owner, `watches` maps
  * any object to keys with a function. Predicates are pure functions that say
- * whether a change is worth a reconcile.
+ * whether a change is worth a reconcile. As controller-runtime's sources, the
+ * handlers act only while the controller runs, and start() first hands every
+ * object already in the caches to them: the informers of a standby fill their
+ * caches long before it leads, and its queues stay empty until it does.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { objectKey } from "../../kube/list-watch.ts";
@@ -27,6 +30,9 @@ export class Controller {
   private readonly log: Logger;
   private readonly metrics: OperatorMetrics;
   private running = false;
+  private reconciled = false;
+  /** One per source: hands every cached object of that source to its handler. */
+  private readonly replays: (() => void)[] = [];
   private workers: Promise<void>[] = [];
 
   constructor(name: string, reconcile: Reconcile, log: Logger, metrics: OperatorMetrics) {
@@ -37,31 +43,40 @@ export class Controller {
   }
 
   for<T extends KubernetesObject>(informer: Informer<T>, predicate: Predicate<T> = () => true): this {
-    informer.onChange((o) => {
+    return this.source(informer, (o) => {
       if (predicate(o)) this.queue.add(objectKey(o));
     });
-    return this;
   }
 
   /** Objects whose controller owner is of `ownerKind` wake that owner. */
   owns<T extends KubernetesObject>(informer: Informer<T>, ownerKind: string): this {
-    informer.onChange((o) => {
+    return this.source(informer, (o) => {
       const owner = o.metadata?.ownerReferences?.find((r) => r.controller && r.kind === ownerKind);
       if (owner) this.queue.add(`${o.metadata?.namespace}/${owner.name}`);
     });
-    return this;
   }
 
   watches<T extends KubernetesObject>(informer: Informer<T>, map: (obj: T) => string[]): this {
-    informer.onChange((o) => {
+    return this.source(informer, (o) => {
       for (const key of map(o)) this.queue.add(key);
     });
-    return this;
   }
 
+  /** Start with the objects the caches hold now (no list: they are in memory), then follow their events. */
   start(workers = 2): void {
     this.running = true;
+    for (const replay of this.replays) replay();
     for (let i = 0; i < workers; i++) this.workers.push(this.work());
+  }
+
+  private source<T extends KubernetesObject>(informer: Informer<T>, handle: (obj: T) => void): this {
+    informer.onChange((o) => {
+      if (this.running) handle(o);
+    });
+    this.replays.push(() => {
+      for (const o of informer.list()) handle(o);
+    });
+    return this;
   }
 
   /** Stop taking keys; resolves when the reconciles in flight have finished. */
@@ -99,6 +114,11 @@ export class Controller {
       } finally {
         this.metrics.reconcileSeconds.observe({ controller: this.name }, (performance.now() - started) / 1000);
         this.queue.done(key);
+      }
+      // Once: the moment a new leader is working (the takeover drill measures up to it).
+      if (!this.reconciled) {
+        this.reconciled = true;
+        this.log.info("first reconcile done", { key });
       }
     }
   }

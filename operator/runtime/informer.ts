@@ -49,6 +49,11 @@ export class Informer<T extends KubernetesObject> {
     this.handlers.push(handler);
   }
 
+  /** Called after each complete list (the first, and any after 410 Gone). */
+  onListed(handler: () => void): void {
+    this.listWatch.onSynced(() => handler());
+  }
+
   /** Called when an object is gone, so state kept per object can be dropped. */
   onDelete(handler: Handler<T>): void {
     this.deleteHandlers.push(handler);

@@ -1,12 +1,14 @@
 /**
  * Runs the operator's controllers as controller-runtime's manager does: it owns the shared informers
  * (one per watched source, whoever asks for it), the controllers and other runnables, leader election,
- * the health endpoints and shutdown. Only the leader works: on becoming leader it runs the setup the
- * wiring gives it (which registers controllers), starts the informers, waits for their first lists (a
- * promise per informer, no polling), then starts the controllers and runnables. Leadership lost means
- * stop and exit, so a new standby starts clean; a signal means finish the reconciles in flight, give
- * the lease up and stop (or, if they do not finish within the grace, leave the lease to expire). Caches
- * that do not sync within `cacheSyncTimeoutMs` mean exit, naming the informers that did not.
+ * the health endpoints and shutdown. Every replica fills its caches at start, so a standby that takes
+ * over works from memory at once; only leader work waits for the Lease. A replica campaigns only once
+ * its caches have synced, so one that cannot list a kind never holds the Lease; caches that do not sync
+ * within `cacheSyncTimeoutMs` mean exit, naming the informers that did not. On becoming leader it runs
+ * the setup the wiring gives it (which registers controllers and makes what they need), then starts the
+ * controllers (which begin with every cached object) and runnables. Leadership lost means stop and exit,
+ * so a new standby starts clean; a signal means finish the reconciles in flight, give the lease up and
+ * stop (or, if they do not finish within the grace, leave the lease to expire).
  */
 import type { Server } from "node:http";
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
@@ -17,7 +19,7 @@ import { LeaderElector } from "./leader.ts";
 import type { Logger } from "./log.ts";
 import type { OperatorMetrics } from "./metrics.ts";
 
-/** Something that runs while this operator leads, after the caches have synced. */
+/** Something that runs while this operator leads (the caches have synced by then). */
 export interface Runnable {
   start(): void;
   stop(): void | Promise<void>;
@@ -32,7 +34,7 @@ export interface ManagerOptions {
   leaderElection: { namespace: string; name: string; identity: string; leaseDurationSeconds: number; renewMs: number };
   /** How long shutdown waits for the reconciles in flight. */
   shutdownGraceMs?: number;
-  /** How long a new leader waits for every informer's first list before it gives up and exits; default 2 min. */
+  /** How long a replica waits for every informer's first list before it gives up and exits; default 2 min. */
   cacheSyncTimeoutMs?: number;
 }
 
@@ -82,13 +84,14 @@ export class Manager {
     let informer = this.informers.get(id) as Informer<T> | undefined;
     if (!informer) {
       informer = new Informer<T>(this.kubeConfig, source, this.log);
+      informer.onListed(() => this.metrics.cacheLists.inc({ kind: source.kind }));
       this.informers.set(id, informer as unknown as Informer<KubernetesObject>);
       if (this.started) void informer.start();
     }
     return informer;
   }
 
-  /** A controller started with `workers` workers once the caches have synced. */
+  /** A controller started with `workers` workers once this replica leads. */
   controller(name: string, reconcile: Reconcile, workers = 1): Controller {
     const controller = new Controller(name, reconcile, this.log, this.metrics);
     this.controllers.push({ controller, workers });
@@ -101,48 +104,61 @@ export class Manager {
   }
 
   /**
-   * Serve health and campaign for the lease. `setup` runs once on becoming leader, before the caches
-   * start: it registers controllers and runnables and does what they need first.
+   * Serve health, start every informer, and campaign for the lease once their first lists are in.
+   * `setup` runs once on becoming leader: it registers controllers and runnables and does what they
+   * need first (writes only a leader may make).
    */
   async run(setup: () => Promise<void>): Promise<void> {
     this.setup = setup;
-    this.server = await serveHealth(
-      this.options.healthPort,
-      this.metrics.registry,
-      () => !this.elector.isLeader || this.synced,
-    );
+    this.server = await serveHealth(this.options.healthPort, this.metrics.registry, () => this.synced);
+    this.started = true;
+    for (const informer of this.informers.values()) void informer.start();
+    void this.campaignOnceSynced();
+  }
+
+  private async campaignOnceSynced(): Promise<void> {
+    await this.syncOrExit();
+    if (this.stopping) return;
+    this.synced = true;
+    this.metrics.cachesSynced.set(1);
+    this.log.info("caches synced", {
+      informers: this.informers.size,
+      objects: [...this.informers.values()].reduce((n, i) => n + i.list().length, 0),
+    });
     this.elector.start();
+  }
+
+  /**
+   * Wait for every informer's first list. A kind that cannot be listed (no right to, CRD missing) would
+   * leave a replica that could never work: give up after the deadline and exit, so it neither takes the
+   * Lease nor passes for a standby, and a restart tries again.
+   */
+  private async syncOrExit(): Promise<void> {
+    const informers = [...this.informers.values()];
+    if (await this.syncedWithin(informers, this.options.cacheSyncTimeoutMs ?? 120_000)) return;
+    if (this.stopping) return;
+    const notSynced = informers
+      .filter((i) => !i.hasSynced)
+      .map((i) =>
+        i.source.labelSelector ? `${i.source.path}?labelSelector=${i.source.labelSelector}` : i.source.path,
+      );
+    this.log.error("caches did not sync in time; exiting", { notSynced });
+    process.exit(1);
   }
 
   private async lead(): Promise<void> {
     try {
       await this.setup();
-      this.started = true;
-      const informers = [...this.informers.values()];
-      for (const informer of informers) void informer.start();
-      // A kind that cannot be listed (no right to, CRD missing) would keep a leader that never works and
-      // never lets another try: give up after the deadline, so the Lease goes to a standby or a restart.
-      if (!(await this.syncedWithin(informers, this.options.cacheSyncTimeoutMs ?? 120_000))) {
-        const notSynced = informers
-          .filter((i) => !i.hasSynced)
-          .map((i) =>
-            i.source.labelSelector ? `${i.source.path}?labelSelector=${i.source.labelSelector}` : i.source.path,
-          );
-        this.log.error("caches did not sync in time; exiting", { notSynced });
-        process.exit(1);
-      }
+      // Informers the setup asked for that were not there at start: none today, but they must be in too.
+      await this.syncOrExit();
     } catch (err) {
       this.log.error("cannot start leading; exiting", { error: (err as Error).message });
       process.exit(1);
     }
     if (this.stopping) return;
-    this.synced = true;
-    this.log.info("caches synced", {
-      informers: this.informers.size,
-      objects: [...this.informers.values()].reduce((n, i) => n + i.list().length, 0),
-    });
     for (const { controller, workers } of this.controllers) controller.start(workers);
     for (const runnable of this.runnables) runnable.start();
+    this.log.info("controllers started", { controllers: this.controllers.length });
   }
 
   private async syncedWithin(informers: Informer<KubernetesObject>[], ms: number): Promise<boolean> {

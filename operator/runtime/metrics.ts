@@ -51,6 +51,17 @@ export function createMetrics() {
       help: "1 while this operator holds the leader Lease.",
       registers: [registry],
     }),
+    cachesSynced: new Gauge({
+      name: "pomona_operator_caches_synced",
+      help: "1 once every informer has its first list in the cache (standbys too: they campaign only then).",
+      registers: [registry],
+    }),
+    cacheLists: new Counter({
+      name: "pomona_operator_cache_lists_total",
+      help: "Complete lists made by the informers, by kind: one per informer at start, more only after 410 Gone.",
+      labelNames: ["kind"],
+      registers: [registry],
+    }),
   };
 }
 
