@@ -54,7 +54,7 @@ try {
   const memoryAdded = added(memoryGateway, p50, d50);
   console.log(`### Added latency with the Redis limiter, measured directly (median of ${ROUNDS} round${ROUNDS > 1 ? "s" : ""})
 ${quickNote()}
-${SEQUENTIAL} sequential non-streaming requests per target and round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests; the targets take turns. The key's policy has limits that never bind (${generousPolicy.requestsPerMinute} requests and tokens per minute, ${generousPolicy.concurrentRequests} concurrent), so every request runs the limiter's admit and settle in Redis and is admitted. Redis on loopback, each part its own process.
+${SEQUENTIAL} sequential non-streaming requests per target and round (or as many as fit in ${SEQUENTIAL_MAX_SECONDS} s) after ${WARMUP} warm-up requests; the targets take turns. The key's policy has limits that never bind (${generousPolicy.requestsPerMinute} requests and tokens per minute, ${generousPolicy.concurrentRequests} concurrent), so every request runs the Redis limiter and is admitted (these limits are large enough to lease: most admissions are decided against budget leased from Redis, with a round trip per 500-ms slice). Redis on loopback, each part its own process.
 
 | target | p50 / p99 ms | added p50 / p99 ms |
 |---|---|---|
