@@ -1,14 +1,15 @@
 // Leased budget (gateway/limits/leases.ts) with two gateways' limiters sharing one real redis-server:
 // together they never admit more than a limit in any window-length span nor run more than the concurrency
-// limit at once, sustained traffic still gets ≥ 98 % of a token limit, and a limit too small to lease stays
-// exact. The clock is injected (admissions carry their own time), so minutes pass without sleeping; the
-// next round trip of a counter gives back what its previous slice left, so no assertion waits on the sweep
-// except the last one, which waits (by polling) for the slots held in blocks to come back.
+// limit at once, sustained traffic still gets ≥ 98 % of a token limit, a limit too small to lease stays
+// exact, and with Redis gone a lease serves out its slice before the failure mode applies as before. The
+// clock is injected (admissions carry their own time), so minutes pass without sleeping; the next round
+// trip of a counter gives back what its previous slice left, so only the concurrency test waits (by
+// polling) on the sweep, for the slots held in blocks to come back.
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayPolicy } from "../crds/api/index.ts";
-import { type Admission, MINUTE_MS, type Ticket } from "../gateway/limits/limiter.ts";
-import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
+import { type Admission, MINUTE_MS, MINUTE_SLICE_MS, type Ticket } from "../gateway/limits/limiter.ts";
+import { LimitsUnavailable, RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
 import { type Charge, mostInAnySpan, random } from "./support/limit-traffic.ts";
 import { eventually } from "./support/processes.ts";
@@ -221,5 +222,34 @@ describe("leases, two gateways sharing Redis", () => {
       expect(admitted).toBe(expected);
     }
     expect(await client.keys(`lease${run - 1}:*:cb`)).toEqual([]);
+  });
+
+  it("Redis down: a leased counter is admitted until its slice ends, then the failure mode applies as before", async () => {
+    const own = await startRedis();
+    let stopped = false;
+    const p = policy("down", { requestsPerMinute: 10_000, tokensPerMinute: 1_000_000 });
+    const make = (onFailure: "allow" | "deny") =>
+      new RedisLimiter({ url: own.url, onFailure, metrics: createMetrics(), prefix: `down-${onFailure}:` });
+    const limiters = { allow: make("allow"), deny: make("deny") };
+    try {
+      for (const l of Object.values(limiters)) {
+        expect(await l.connected(10_000)).toBe(true);
+        expect((await l.admit(admission(p, 10, START))).ok).toBe(true);
+      }
+      await own.stop();
+      stopped = true;
+      for (const l of Object.values(limiters)) {
+        // Leased before Redis went away: charged there already, still good within its slice.
+        const leased = await l.admit(admission(p, 10, START + 1));
+        expect(leased.ok && !leased.ticket.unlimited).toBe(true);
+      }
+      // The next slice needs Redis: deny refuses, allow lets the request through unlimited.
+      await expect(limiters.deny.admit(admission(p, 10, START + MINUTE_SLICE_MS))).rejects.toThrow(LimitsUnavailable);
+      const allowed = await limiters.allow.admit(admission(p, 10, START + MINUTE_SLICE_MS));
+      expect(allowed.ok && allowed.ticket.unlimited).toBe(true);
+    } finally {
+      for (const l of Object.values(limiters)) await l.close();
+      if (!stopped) await own.stop();
+    }
   });
 });
