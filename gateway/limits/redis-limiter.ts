@@ -539,7 +539,8 @@ export class RedisLimiter implements Limiter {
   private granted(ops: LeaseOp[], grants: Grant[] | undefined, nowMs: number): void {
     if (ops.length === 0) return;
     this.giveBack(this.leases.granted(ops, grants, nowMs));
-    this.scheduleSweep();
+    // What was granted is due back at its slice's end (by this process's clock).
+    if (grants) this.scheduleSweep(Date.now() + (Math.floor(nowMs / MINUTE_SLICE_MS) + 1) * MINUTE_SLICE_MS - nowMs);
   }
 
   /** Queues lease returns; they go with the next call, or alone within SETTLE_DELAY_MS. */
@@ -554,9 +555,8 @@ export class RedisLimiter implements Limiter {
     else this.flushTimer ??= setTimeout(() => this.flush(), SETTLE_DELAY_MS);
   }
 
-  /** Gives back, at their slice's end, the leases nobody used up. */
-  private scheduleSweep(): void {
-    const at = this.leases.nextSweepAt();
+  /** Gives back, at their slice's end, the leases nobody used up: the sweep runs at `at` unless due sooner. */
+  private scheduleSweep(at: number | undefined): void {
     if (at === undefined || at >= this.sweepAt) return;
     clearTimeout(this.sweepTimer);
     this.sweepAt = at;
@@ -569,7 +569,7 @@ export class RedisLimiter implements Limiter {
           this.returns.push(...back);
           this.flush();
         }
-        this.scheduleSweep();
+        this.scheduleSweep(this.leases.nextSweepAt());
       },
       Math.max(0, at - Date.now()),
     );
