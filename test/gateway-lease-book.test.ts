@@ -36,31 +36,31 @@ describe("the lease book", () => {
   it("admits locally only within the slice of its lease, and only what the lease holds", () => {
     const book = new LeaseBook(() => 0);
     const first = admission("k", T0);
-    expect(book.admitLocally(first)).toBe(false);
+    expect(book.admitLocally(first, [])).toBe(false);
     book.granted(book.forAdmission(first), [[100, 1_000, 0, 5]], T0);
     // Five slots: five requests in flight, the sixth waits for one to end.
     const running = Array.from({ length: 5 }, () => admission("k", T0 + 1));
-    for (const a of running) expect(book.admitLocally(a)).toBe(true);
-    expect(book.admitLocally(admission("k", T0 + 1))).toBe(false);
+    for (const a of running) expect(book.admitLocally(a, [])).toBe(true);
+    expect(book.admitLocally(admission("k", T0 + 1), [])).toBe(false);
     // One ends using 50 tokens less than its 100: its slot and the 50 tokens go back into the lease.
     expect(book.finishLocal(running.pop()!, -50, [])).toEqual([]);
     // 1,000 − 5 × 100 + 50 = 550 tokens left: five more of 100 and one of 50, then none.
     for (let i = 0; i < 5; i++) {
       const a = admission("k", T0 + 2);
-      expect(book.admitLocally(a)).toBe(true);
+      expect(book.admitLocally(a, [])).toBe(true);
       book.finishLocal(a, 0, []);
     }
     const last = admission("k", T0 + 2, 50);
-    expect(book.admitLocally(last)).toBe(true);
+    expect(book.admitLocally(last, [])).toBe(true);
     book.finishLocal(last, 0, []);
-    expect(book.admitLocally(admission("k", T0 + 2, 1))).toBe(false);
+    expect(book.admitLocally(admission("k", T0 + 2, 1), [])).toBe(false);
     // A refund in another slice than the lease's is settled in Redis instead.
     expect(book.finishLocal(running.pop()!, -10, [])).toEqual([]);
     expect(book.finishLocal({ ...admission("k", T0 + MINUTE_SLICE_MS), checks: first.checks }, -10, [])).toEqual(
       first.checks,
     );
     // The next slice: the lease no longer admits.
-    expect(book.admitLocally(admission("k", T0 + MINUTE_SLICE_MS, 1))).toBe(false);
+    expect(book.admitLocally(admission("k", T0 + MINUTE_SLICE_MS, 1), [])).toBe(false);
   });
 
   it("holds at most MAX_LEASED_COUNTERS counters and drops each once given back and idle", () => {
@@ -76,7 +76,7 @@ describe("the lease book", () => {
       }
       book.granted(ops, [[100, 1_000, 0, 5]], T0);
       const local = admission(`c${i}`, T0);
-      expect(book.admitLocally(local)).toBe(true);
+      expect(book.admitLocally(local, [])).toBe(true);
       tickets.push(local);
     }
     expect(book.size).toBe(MAX_LEASED_COUNTERS);

@@ -77,14 +77,28 @@ interface Lease {
   returnAt: number;
   /** Calls on their way that may grant to it: it is not dropped meanwhile. */
   calls: number;
+  /** Budget taken ahead, charged in the next slice: it becomes the lease when an admission reaches that slice. */
+  next?: Ahead;
+}
+
+interface Ahead {
+  slice: number;
+  requests: number;
+  minute: number;
+  day: number;
+  /** When the sweep gives it back if no admission came in its slice (this process's clock). */
+  returnAt: number;
 }
 
 /** What one script call does with one counter's lease: give back, then (for `take`) take. */
 export interface LeaseOp {
   counterKey: string;
   back: { slice: number; requests: number; minute: number; day: number; slots: number };
-  /** Budget to take in the call's slice: strict asks each limit for at least one request's worth or nothing. */
-  take?: { policy: GatewayPolicy; sizes: LeaseSizes; strict: boolean; tokens: number };
+  /**
+   * Budget to take in the call's slice (ahead: in the next one): strict asks each limit for at least one
+   * request's worth or nothing.
+   */
+  take?: { policy: GatewayPolicy; sizes: LeaseSizes; strict: boolean; tokens: number; ahead?: boolean };
 }
 
 /** Budget granted to one op: requests, minute tokens, day tokens, slots. */
@@ -107,12 +121,16 @@ export class LeaseBook {
     return this.leases.size;
   }
 
-  /** Admits the request here if every check is covered by a lease of its slice, and takes from them. */
-  admitLocally(a: Admission): boolean {
+  /**
+   * Admits the request here if every check is covered by a lease of its slice, and takes from them. A
+   * lease taken ahead for this slice takes over first; what the older slice left goes into `back`.
+   */
+  admitLocally(a: Admission, back: LeaseOp[]): boolean {
     const slice = sliceOf(a.nowMs);
     for (const c of a.checks) {
       if (!limited(c.policy)) continue;
       const l = this.leases.get(c.counterKey);
+      if (l) this.promote(c.counterKey, l, slice, back);
       if (!l || !this.covers(l, c.policy, a.tokens, slice)) return false;
     }
     for (const c of a.checks) {
@@ -125,6 +143,21 @@ export class LeaseBook {
       if (p.concurrentRequests !== undefined) l.inFlight++;
     }
     return true;
+  }
+
+  /** The lease taken ahead for `slice` becomes the lease, once an admission is in that slice. */
+  private promote(key: string, l: Lease, slice: number, back: LeaseOp[]): void {
+    const next = l.next;
+    if (!next || next.slice !== slice || l.slice === slice) return;
+    const old = this.giveBack(l, false);
+    if (old.requests + old.minute + old.day > 0) back.push({ counterKey: key, back: old });
+    l.slice = slice;
+    l.requests = next.requests;
+    l.minute = next.minute;
+    l.day = next.day;
+    l.live = true;
+    l.returnAt = Math.max(l.returnAt, next.returnAt);
+    l.next = undefined;
   }
 
   private covers(l: Lease, p: GatewayPolicy, tokens: number, slice: number): boolean {
@@ -181,6 +214,13 @@ export class LeaseBook {
         this.leases.set(c.counterKey, l);
       }
       if (!l) continue;
+      this.promote(c.counterKey, l, sliceOf(a.nowMs), ops);
+      // Taken ahead for a slice already past: back with the rest.
+      if (l.next && l.next.slice < sliceOf(a.nowMs)) {
+        const { slice, requests, minute, day } = l.next;
+        ops.push({ counterKey: c.counterKey, back: { slice, requests, minute, day, slots: 0 } });
+        l.next = undefined;
+      }
       const op: LeaseOp = { counterKey: c.counterKey, back: this.giveBack(l) };
       if (sizes) {
         op.take = { policy: c.policy, sizes, strict: true, tokens: a.tokens };
@@ -191,7 +231,10 @@ export class LeaseBook {
     return ops;
   }
 
-  /** After a local admission: tops up the leases that are half spent, in the background. */
+  /**
+   * After a local admission, in the background: tops up the leases that are half spent, and in the last
+   * quarter of a slice takes the next slice's lease ahead, so steady traffic does not wait at its start.
+   */
   topUps(a: Admission): LeaseOp[] {
     const slice = sliceOf(a.nowMs);
     const ops: LeaseOp[] = [];
@@ -210,13 +253,23 @@ export class LeaseBook {
         want.minute > s.minute / 2 ||
         want.day > s.day / 2 ||
         want.slots > s.slots / 2;
-      if (!low) continue;
-      l.calls++;
-      ops.push({
-        counterKey: c.counterKey,
-        back: nothingBack(),
-        take: { policy: c.policy, sizes: want, strict: false, tokens: a.tokens },
-      });
+      const windows = s.requests + s.minute + s.day > 0;
+      const late = a.nowMs - slice * MINUTE_SLICE_MS >= 0.75 * MINUTE_SLICE_MS;
+      if (low) {
+        l.calls++;
+        ops.push({
+          counterKey: c.counterKey,
+          back: nothingBack(),
+          take: { policy: c.policy, sizes: want, strict: false, tokens: a.tokens },
+        });
+      } else if (late && windows && !l.next) {
+        l.calls++;
+        ops.push({
+          counterKey: c.counterKey,
+          back: nothingBack(),
+          take: { policy: c.policy, sizes: { ...s, slots: 0 }, strict: false, tokens: a.tokens, ahead: true },
+        });
+      }
     }
     return ops;
   }
@@ -235,7 +288,10 @@ export class LeaseBook {
       if (!l) return;
       l.calls--;
       const [requests, minute, day, slots] = grants?.[i] ?? [0, 0, 0, 0];
-      if (requests + minute + day + slots > 0) {
+      if (op.take.ahead) {
+        if (requests + minute + day > 0)
+          this.aheadGranted(op.counterKey, l, slice + 1, requests, minute, day, nowMs, back);
+      } else if (requests + minute + day + slots > 0) {
         if (l.slice !== slice && l.requests + l.minute + l.day > 0) {
           // Two calls crossed a slice's end: the older slice's remainder goes back, the newer one is kept.
           if (l.slice < slice) {
@@ -257,6 +313,25 @@ export class LeaseBook {
     return back;
   }
 
+  private aheadGranted(
+    key: string,
+    l: Lease,
+    slice: number,
+    requests: number,
+    minute: number,
+    day: number,
+    nowMs: number,
+    back: LeaseOp[],
+  ): void {
+    if (l.slice < slice && !l.next) {
+      l.next = { slice, requests, minute, day, returnAt: this.clock() + (slice + 1) * MINUTE_SLICE_MS - nowMs };
+    } else if (l.next?.slice === slice) {
+      l.next.requests += requests;
+      l.next.minute += minute;
+      l.next.day += day;
+    } else back.push({ counterKey: key, back: { slice, requests, minute, day, slots: 0 } });
+  }
+
   /** Gives back every lease whose slice is over by this process's clock (all of them with `all`). */
   sweep(all = false): LeaseOp[] {
     const now = this.clock();
@@ -267,6 +342,11 @@ export class LeaseBook {
         l.live = false;
         if (b.requests + b.minute + b.day + b.slots > 0) back.push({ counterKey: key, back: b });
       }
+      if (l.next && (all || l.next.returnAt <= now)) {
+        const { slice, requests, minute, day } = l.next;
+        back.push({ counterKey: key, back: { slice, requests, minute, day, slots: 0 } });
+        l.next = undefined;
+      }
       this.dropIfIdle(key, l);
     }
     return back;
@@ -275,7 +355,10 @@ export class LeaseBook {
   /** When the next sweep is due by this process's clock, or undefined if no lease is live. */
   nextSweepAt(): number | undefined {
     let next: number | undefined;
-    for (const l of this.leases.values()) if (l.live && (next === undefined || l.returnAt < next)) next = l.returnAt;
+    for (const l of this.leases.values()) {
+      if (l.live && (next === undefined || l.returnAt < next)) next = l.returnAt;
+      if (l.next && (next === undefined || l.next.returnAt < next)) next = l.next.returnAt;
+    }
     return next;
   }
 
@@ -296,7 +379,14 @@ export class LeaseBook {
   }
 
   private dropIfIdle(key: string, l: Lease): void {
-    if (!l.live && l.calls === 0 && l.slots === 0 && l.inFlight === 0 && l.requests + l.minute + l.day === 0) {
+    if (
+      !l.live &&
+      !l.next &&
+      l.calls === 0 &&
+      l.slots === 0 &&
+      l.inFlight === 0 &&
+      l.requests + l.minute + l.day === 0
+    ) {
       this.leases.delete(key);
     }
   }

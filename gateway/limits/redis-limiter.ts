@@ -61,19 +61,22 @@ local function windowRetryAfter(key, g, amount, limit, sum)
   local head = tonumber(redis.call('HGET', key, 'h'))
   if amount > limit or not head then return w end
   local freed = 0
-  for b = head, head + slices do
+  -- One slice past now's: a lease taken ahead for the next slice.
+  for b = head, head + slices + 1 do
     freed = freed + tonumber(redis.call('HGET', key, tostring(b)) or '0')
     if sum - freed + amount <= limit then return (b + 1) * g + w - now end
   end
   return w
 end
--- head: what windowUsed returned for this key at this now (nil: the hash does not exist).
-local function windowAdd(key, g, amount, head)
+-- head: what windowUsed returned for this key at this now (nil: the hash does not exist). at: the time
+-- whose slice is charged, when not now (a lease taken ahead for the next slice).
+local function windowAdd(key, g, amount, head, at)
   local current = math.floor(now / g)
   if not head then
     head = current - slices
     redis.call('HSET', key, 'h', tostring(head))
   end
+  if at then current = math.floor(at / g) end
   local inSlice = redis.call('HINCRBY', key, tostring(math.max(current, head)), amount)
   redis.call('HINCRBY', key, 's', amount)
   -- Two windows from a slice's first admission: the hash outlives its newest slice even if a gateway's
@@ -148,7 +151,9 @@ end
 // Leases (leases.ts). Each op has 5 KEYS (request window, token minute window, token day window,
 // concurrency set, concurrency blocks) and 16 ARGV: the minute and day slice its remainders were charged
 // in, the requests, minute tokens, day tokens and slots it gives back, then the take: 0 none, 1 what it
-// can, 2 at least one request's worth of each limit or nothing; the request's tokens; what it wants of
+// can, 2 at least one request's worth of each limit or nothing, 3 what it can, charged in the next minute
+// slice (a lease taken ahead: checked against the window as it is now, which counts more); the request's
+// tokens; what it wants of
 // requests, minute tokens, day tokens and slots; the request window, token minute, token day and
 // concurrency limits. Giving back is a refund into the slice the lease was charged in (nothing if that
 // slice has left its window); taking is an admission of the amount, charged in now's slice.
@@ -194,6 +199,8 @@ local function takeAll(p, k)
     local lr, lt, ld, lc = tonumber(ARGV[p+12]), tonumber(ARGV[p+13]), tonumber(ARGV[p+14]), tonumber(ARGV[p+15])
     local gr, gt, gd, gs, hr, ht, hd = 0, 0, 0, 0, nil, nil, nil
     local ok = mode > 0
+    local at = nil
+    if mode == 3 then at = (math.floor(now / minuteSlice) + 1) * minuteSlice end
     local least = mode == 2 and 1 or 0
     local leastTokens = mode == 2 and math.max(1, tokens) or 0
     if ok and wr > 0 then
@@ -213,9 +220,9 @@ local function takeAll(p, k)
       ok = gs >= least
     end
     if ok then
-      if gr > 0 then windowAdd(KEYS[k], minuteSlice, gr, hr) end
-      if gt > 0 then windowAdd(KEYS[k+1], minuteSlice, gt, ht) end
-      if gd > 0 then windowAdd(KEYS[k+2], daySlice, gd, hd) end
+      if gr > 0 then windowAdd(KEYS[k], minuteSlice, gr, hr, at) end
+      if gt > 0 then windowAdd(KEYS[k+1], minuteSlice, gt, ht, at) end
+      if gd > 0 then windowAdd(KEYS[k+2], daySlice, gd, hd, at) end
       if gs > 0 then
         redis.call('HINCRBY', KEYS[k+4], gw, gs)
         redis.call('HSET', KEYS[k+4], gw .. ':e', now + lease)
@@ -460,7 +467,7 @@ export class RedisLimiter implements Limiter {
       if (take) {
         const p = take.policy;
         const w = take.sizes;
-        args.push(take.strict ? 2 : 1, take.tokens, w.requests, w.minute, w.day, w.slots);
+        args.push(take.ahead ? 3 : take.strict ? 2 : 1, take.tokens, w.requests, w.minute, w.day, w.slots);
         args.push(p.requestsPerMinute ?? 0, p.tokensPerMinute ?? 0, p.tokensPerDay ?? 0, p.concurrentRequests ?? 0);
       } else args.push(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     }
@@ -493,7 +500,11 @@ export class RedisLimiter implements Limiter {
   }
 
   async admit(admission: Admission): Promise<AdmissionResult> {
-    if (this.leases.admitLocally(admission)) {
+    const back: LeaseOp[] = [];
+    const local = this.leases.admitLocally(admission, back);
+    if (back.length > 0) this.returns.push(...back);
+    if (local) {
+      if (back.length > 0) this.queued();
       const ticket: Ticket = { admission, unlimited: false };
       this.leased.add(ticket);
       const topUps = this.leases.topUps(admission);
