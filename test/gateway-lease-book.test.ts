@@ -98,4 +98,31 @@ describe("the lease book", () => {
     expect(slotsBack).toHaveLength(MAX_LEASED_COUNTERS);
     expect(book.size).toBe(0);
   });
+
+  it("a lease taken ahead takes over in its slice, the older slice's remainder going back; unused, the sweep gives it back", () => {
+    let now = 0;
+    const book = new LeaseBook(() => now);
+    const windows: GatewayPolicy = { ...big, concurrentRequests: undefined };
+    const slice = Math.floor(T0 / MINUTE_SLICE_MS);
+    book.granted(book.forAdmission(admission("k", T0, 100, windows)), [[100, 1_000, 0, 0]], T0);
+    // In the slice's last quarter a local admission asks for the next slice's lease.
+    const late = admission("k", T0 + 400, 100, windows);
+    expect(book.admitLocally(late, [])).toBe(true);
+    const ahead = book.topUps(late);
+    expect(ahead.map((op) => op.take?.ahead)).toEqual([true]);
+    book.granted(ahead, [[100, 1_000, 0, 0]], late.nowMs);
+    const back: LeaseOp[] = [];
+    expect(book.admitLocally(admission("k", T0 + MINUTE_SLICE_MS, 100, windows), back)).toBe(true);
+    expect(back).toEqual([{ counterKey: "k", back: { slice, requests: 99, minute: 900, day: 0, slots: 0 } }]);
+    // Taken ahead again, then no admission in its slice: the sweep gives back both.
+    const late2 = admission("k", T0 + MINUTE_SLICE_MS + 400, 100, windows);
+    expect(book.admitLocally(late2, [])).toBe(true);
+    book.granted(book.topUps(late2), [[100, 1_000, 0, 0]], late2.nowMs);
+    now = 3 * MINUTE_SLICE_MS;
+    expect(book.sweep().map((op) => [op.back.slice, op.back.requests, op.back.minute])).toEqual([
+      [slice + 1, 98, 800],
+      [slice + 2, 100, 1_000],
+    ]);
+    expect(book.size).toBe(0);
+  });
 });
