@@ -145,16 +145,21 @@ export class LeaseBook {
     return true;
   }
 
-  /** The lease taken ahead for `slice` becomes the lease, once an admission is in that slice. */
+  /**
+   * The lease taken ahead for `slice` becomes the lease (or joins it, if a round trip already leased in
+   * that slice), once an admission is in that slice.
+   */
   private promote(key: string, l: Lease, slice: number, back: LeaseOp[]): void {
     const next = l.next;
-    if (!next || next.slice !== slice || l.slice === slice) return;
-    const old = this.giveBack(l, false);
-    if (old.requests + old.minute + old.day > 0) back.push({ counterKey: key, back: old });
-    l.slice = slice;
-    l.requests = next.requests;
-    l.minute = next.minute;
-    l.day = next.day;
+    if (!next || next.slice !== slice) return;
+    if (l.slice !== slice) {
+      const old = this.giveBack(l, false);
+      if (old.requests + old.minute + old.day > 0) back.push({ counterKey: key, back: old });
+      l.slice = slice;
+    }
+    l.requests += next.requests;
+    l.minute += next.minute;
+    l.day += next.day;
     l.live = true;
     l.returnAt = Math.max(l.returnAt, next.returnAt);
     l.next = undefined;
