@@ -10,7 +10,8 @@
  *    - tokens per minute: the real usage (13 tokens per answer) charged for admitted requests; each
  *      request reserves 19 (3 estimated prompt + max_tokens 16), more than its usage, as when max_tokens
  *      bounds the answer. Runs keep clear of a minute boundary, where a fixed window starts afresh.
- * 2. Cost per request: the limiter alone (admit + settle, in memory and in Redis), and in the request
+ * 2. Cost per request: the limiter alone (admit + settle, in memory and in Redis, where the generous policy
+ *    is leased: gateway/limits/leases.ts), and in the request
  *    path: sequential latency through a gateway with in-memory limits against one with Redis limits.
  */
 import { setTimeout as sleep } from "node:timers/promises";
@@ -247,7 +248,7 @@ ${rows.join("\n")}
 | what | cost |
 |---|---|
 | in-memory limiter alone (admit + settle, median of 5 rounds) | ${memoryCost.toFixed(2)} µs |
-| Redis limiter alone (one Lua round trip each way, loopback, median of 5 rounds) | ${redisCost.toFixed(1)} µs |
+| Redis limiter alone (admit + settle; limits this large are leased, so a Lua round trip on loopback only for the counter's first request of each 500-ms slice; median of 5 rounds) | ${redisCost.toFixed(1)} µs |
 | gateway p50 latency, Redis limits minus in-memory limits (${LATENCY_REQUESTS} sequential requests, median of ${LATENCY_ROUNDS} rounds) | ${(inPath * 1000).toFixed(0)} µs |
 
 ${targetTable(targets)}`);

@@ -8,6 +8,7 @@ import { type Admission, type Limiter, MINUTE_MS, type Ticket } from "../gateway
 import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
 import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
+import { type Charge, mostInAnySpan, random } from "./support/limit-traffic.ts";
 import { startRedis, type TestRedis } from "./support/redis.ts";
 
 const DAY_MS = 86_400_000;
@@ -20,38 +21,6 @@ const policy = (name: string, limits: Partial<GatewayPolicy>): GatewayPolicy => 
   scope: "PerKey",
   ...limits,
 });
-
-/** A small seeded generator, so a failure can be replayed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-
-/** What a run charged: each admitted request's time and its final amount (usage if settled, else reservation). */
-interface Charge {
-  at: number;
-  amount: number;
-}
-
-/** The most charged in any closed span [t - windowMs, t]; the worst span ends at an admission. */
-function mostInAnySpan(charges: Charge[], windowMs: number): number {
-  const sorted = [...charges].sort((a, b) => a.at - b.at);
-  let most = 0;
-  let sum = 0;
-  let first = 0;
-  for (const c of sorted) {
-    sum += c.amount;
-    while (sorted[first]!.at < c.at - windowMs) sum -= sorted[first++]!.amount;
-    most = Math.max(most, sum);
-  }
-  return most;
-}
 
 let redis: TestRedis;
 let run = 0;

@@ -5,6 +5,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { GatewayPolicy } from "../crds/api/index.ts";
 import type { Admission, Ticket } from "../gateway/limits/limiter.ts";
+import { MINUTE_SLICE_MS } from "../gateway/limits/limiter.ts";
 import { RedisLimiter, SETTLE_BATCH } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
 import { eventually } from "./support/processes.ts";
@@ -17,8 +18,11 @@ const policy: GatewayPolicy = {
   requestsPerMinute: 1_000_000,
   tokensPerMinute: 1_000_000,
   tokensPerDay: 10_000_000,
+  // One slot: 1 % of it is less than a request, so it is never leased and every admission asks Redis.
   concurrentRequests: 1,
 };
+/** Every limit large enough to lease (1 % of each covers a request of 30 tokens). */
+const leasable: GatewayPolicy = { ...policy, name: "leasable", concurrentRequests: 1_000 };
 
 let redis: TestRedis;
 let client: Redis;
@@ -104,8 +108,9 @@ describe("the Redis limiter's round trips", () => {
     expect(await b.connected(10_000)).toBe(true);
     const count = SETTLE_BATCH * 3 + 5;
     // Room for every request's 30 reserved tokens plus 10 more each: a second round fits only if the first
-    // round's refunds (30 reserved, 10 used) came back.
-    const wide = { ...policy, concurrentRequests: count, tokensPerMinute: count * 40 };
+    // round's refunds (30 reserved, 10 used) came back. The burst keeps every admission in Redis (a burst
+    // is never leased), so each request has a settlement of its own to send.
+    const wide = { ...policy, burst: 1_000_000, concurrentRequests: count, tokensPerMinute: count * 40 };
     const tickets: Ticket[] = [];
     for (let i = 0; i < count; i++) {
       const result = await a.admit(admission("k", wide));
@@ -121,5 +126,71 @@ describe("the Redis limiter's round trips", () => {
     // Full batches go at once, the rest after the settle delay: not one call per request.
     expect(await scriptCalls()).toBe(Math.ceil(count / SETTLE_BATCH));
     for (let i = 0; i < count; i++) expect((await b.admit(admission("k", wide))).ok).toBe(true);
+  });
+
+  it("with leases, a counter's first request takes one script call and the next ones in its slice none", async () => {
+    const l = limiter("lease:");
+    expect(await l.connected(10_000)).toBe(true);
+    const warm = await l.admit(admission("warm", leasable));
+    await l.finish((warm as { ticket: Ticket }).ticket, 20);
+    await eventually("the warm-up's lease to be given back", async () =>
+      (await client.exists("lease:warm:cb")) === 0 ? true : undefined,
+    );
+    await client.config("RESETSTAT");
+    // One instant for all, so no slice ends between them.
+    const nowMs = Date.now();
+    const first = await l.admit({ ...admission("k", leasable), nowMs });
+    expect(first.ok).toBe(true);
+    expect(await scriptCalls()).toBe(1);
+    for (let i = 0; i < 9; i++) {
+      const result = await l.admit({ ...admission("k", leasable), nowMs });
+      expect(result.ok).toBe(true);
+      await l.finish((result as { ticket: Ticket }).ticket, 20);
+    }
+    expect(await scriptCalls()).toBe(1);
+    // The lease was charged in Redis: the request window holds the first request and 1 % of the limit.
+    expect(Number(await client.hget("lease:k:rw", "s"))).toBe(1 + 10_000);
+  });
+
+  it("steady traffic with leases: admissions are decided locally, Redis sees a few calls per slice", async () => {
+    const l = limiter("steady:");
+    expect(await l.connected(10_000)).toBe(true);
+    await client.config("RESETSTAT");
+    const started = Date.now();
+    const requests = 2_000;
+    for (let i = 0; i < requests; i++) {
+      const result = await l.admit(admission("k", leasable));
+      expect(result.ok).toBe(true);
+      await l.finish((result as { ticket: Ticket }).ticket, 20);
+    }
+    const slices = Math.ceil((Date.now() - started) / MINUTE_SLICE_MS) + 1;
+    const calls = await scriptCalls();
+    // Per slice: its first request's round trip; now and then a top-up, a sweep, a refund across a slice's end.
+    expect(calls).toBeLessThanOrEqual(4 * slices);
+    expect(calls).toBeLessThan(requests / 20);
+  });
+
+  it("a lease taken ahead in a slice's last quarter serves the next slice's first request without a call", async () => {
+    const l = limiter("ahead:");
+    expect(await l.connected(10_000)).toBe(true);
+    const warm = await l.admit(admission("warm", leasable));
+    await l.finish((warm as { ticket: Ticket }).ticket, 20);
+    await eventually("the warm-up's lease to be given back", async () =>
+      (await client.exists("ahead:warm:cb")) === 0 ? true : undefined,
+    );
+    await client.config("RESETSTAT");
+    const slice = Math.floor(Date.now() / MINUTE_SLICE_MS);
+    const at = (ms: number) => ({ ...admission("k", leasable), nowMs: slice * MINUTE_SLICE_MS + ms });
+    expect((await l.admit(at(100))).ok).toBe(true);
+    expect(await scriptCalls()).toBe(1);
+    // Local, and late in the slice: the next slice's lease is taken in the background.
+    expect((await l.admit(at(0.8 * MINUTE_SLICE_MS))).ok).toBe(true);
+    await eventually("the next slice's lease to be charged", async () =>
+      (await client.hexists("ahead:k:rw", String(slice + 1))) === 1 ? true : undefined,
+    );
+    expect(await scriptCalls()).toBe(2);
+    // The next slice's first request: admitted against it, so the slice holds just the lease.
+    expect((await l.admit(at(MINUTE_SLICE_MS + 10))).ok).toBe(true);
+    expect(await client.hget("ahead:k:rw", String(slice + 1))).toBe("10000");
   });
 });

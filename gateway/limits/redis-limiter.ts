@@ -1,19 +1,24 @@
 /**
- * Limits shared by every gateway replica through Redis. One Lua script checks every applicable limit and,
- * only if all pass, takes from each: one round trip per admission, atomic across replicas. The same call
- * first settles the requests that ended since the last one (tokens charged to real usage, concurrency
- * slots freed), so ending a request costs no round trip of its own and never delays an answer; when no
- * admission comes within SETTLE_DELAY_MS, the settlements go alone. Clocks: the gateway passes its own
- * time, so replicas must keep their clocks in sync (NTP), as they do anyway.
+ * Limits shared by every gateway replica through Redis. Most admissions are decided in this process
+ * against budget leased from Redis in advance (leases.ts); the others, and the first of each counter in a
+ * slice, run one Lua script that checks every applicable limit and, only if all pass, takes from each,
+ * atomic across replicas, and leases fresh budget in the same call. The same call first settles the
+ * requests that ended since the last one (tokens charged to real usage, concurrency slots freed) and gives
+ * back unused leases, so ending a request costs no round trip of its own and never delays an answer; when
+ * no call comes within SETTLE_DELAY_MS, the settlements go alone. Clocks: the gateway passes its own time,
+ * so replicas must keep their clocks in sync (NTP), as they do anyway.
  */
+import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import type { LimitKind } from "../errors.ts";
 import type { GatewayMetrics } from "../metrics.ts";
+import { daySliceOf, type Grant, LeaseBook, type LeaseOp } from "./leases.ts";
 import {
   type Admission,
   type AdmissionResult,
   CONCURRENCY_LEASE_MS,
   DAY_SLICE_MS,
+  type LimitCheck,
   type Limiter,
   limitValueOf,
   MINUTE_SLICE_MS,
@@ -56,19 +61,22 @@ local function windowRetryAfter(key, g, amount, limit, sum)
   local head = tonumber(redis.call('HGET', key, 'h'))
   if amount > limit or not head then return w end
   local freed = 0
-  for b = head, head + slices do
+  -- One slice past now's: a lease taken ahead for the next slice.
+  for b = head, head + slices + 1 do
     freed = freed + tonumber(redis.call('HGET', key, tostring(b)) or '0')
     if sum - freed + amount <= limit then return (b + 1) * g + w - now end
   end
   return w
 end
--- head: what windowUsed returned for this key at this now (nil: the hash does not exist).
-local function windowAdd(key, g, amount, head)
+-- head: what windowUsed returned for this key at this now (nil: the hash does not exist). at: the time
+-- whose slice is charged, when not now (a lease taken ahead for the next slice).
+local function windowAdd(key, g, amount, head, at)
   local current = math.floor(now / g)
   if not head then
     head = current - slices
     redis.call('HSET', key, 'h', tostring(head))
   end
+  if at then current = math.floor(at / g) end
   local inSlice = redis.call('HINCRBY', key, tostring(math.max(current, head)), amount)
   redis.call('HINCRBY', key, 's', amount)
   -- Two windows from a slice's first admission: the hash outlives its newest slice even if a gateway's
@@ -110,11 +118,137 @@ local function settleAll(p, k)
 end
 `;
 
-// KEYS: five per check (burst bucket, request window, token minute window, token day window, concurrency set),
-// then the settlements' keys.
+// Concurrency slots leased in blocks: a hash per counter, field <gateway> the slots that gateway holds and
+// <gateway>:e when they expire (refreshed whenever it takes more), so a dead gateway's block is reclaimed
+// after the lease like a request's slot. Needs the locals now, gw and lease.
+const BLOCKS = `
+local function blocksHeld(key)
+  local all = redis.call('HGETALL', key)
+  if #all == 0 then return 0 end
+  local f = {}
+  for j = 1, #all, 2 do f[all[j]] = all[j + 1] end
+  local held = 0
+  for name, v in pairs(f) do
+    if string.sub(name, -2) ~= ':e' then
+      if tonumber(f[name .. ':e'] or '0') < now then redis.call('HDEL', key, name, name .. ':e')
+      else held = held + tonumber(v) end
+    end
+  end
+  return held
+end
+-- Slots in use: requests' slots (the set) and gateways' blocks. Expired request slots are dropped only
+-- when they could make a difference.
+local function slotsBusy(set, blocks, limit, more)
+  local busy = redis.call('ZCARD', set) + blocksHeld(blocks)
+  if busy + more > limit then
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+    busy = redis.call('ZCARD', set) + blocksHeld(blocks)
+  end
+  return busy
+end
+`;
+
+// Leases (leases.ts). Each op has 5 KEYS (request window, token minute window, token day window,
+// concurrency set, concurrency blocks) and 16 ARGV: the minute and day slice its remainders were charged
+// in, the requests, minute tokens, day tokens and slots it gives back, then the take: 0 none, 1 what it
+// can, 2 at least one request's worth of each limit or nothing, 3 what it can, charged in the next minute
+// slice (a lease taken ahead: checked against the window as it is now, which counts more); the request's
+// tokens; what it wants of
+// requests, minute tokens, day tokens and slots; the request window, token minute, token day and
+// concurrency limits. Giving back is a refund into the slice the lease was charged in (nothing if that
+// slice has left its window); taking is an admission of the amount, charged in now's slice.
+const LEASE = `
+local function giveBack(key, field, amount)
+  if amount > 0 and redis.call('HEXISTS', key, field) == 1 then
+    redis.call('HINCRBY', key, field, -amount)
+    redis.call('HINCRBY', key, 's', -amount)
+  end
+end
+local function giveBackAll(p, k)
+  local m = tonumber(ARGV[p])
+  p = p + 1
+  for j = 1, m do
+    local ms, ds = ARGV[p], ARGV[p+1]
+    giveBack(KEYS[k], ms, tonumber(ARGV[p+2]))
+    giveBack(KEYS[k+1], ms, tonumber(ARGV[p+3]))
+    giveBack(KEYS[k+2], ds, tonumber(ARGV[p+4]))
+    local slots = tonumber(ARGV[p+5])
+    if slots > 0 then
+      local held = tonumber(redis.call('HGET', KEYS[k+4], gw))
+      if held and held > slots then redis.call('HSET', KEYS[k+4], gw, held - slots)
+      elseif held then redis.call('HDEL', KEYS[k+4], gw, gw .. ':e') end
+    end
+    p = p + 16
+    k = k + 5
+  end
+end
+-- What a window can lease now: at most want, at most what is left under the limit; nothing if now's slice
+-- is older than the window's head (a clock set back), where the charge would not land in now's slice.
+local function windowRoom(key, g, want, limit)
+  local used, head = windowUsed(key, g)
+  if head and math.floor(now / g) < head then return 0, head end
+  return math.max(0, math.min(want, limit - used)), head
+end
+local function takeAll(p, k)
+  local m = tonumber(ARGV[p])
+  p = p + 1
+  local grants = {}
+  for j = 1, m do
+    local mode, tokens = tonumber(ARGV[p+6]), tonumber(ARGV[p+7])
+    local wr, wt, wd, ws = tonumber(ARGV[p+8]), tonumber(ARGV[p+9]), tonumber(ARGV[p+10]), tonumber(ARGV[p+11])
+    local lr, lt, ld, lc = tonumber(ARGV[p+12]), tonumber(ARGV[p+13]), tonumber(ARGV[p+14]), tonumber(ARGV[p+15])
+    local gr, gt, gd, gs, hr, ht, hd = 0, 0, 0, 0, nil, nil, nil
+    local ok = mode > 0
+    local at = nil
+    if mode == 3 then at = (math.floor(now / minuteSlice) + 1) * minuteSlice end
+    local least = mode == 2 and 1 or 0
+    local leastTokens = mode == 2 and math.max(1, tokens) or 0
+    if ok and wr > 0 then
+      gr, hr = windowRoom(KEYS[k], minuteSlice, wr, lr)
+      ok = gr >= least
+    end
+    if ok and wt > 0 then
+      gt, ht = windowRoom(KEYS[k+1], minuteSlice, wt, lt)
+      ok = gt >= leastTokens
+    end
+    if ok and wd > 0 then
+      gd, hd = windowRoom(KEYS[k+2], daySlice, wd, ld)
+      ok = gd >= leastTokens
+    end
+    if ok and ws > 0 then
+      gs = math.max(0, math.min(ws, lc - slotsBusy(KEYS[k+3], KEYS[k+4], lc, ws)))
+      ok = gs >= least
+    end
+    if ok then
+      if gr > 0 then windowAdd(KEYS[k], minuteSlice, gr, hr, at) end
+      if gt > 0 then windowAdd(KEYS[k+1], minuteSlice, gt, ht, at) end
+      if gd > 0 then windowAdd(KEYS[k+2], daySlice, gd, hd, at) end
+      if gs > 0 then
+        redis.call('HINCRBY', KEYS[k+4], gw, gs)
+        redis.call('HSET', KEYS[k+4], gw .. ':e', now + lease)
+        redis.call('PEXPIRE', KEYS[k+4], lease)
+      end
+    else
+      gr, gt, gd, gs = 0, 0, 0, 0
+    end
+    grants[#grants + 1] = gr
+    grants[#grants + 1] = gt
+    grants[#grants + 1] = gd
+    grants[#grants + 1] = gs
+    p = p + 16
+    k = k + 5
+  end
+  return grants
+end
+`;
+
+// KEYS: six per check (burst bucket, request window, token minute window, token day window, concurrency
+// set, concurrency blocks), then the settlements' keys, then the lease ops' keys.
 // ARGV: now, request id, tokens, check count, slices per window, minute slice ms, day slice ms, lease,
-// then five per check: requestsPerMinute, burst, tokensPerMinute, tokensPerDay, concurrentRequests (0 = none),
-// then the settlements (SETTLE). With no checks it only settles.
+// gateway id, then five per check: requestsPerMinute, burst, tokensPerMinute, tokensPerDay,
+// concurrentRequests (0 = none), then the settlements (SETTLE), then the lease ops (LEASE). With no checks
+// it only settles and leases. Returns {-1, then four grants per lease op} when admitted, else
+// {check index, limit kind, retry after ms}.
 const ADMIT = `
 local now = tonumber(ARGV[1])
 local id = ARGV[2]
@@ -124,9 +258,13 @@ local slices = tonumber(ARGV[5])
 local minuteSlice = tonumber(ARGV[6])
 local daySlice = tonumber(ARGV[7])
 local lease = tonumber(ARGV[8])
+local gw = ARGV[9]
 ${WINDOW}
 ${SETTLE}
-settleAll(9 + n * 5, n * 5 + 1)
+${BLOCKS}
+${LEASE}
+local p, k = settleAll(10 + n * 5, n * 6 + 1)
+giveBackAll(p, k)
 local function bucketNow(key, rpm, cap)
   local b = redis.call('HMGET', key, 't', 'ts')
   local t = tonumber(b[1]) or cap
@@ -138,9 +276,9 @@ end
 -- What the checks read, for the second pass: bucket levels and window heads, per check.
 local bucket, rw, tw, dw = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local a = 9 + i * 5
+  local a = 10 + i * 5
   local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-  local k = i * 5
+  local k = i * 6
   if rpm > 0 then
     if burst > 0 then
       local t = bucketNow(KEYS[k+1], rpm, burst)
@@ -162,18 +300,12 @@ for i = 0, n - 1 do
     if used + tokens > tpd then return {i, 3, windowRetryAfter(KEYS[k+4], daySlice, tokens, tpd, used)} end
     dw[i] = head or false
   end
-  if conc > 0 then
-    -- Expired leases (slots of a gateway that died) are dropped only when they could make a difference.
-    if redis.call('ZCARD', KEYS[k+5]) >= conc then
-      redis.call('ZREMRANGEBYSCORE', KEYS[k+5], '-inf', now)
-      if redis.call('ZCARD', KEYS[k+5]) >= conc then return {i, 4, 1000} end
-    end
-  end
+  if conc > 0 and slotsBusy(KEYS[k+5], KEYS[k+6], conc, 1) >= conc then return {i, 4, 1000} end
 end
 for i = 0, n - 1 do
-  local a = 9 + i * 5
+  local a = 10 + i * 5
   local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
-  local k = i * 5
+  local k = i * 6
   if rpm > 0 then
     if burst > 0 then
       redis.call('HSET', KEYS[k+1], 't', tostring(bucket[i] - 1), 'ts', now)
@@ -188,7 +320,9 @@ for i = 0, n - 1 do
     redis.call('PEXPIRE', KEYS[k+5], lease)
   end
 end
-return {-1}
+local grants = takeAll(p, k)
+table.insert(grants, 1, -1)
+return grants
 `;
 
 const KINDS: LimitKind[] = ["requests", "tokens_per_minute", "tokens_per_day", "concurrent_requests"];
@@ -227,9 +361,17 @@ export class RedisLimiter implements Limiter {
   private readonly options: RedisLimiterOptions;
   private readonly prefix: string;
   private readonly admitScript: ScriptRunner;
-  /** Ended requests not yet settled in Redis, oldest first, at most SETTLE_BATCH. */
+  /** Names this gateway's concurrency blocks in Redis. */
+  private readonly id = randomUUID();
+  private readonly leases = new LeaseBook();
+  /** Tickets admitted against leases, not in Redis one by one. */
+  private readonly leased = new WeakSet<Ticket>();
+  /** Ended requests not yet settled in Redis and leases not yet given back, oldest first, at most SETTLE_BATCH. */
   private pending: Settlement[] = [];
+  private returns: LeaseOp[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweepAt = Number.POSITIVE_INFINITY;
   private lastFlush: Promise<void> = Promise.resolve();
 
   constructor(options: RedisLimiterOptions) {
@@ -275,15 +417,19 @@ export class RedisLimiter implements Limiter {
       minute: `${base}:tw`,
       day: `${base}:dw`,
       concurrency: `${base}:conc`,
+      blocks: `${base}:cb`,
     };
   }
 
-  /** One script call: the pending settlements, then the admission's checks (none: the call only settles). */
-  private call(admission: Admission | undefined): Promise<unknown> {
+  /**
+   * One script call at `nowMs`: the pending settlements and lease returns, then the admission's checks (none:
+   * the call only settles and leases), then the lease ops' takes.
+   */
+  private call(admission: Admission | undefined, ops: LeaseOp[], nowMs: number): Promise<unknown> {
     const checks = admission?.checks ?? [];
     const keys: string[] = [];
     const args: (string | number)[] = [
-      admission?.nowMs ?? 0,
+      nowMs,
       admission?.requestId ?? "",
       admission?.tokens ?? 0,
       checks.length,
@@ -291,10 +437,11 @@ export class RedisLimiter implements Limiter {
       MINUTE_SLICE_MS,
       DAY_SLICE_MS,
       CONCURRENCY_LEASE_MS,
+      this.id,
     ];
     for (const check of checks) {
       const k = this.keysOf(check.counterKey);
-      keys.push(k.bucket, k.requests, k.minute, k.day, k.concurrency);
+      keys.push(k.bucket, k.requests, k.minute, k.day, k.concurrency, k.blocks);
       const p = check.policy;
       args.push(
         p.requestsPerMinute ?? 0,
@@ -310,7 +457,32 @@ export class RedisLimiter implements Limiter {
       keys.push(...s.keys);
       args.push(...s.args);
     }
-    return this.admitScript(keys.length, ...keys, ...args);
+    const allOps = [...this.takeReturns(), ...ops];
+    args.push(allOps.length);
+    for (const op of allOps) {
+      const k = this.keysOf(op.counterKey);
+      keys.push(k.requests, k.minute, k.day, k.concurrency, k.blocks);
+      const { back, take } = op;
+      args.push(back.slice, daySliceOf(back.slice), back.requests, back.minute, back.day, back.slots);
+      if (take) {
+        const p = take.policy;
+        const w = take.sizes;
+        args.push(take.ahead ? 3 : take.strict ? 2 : 1, take.tokens, w.requests, w.minute, w.day, w.slots);
+        args.push(p.requestsPerMinute ?? 0, p.tokensPerMinute ?? 0, p.tokensPerDay ?? 0, p.concurrentRequests ?? 0);
+      } else args.push(0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    }
+    // The returns taken from the queue come first: the grants of `ops` follow theirs.
+    const skipped = allOps.length - ops.length;
+    return this.admitScript(keys.length, ...keys, ...args).then((result) => {
+      const r = result as number[];
+      if (r[0] !== -1) return r;
+      const grants: Grant[] = [];
+      for (let i = 0; i < ops.length; i++) {
+        const at = 1 + (skipped + i) * 4;
+        grants.push([r[at] ?? 0, r[at + 1] ?? 0, r[at + 2] ?? 0, r[at + 3] ?? 0]);
+      }
+      return [-1, grants];
+    });
   }
 
   private takePending(): Settlement[] {
@@ -321,57 +493,141 @@ export class RedisLimiter implements Limiter {
     return taken;
   }
 
+  private takeReturns(): LeaseOp[] {
+    const taken = this.returns;
+    this.returns = [];
+    return taken;
+  }
+
   async admit(admission: Admission): Promise<AdmissionResult> {
+    const back: LeaseOp[] = [];
+    const local = this.leases.admitLocally(admission, back);
+    if (back.length > 0) this.returns.push(...back);
+    if (local) {
+      if (back.length > 0) this.queued();
+      const ticket: Ticket = { admission, unlimited: false };
+      this.leased.add(ticket);
+      const topUps = this.leases.topUps(admission);
+      if (topUps.length > 0) void this.lease(topUps, admission.nowMs);
+      return { ok: true, ticket };
+    }
+    const ops = this.leases.forAdmission(admission);
     let result: unknown;
     try {
-      result = await this.call(admission);
+      result = await this.call(admission, ops, admission.nowMs);
     } catch {
-      // Settlements that went with it are lost: slots come back with their lease, tokens stay charged.
+      // Settlements and returns that went with it are lost: slots come back with their lease, tokens stay charged.
+      this.granted(ops, undefined, admission.nowMs);
       this.options.metrics.limiterFailures.inc({ mode: this.options.onFailure });
       if (this.options.onFailure === "deny") throw new LimitsUnavailable("the shared limiter cannot be reached");
       return { ok: true, ticket: { admission, unlimited: true } };
     }
-    const [index, kind, retryAfterMs] = result as [number, number?, number?];
-    if (index < 0) return { ok: true, ticket: { admission, unlimited: false } };
+    const [index, kind, retryAfterMs] = result as [number, unknown, number?];
+    if (index < 0) {
+      this.granted(ops, kind as Grant[], admission.nowMs);
+      return { ok: true, ticket: { admission, unlimited: false } };
+    }
+    this.granted(ops, undefined, admission.nowMs);
     const check = admission.checks[index]!;
-    const limit = KINDS[(kind ?? 1) - 1] ?? "requests";
+    const limit = KINDS[((kind as number | undefined) ?? 1) - 1] ?? "requests";
     return {
       ok: false,
       rejection: { check, limit, limitValue: limitValueOf(check.policy, limit), retryAfterMs: retryAfterMs ?? 1000 },
     };
   }
 
+  /** Tops up leases in the background: no admission waits on it. */
+  private async lease(ops: LeaseOp[], nowMs: number): Promise<void> {
+    try {
+      const [, grants] = (await this.call(undefined, ops, nowMs)) as [number, Grant[]];
+      this.granted(ops, grants, nowMs);
+    } catch {
+      this.granted(ops, undefined, nowMs);
+      this.options.metrics.limiterFailures.inc({ mode: this.options.onFailure });
+    }
+  }
+
+  private granted(ops: LeaseOp[], grants: Grant[] | undefined, nowMs: number): void {
+    if (ops.length === 0) return;
+    this.giveBack(this.leases.granted(ops, grants, nowMs));
+    // What was granted is due back at its slice's end (by this process's clock).
+    if (grants) this.scheduleSweep(Date.now() + (Math.floor(nowMs / MINUTE_SLICE_MS) + 1) * MINUTE_SLICE_MS - nowMs);
+  }
+
+  /** Queues lease returns; they go with the next call, or alone within SETTLE_DELAY_MS. */
+  private giveBack(ops: LeaseOp[]): void {
+    if (ops.length === 0) return;
+    this.returns.push(...ops);
+    this.queued();
+  }
+
+  private queued(): void {
+    if (this.pending.length + this.returns.length >= SETTLE_BATCH) this.flush();
+    else this.flushTimer ??= setTimeout(() => this.flush(), SETTLE_DELAY_MS);
+  }
+
+  /** Gives back, at their slice's end, the leases nobody used up: the sweep runs at `at` unless due sooner. */
+  private scheduleSweep(at: number | undefined): void {
+    if (at === undefined || at >= this.sweepAt) return;
+    clearTimeout(this.sweepTimer);
+    this.sweepAt = at;
+    this.sweepTimer = setTimeout(
+      () => {
+        this.sweepAt = Number.POSITIVE_INFINITY;
+        this.sweepTimer = undefined;
+        const back = this.leases.sweep();
+        if (back.length > 0) {
+          this.returns.push(...back);
+          this.flush();
+        }
+        this.scheduleSweep(this.leases.nextSweepAt());
+      },
+      Math.max(0, at - Date.now()),
+    );
+    this.sweepTimer.unref();
+  }
+
   /**
-   * Queues the settlement; it reaches Redis with this gateway's next admission (one round trip for both)
+   * Queues the settlement; it reaches Redis with this gateway's next call (one round trip for both)
    * or alone after SETTLE_DELAY_MS, so it never delays an answer. Resolves once queued: this limiter's next
-   * admission sees it.
+   * admission sees it. A request admitted against a lease settles into the lease while its slice lasts.
    */
   async finish(ticket: Ticket, actualTokens: number | undefined): Promise<void> {
     if (ticket.unlimited || ticket.admission.checks.length === 0) return;
     const { admission } = ticket;
+    const delta = actualTokens === undefined ? 0 : actualTokens - admission.tokens;
+    let checks: LimitCheck[] = admission.checks;
+    if (this.leased.delete(ticket)) {
+      const back: LeaseOp[] = [];
+      checks = this.leases.finishLocal(admission, delta, back);
+      this.returns.push(...back);
+      if (checks.length === 0) {
+        if (back.length > 0) this.queued();
+        return;
+      }
+    }
     const keys: string[] = [];
-    for (const check of admission.checks) {
+    for (const check of checks) {
       const k = this.keysOf(check.counterKey);
       keys.push(k.minute, k.day, k.concurrency);
     }
     this.pending.push({
       keys,
       args: [
-        actualTokens === undefined ? 0 : actualTokens - admission.tokens,
+        delta,
         admission.requestId,
         Math.floor(admission.nowMs / MINUTE_SLICE_MS),
         Math.floor(admission.nowMs / DAY_SLICE_MS),
-        admission.checks.length,
+        checks.length,
       ],
     });
-    if (this.pending.length >= SETTLE_BATCH) this.flush();
-    else this.flushTimer ??= setTimeout(() => this.flush(), SETTLE_DELAY_MS);
+    this.queued();
   }
 
-  /** Sends the pending settlements on their own. */
+  /** Sends the pending settlements and lease returns on their own. */
   private flush(): void {
-    if (this.pending.length === 0) return;
-    this.lastFlush = this.call(undefined).then(
+    if (this.pending.length + this.returns.length === 0) return;
+    this.lastFlush = this.call(undefined, [], 0).then(
       () => undefined,
       () => {
         // The slots' leases reclaim them; the tokens stay charged at the reservation.
@@ -381,6 +637,8 @@ export class RedisLimiter implements Limiter {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.sweepTimer);
+    this.returns.push(...this.leases.sweep(true));
     this.flush();
     await this.lastFlush;
     this.redis.disconnect();
