@@ -6,6 +6,7 @@
  */
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { operatorLeaseName } from "../crds/api/index.ts";
+import { reuseConnections } from "../kube/connections.ts";
 import { objectKey } from "../kube/list-watch.ts";
 import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
@@ -14,7 +15,6 @@ import { loadConfig } from "./config.ts";
 import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { NodeLossTracker } from "./inference-model/node-loss.ts";
 import { createModelReconciler, modelsOnNode } from "./inference-model/reconcile.ts";
-import { reuseConnections } from "./kube-connections.ts";
 import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
 import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
 import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";
