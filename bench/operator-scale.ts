@@ -43,11 +43,11 @@ import {
   modelMemoryResource,
   operatorNodeFlags,
 } from "../crds/api/index.ts";
+import { reuseConnections } from "../kube/connections.ts";
 import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
-import { reuseConnections } from "../operator/kube-connections.ts";
 import { BENCH_HASHING_KEY } from "./_gateway-config.ts";
 import { measureRevocation } from "./_revocation.ts";
 import { quickNote, size } from "./_size.ts";

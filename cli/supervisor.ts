@@ -1,12 +1,16 @@
 /**
  * Runs Pomona's components as child processes of `pomona up`, each with its
- * own log file, and stops them all, in reverse order, on the way out. Once
+ * own log file, and stops them all, in reverse order, on the way out. A child
+ * writes its stdout and stderr straight into its log file (the file is its
+ * stdout), so no log line passes through this process: relaying them cost
+ * this process a few wake-ups per request on the machine that serves it
+ * (docs/decisions.md, "npm start's log lines go straight to their files"). Once
  * `restartOnExit` is set, a component that exits is started again with backoff,
  * as a Deployment's pod would be (the operator exits on purpose when it loses
  * its leader Lease, e.g. after a long API server outage).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { nodeFlagsFor } from "../crds/api/well-known.ts";
 
@@ -41,15 +45,20 @@ export class Supervisor {
   start(spec: ComponentSpec, backoffMs = 1_000): RunningComponent {
     const logFile = join(this.logDir, `${spec.name}.log`);
     const startedAt = Date.now();
-    const log = createWriteStream(logFile, { flags: "a" });
-    // process.execPath is the Node 24 that runs this CLI, so every component runs on the same runtime.
-    const child = spawn(process.execPath, [...nodeFlagsFor(spec.main), join(repoRoot, spec.main)], {
-      cwd: repoRoot,
-      env: { ...process.env, ...spec.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    // Opened for appending: the child's lines land at the end whoever else wrote the file (a restart's).
+    const log = openSync(logFile, "a");
+    let child: ChildProcess;
+    try {
+      // process.execPath is the Node 24 that runs this CLI, so every component runs on the same runtime.
+      child = spawn(process.execPath, [...nodeFlagsFor(spec.main), join(repoRoot, spec.main)], {
+        cwd: repoRoot,
+        env: { ...process.env, ...spec.env },
+        stdio: ["ignore", log, log],
+      });
+    } finally {
+      // The child holds its own copy of the descriptor.
+      closeSync(log);
+    }
     const component = { name: spec.name, logFile, child };
     child.once("exit", (code) => {
       if (this.stopping) return;

@@ -3,6 +3,7 @@
  * server and the internal one for probes and metrics.
  */
 import { KubeConfig } from "@kubernetes/client-node";
+import { reuseConnections } from "../kube/connections.ts";
 import { buildAdminApp } from "./admin-app.ts";
 import { buildApp } from "./app.ts";
 import { loadSettings } from "./config.ts";
@@ -58,6 +59,8 @@ async function main(): Promise<void> {
   const admin = await buildAdminApp({ holder, hashingKeys, metrics, logLevel: settings.logLevel });
   const kubeConfig = new KubeConfig();
   kubeConfig.loadFromDefault();
+  // One connection to the API server for every call instead of a TLS handshake each (docs/decisions.md).
+  reuseConnections(kubeConfig);
   const watcher = new GatewayConfigWatcher({
     kubeConfig,
     namespace: settings.namespace,

@@ -4,10 +4,11 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import type { TLSSocket } from "node:tls";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
-import { pino } from "pino";
+import { type DestinationStream, pino } from "pino";
 import { nodeIdentity } from "../crds/api/index.ts";
+import { accessLog, requestIdOf } from "./access-log.ts";
 import { defaultKeepAliveMs, defaultStallTimeoutMs } from "./config.ts";
 import { AgentError, draining, toAgentError, unauthorized } from "./errors.ts";
 import type { NodeAgentMetrics } from "./metrics.ts";
@@ -59,24 +60,34 @@ function fromGateway(socket: TLSSocket): boolean {
 
 const openPaths = new Set(["/healthz", "/readyz", "/metrics"]);
 
-/** The agent's one logger; the node token and authorization headers never reach a log line. */
-export const createLogger = (level: string): FastifyBaseLogger =>
-  pino({
-    level,
-    name: "node-agent",
-    redact: { paths: ["req.headers.authorization", "token", "nodeToken"], censor: "[redacted]" },
-  });
+/**
+ * The agent's one logger, to stdout unless `destination` is given; the node token and authorization headers
+ * never reach a log line.
+ */
+export const createLogger = (level: string, destination?: DestinationStream): FastifyBaseLogger =>
+  pino(
+    {
+      level,
+      name: "node-agent",
+      redact: { paths: ["req.headers.authorization", "token", "nodeToken"], censor: "[redacted]" },
+    },
+    destination,
+  );
 
 export function buildApp(deps: AppDeps): FastifyInstance {
   const app = Fastify({
     ...(deps.tls ? { https: tlsOptions(deps.tls) } : {}),
     loggerInstance: deps.log,
+    // One access line per request (access-log.ts) instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: "requestId" }),
+    genReqId: requestIdOf,
     bodyLimit: 4 * 1024 * 1024,
     // Streams end on the client's or the generation's schedule, never on a server timer.
     requestTimeout: 0,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  accessLog(app);
 
   const expected = Buffer.from(`Bearer ${deps.nodeToken}`);
   app.addHook("onRequest", async (request) => {

@@ -7,6 +7,7 @@
 import type { Server as HttpsServer } from "node:https";
 import { KubeConfig } from "@kubernetes/client-node";
 import { getLlama } from "node-llama-cpp";
+import { reuseConnections } from "../kube/connections.ts";
 import { buildApp, createLogger, tlsOptions } from "./app.ts";
 import { loadConfig, type NodeAgentConfig } from "./config.ts";
 import { detectHardware, usableCpus } from "./hardware.ts";
@@ -27,6 +28,9 @@ export async function startNodeAgent(config: NodeAgentConfig): Promise<RunningNo
   const kubeConfig = new KubeConfig();
   if (process.env.KUBECONFIG) kubeConfig.loadFromFile(process.env.KUBECONFIG);
   else kubeConfig.loadFromCluster();
+  // One connection to the API server for every call (lease renewals, status, the replica watch) instead of a
+  // TLS handshake each, which blocked the thread that serves requests for milliseconds (docs/decisions.md).
+  reuseConnections(kubeConfig);
 
   const hardware = detectHardware();
   const modelMemoryBytes = config.modelMemoryBytes ?? hardware.modelMemoryBytes;

@@ -7,6 +7,7 @@
  */
 import { KubeConfig } from "@kubernetes/client-node/dist/config.js";
 import { operatorLeaseName } from "../crds/api/index.ts";
+import { reuseConnections } from "../kube/connections.ts";
 import { objectKey } from "../kube/list-watch.ts";
 import { ensureHashingSecret } from "./api-key/hashing-keys.ts";
 import { createApiKeyReconciler } from "./api-key/reconcile.ts";
@@ -15,7 +16,6 @@ import { loadConfig } from "./config.ts";
 import { createGatewayConfigLoop, debounce } from "./gateway-config/loop.ts";
 import { NodeLossTracker } from "./inference-model/node-loss.ts";
 import { createModelReconciler, modelsOnNode } from "./inference-model/reconcile.ts";
-import { reuseConnections } from "./kube-connections.ts";
 import { loadOrCreateCa } from "./node-identity/certificate-authority.ts";
 import { createGatewayCredentialReconciler } from "./node-identity/gateway-credential.ts";
 import { certificateRequestInformer, createNodeCertificateSigner } from "./node-identity/node-certificates.ts";

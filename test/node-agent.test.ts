@@ -256,6 +256,31 @@ describe("a replica from a local path", () => {
     expect(usage?.total_tokens).toBe((usage?.prompt_tokens ?? 0) + (usage?.completion_tokens ?? 0));
   });
 
+  it("writes one access line for a streamed answer, with the request id the gateway sent", async () => {
+    const requestId = "gw-stream-access-line.1";
+    const stream = await client("story-a").completions.create(
+      { model: "stories", prompt: "Once upon a time", max_tokens: 8, stream: true },
+      { headers: { "x-request-id": requestId } },
+    );
+    for await (const _ of stream) {
+      // Read to the end: the line is written when the response closes.
+    }
+    await agent.process.waitFor(new RegExp(`"requestId":"${requestId}"`));
+    const lines = agent.process
+      .output()
+      .split("\n")
+      .filter((l) => l.includes(requestId))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toEqual([
+      expect.objectContaining({
+        msg: "request",
+        route: "/replicas/:namespace/:name/v1/completions",
+        replica: `${ns}/story-a`,
+        status: 200,
+      }),
+    ]);
+  });
+
   it("serves embeddings with token usage", async () => {
     const result = await client("story-a").embeddings.create({
       model: "stories",

@@ -5,8 +5,8 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { CoreV1Api, KubeConfig } from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../controlplane/local-control-plane.ts";
+import { reuseConnections } from "../kube/connections.ts";
 import { KubeRest } from "../kube/rest.ts";
-import { reuseConnections } from "../operator/kube-connections.ts";
 
 let server: Server;
 let connections = 0;
