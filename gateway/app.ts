@@ -19,7 +19,7 @@ import type { QueueSettings } from "./config.ts";
 import type { ConfigHolder } from "./config-source/config-holder.ts";
 import { installInferenceCors } from "./cors.ts";
 import { errorHandler } from "./error-handler.ts";
-import { RouteNotFoundError } from "./errors.ts";
+import { GatewayClosingError, RouteNotFoundError } from "./errors.ts";
 import type { HashingKeysHolder } from "./key-hashing.ts";
 import type { Limiter } from "./limits/limiter.ts";
 import type { GatewayMetrics } from "./metrics.ts";
@@ -84,7 +84,8 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
       const given = req.headers["x-request-id"];
       return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    return503OnClosing: true,
+    // Fastify's own answer while closing is a 503 with no Retry-After and not in OpenAI's envelope.
+    return503OnClosing: false,
   };
   const app = Fastify(options);
   // The API speaks JSON only; other bodies get a clear 415 instead of a confusing validation error.
@@ -95,6 +96,14 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
   app.setErrorHandler(errorHandler(deps.bodyLimitBytes));
   app.setNotFoundHandler((request) => {
     throw new RouteNotFoundError(request.method);
+  });
+  // A request that arrives on a kept-alive connection while the gateway closes is told to retry elsewhere.
+  let closing = false;
+  app.addHook("preClose", async () => {
+    closing = true;
+  });
+  app.addHook("onRequest", async () => {
+    if (closing) throw new GatewayClosingError();
   });
 
   // Upstream: node calls, per-endpoint breakers and load, dispatch with retries, fallbacks and a waiting line.

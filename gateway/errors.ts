@@ -163,6 +163,22 @@ export class LimitsUnavailableError extends GatewayError {
   constructor() {
     super("Rate limits cannot be checked right now; try again shortly.");
   }
+  override headers(): Record<string, string> {
+    return { "retry-after": "1" };
+  }
+}
+
+/** A request that reaches a gateway already shutting down (a kept-alive connection): busy, not failed. */
+export class GatewayClosingError extends GatewayError {
+  readonly status = 503;
+  readonly type = "server_error";
+  readonly code = "gateway_shutting_down";
+  constructor() {
+    super("This gateway is shutting down; retry the request.");
+  }
+  override headers(): Record<string, string> {
+    return { "retry-after": "1", connection: "close" };
+  }
 }
 
 export class PolicyMissingError extends GatewayError {
@@ -180,6 +196,9 @@ export class NotReadyError extends GatewayError {
   readonly code = "gateway_not_ready";
   constructor(message = "The gateway has no configuration yet; try again shortly.") {
     super(message);
+  }
+  override headers(): Record<string, string> {
+    return { "retry-after": "1" };
   }
 }
 

@@ -84,6 +84,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     bodyLimit: 4 * 1024 * 1024,
     // Streams end on the client's or the generation's schedule, never on a server timer.
     requestTimeout: 0,
+    // While closing, Fastify's own 503 has no Retry-After, so the gateway would count it as a failure;
+    // the agent is already draining by then and its hook answers node_draining with Retry-After instead.
+    return503OnClosing: false,
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

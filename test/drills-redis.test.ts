@@ -15,13 +15,19 @@ const key = makeKey(ns, "k", { rateLimitPolicy: "five" });
 let redis: TestRedis;
 const gateways: Record<"allow" | "deny", GatewayProcess | undefined> = { allow: undefined, deny: undefined };
 
-async function ask(gateway: GatewayProcess): Promise<{ status: number; body: { error?: { code?: string } } }> {
+async function ask(
+  gateway: GatewayProcess,
+): Promise<{ status: number; retryAfter: string | null; body: { error?: { code?: string } } }> {
   const res = await fetch(`${gateway.url}/v1/chat/completions`, {
     method: "POST",
     headers: { authorization: `Bearer ${key.secret}`, "content-type": "application/json" },
     body: JSON.stringify({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 4 }),
   });
-  return { status: res.status, body: (await res.json()) as { error?: { code?: string } } };
+  return {
+    status: res.status,
+    retryAfter: res.headers.get("retry-after"),
+    body: (await res.json()) as { error?: { code?: string } },
+  };
 }
 
 const metric = async (gateway: GatewayProcess, pattern: RegExp) =>
@@ -67,6 +73,8 @@ describe("Redis stops and comes back", () => {
     const denied = await ask(deny);
     expect(denied.status).toBe(503);
     expect(denied.body.error?.code).toBe("limits_unavailable");
+    // Unavailable for a moment, not failed: the client is told when to come back.
+    expect(denied.retryAfter).toBe("1");
     expect(await metric(allow, /^pomona_gateway_limiter_failures_total\{mode="allow"\} (\d+)/m)).toBeGreaterThanOrEqual(
       10,
     );
