@@ -32,6 +32,7 @@ import { CoordinationV1Api, CoreV1Api, type V1Lease } from "@kubernetes/client-n
 import { inject } from "vitest";
 import { parse, stringify } from "yaml";
 import { freePort } from "../../controlplane/local-control-plane.ts";
+import { nodeFlagsFor } from "../../crds/api/well-known.ts";
 import { kubeConfig } from "./kube.ts";
 import { kubectlOk } from "./kubectl.ts";
 import { startNode, type TestProcess } from "./processes.ts";
@@ -255,15 +256,21 @@ export async function startLocalKubelet(nodeName: string, labels: Record<string,
     }
 
     const command = [...(container.command ?? []), ...(container.args ?? [])];
-    if (command[0] !== "node" || !command[1])
-      throw new Error(`${name}: expected \`node <script>\`, got ${command.join(" ")}`);
-    const script = command[1].startsWith(`${imageWorkdir}/`) ? command[1].slice(imageWorkdir.length + 1) : command[1];
+    const scriptAt = command.findIndex((part, i) => i > 0 && !part.startsWith("-"));
+    if (command[0] !== "node" || scriptAt < 0)
+      throw new Error(`${name}: expected \`node [flags] <script>\`, got ${command.join(" ")}`);
+    const given = command[scriptAt] ?? "";
+    const script = given.startsWith(`${imageWorkdir}/`) ? given.slice(imageWorkdir.length + 1) : given;
+    // startNode runs each component with the Node flags Pomona gives it; a manifest must declare the same.
+    const flags = command.slice(1, scriptAt).join(" ");
+    if (flags !== nodeFlagsFor(script).join(" "))
+      throw new Error(`${name}: Node flags '${flags}', expected '${nodeFlagsFor(script).join(" ")}' for ${script}`);
     if (!podSpec.serviceAccountName) throw new Error(`${name}: no serviceAccountName`);
     const kubeconfig = await kubeconfigFor(podSpec.serviceAccountName, namespace, dir);
 
     // startNode merges process.env; every variable of the test's environment but PATH is removed first.
     const clean = Object.fromEntries(Object.keys(process.env).map((k) => [k, undefined]));
-    const process_ = startNode(script, command.slice(2), {
+    const process_ = startNode(script, command.slice(scriptAt + 1), {
       ...clean,
       PATH: process.env.PATH,
       KUBECONFIG: kubeconfig,
