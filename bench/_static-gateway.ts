@@ -34,7 +34,7 @@ const metrics = createMetrics();
 let limiter: Limiter = new MemoryLimiter();
 if (spec.redisUrl) {
   const shared = new RedisLimiter({ url: spec.redisUrl, onFailure: "deny", metrics });
-  // As gateway/main.ts does: take traffic only once Redis answers, so no request is decided by the failure mode.
+  // As gateway/gateway.ts does: take traffic only once Redis answers, so no request is decided by the failure mode.
   // "deny" rather than the default "allow": a Redis failure during a run shows as refused requests (which
   // fail the benchmark) instead of quietly skipping the limiter and looking faster.
   if (!(await shared.connected(10_000))) throw new Error(`Redis at ${spec.redisUrl} did not answer`);

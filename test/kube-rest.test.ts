@@ -1,4 +1,4 @@
-// kube/rest.ts (the operator's calls to the API server) and kube/kube-config-only.ts (KubeConfig without
+// kube/rest.ts (the operator's and the gateway's calls to the API server) and kube/kube-config-only.ts (KubeConfig without
 // client-node's generated code), against the real API server.
 import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
@@ -68,13 +68,16 @@ describe("KubeRest", () => {
   });
 });
 
-describe("the operator's process", () => {
-  it("loads KubeConfig and every operator module without client-node's generated APIs and models", async () => {
-    // Every module of the operator but its entry points (which would start it), after the hook of main.ts.
+describe.each([
+  ["operator", "operator.ts"],
+  ["gateway", "gateway.ts"],
+])("the %s's process", (component, body) => {
+  it("loads KubeConfig and every module without client-node's generated APIs and models", async () => {
+    // Every module of the component but its entry points (which would start it), after the hook of main.ts.
     const modules = [
-      ...readdirSync(join(root, "operator"), { recursive: true, encoding: "utf8" })
-        .filter((f) => f.endsWith(".ts") && f !== "main.ts" && f !== "operator.ts")
-        .map((f) => join(root, "operator", f)),
+      ...readdirSync(join(root, component), { recursive: true, encoding: "utf8" })
+        .filter((f) => f.endsWith(".ts") && f !== "main.ts" && f !== body)
+        .map((f) => join(root, component, f)),
       ...readdirSync(join(root, "kube")).map((f) => join(root, "kube", f)),
     ];
     const script = `

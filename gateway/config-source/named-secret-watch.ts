@@ -5,9 +5,10 @@
  * component uses. Each version seen goes to `onSecret` (again every `resyncMs`); a missing or deleted
  * Secret to `onMissing`.
  */
-import { ApiException, CoreV1Api, type KubeConfig, type V1Secret } from "@kubernetes/client-node";
+import type { KubeConfig, V1Secret } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
 import { type ListResult, ListWatch } from "../../kube/list-watch.ts";
+import { KubeApiError, KubeRest, secretsPath } from "../../kube/rest.ts";
 
 export interface NamedSecretWatchOptions {
   kubeConfig: KubeConfig;
@@ -21,13 +22,13 @@ export interface NamedSecretWatchOptions {
 }
 
 export class NamedSecretWatch {
-  private readonly core: CoreV1Api;
+  private readonly rest: KubeRest;
   private readonly options: NamedSecretWatchOptions;
   private readonly listWatch: ListWatch<V1Secret>;
 
   constructor(options: NamedSecretWatchOptions) {
     this.options = options;
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.rest = new KubeRest(options.kubeConfig);
     const { name, namespace, log } = options;
     this.listWatch = new ListWatch<V1Secret>({
       kubeConfig: options.kubeConfig,
@@ -76,11 +77,11 @@ export class NamedSecretWatch {
   private async get(): Promise<ListResult<V1Secret>> {
     const { name, namespace } = this.options;
     try {
-      const secret = await this.core.readNamespacedSecret({ name, namespace });
+      const secret = await this.rest.get<V1Secret>(`${secretsPath(namespace)}/${name}`);
       return { items: [secret], resourceVersion: undefined };
     } catch (err) {
       // Missing: the watch starts at the newest state and sends the Secret as ADDED when it appears.
-      if (err instanceof ApiException && err.code === 404) return { items: [], resourceVersion: undefined };
+      if (err instanceof KubeApiError && err.code === 404) return { items: [], resourceVersion: undefined };
       throw err;
     }
   }

@@ -8,7 +8,7 @@
  * config is refused, counted and logged, and the last good one stays.
  */
 import { createHash } from "node:crypto";
-import { ApiException, CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig, V1Secret } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
 import {
   bucketSecretName,
@@ -18,6 +18,7 @@ import {
   coreSecretName,
   KEY_BUCKETS,
 } from "../../crds/api/index.ts";
+import { KubeApiError, KubeRest, secretsPath } from "../../kube/rest.ts";
 import type { GatewayMetrics } from "../metrics.ts";
 import { assembleRouteTable, bucketsToRead } from "./config-assembler.ts";
 import { ConfigDecoder, InvalidConfigError } from "./config-decoder.ts";
@@ -39,7 +40,7 @@ export interface SecretWatcherOptions {
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
 export class GatewayConfigWatcher {
-  private readonly core: CoreV1Api;
+  private readonly rest: KubeRest;
   private readonly coreWatch: NamedSecretWatch;
   private readonly decoder = new ConfigDecoder();
   private readonly options: SecretWatcherOptions;
@@ -57,7 +58,7 @@ export class GatewayConfigWatcher {
 
   constructor(options: SecretWatcherOptions) {
     this.options = options;
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.rest = new KubeRest(options.kubeConfig);
     // The core names the buckets, so a new core is the one change to follow; every version seen
     // (and the one in use, again every resyncMs) is read in full, and an unchanged one costs no decoding.
     this.coreWatch = new NamedSecretWatch({
@@ -111,11 +112,11 @@ export class GatewayConfigWatcher {
 
   private async readSecretData(name: string): Promise<Buffer | undefined> {
     try {
-      const secret = await this.core.readNamespacedSecret({ name, namespace: this.options.namespace });
+      const secret = await this.rest.get<V1Secret>(`${secretsPath(this.options.namespace)}/${name}`);
       const data = secret.data?.[CONFIG_DATA_KEY];
       return data === undefined ? undefined : Buffer.from(data, "base64");
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) return undefined;
+      if (err instanceof KubeApiError && err.code === 404) return undefined;
       throw err;
     }
   }
