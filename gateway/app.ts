@@ -3,10 +3,10 @@
  * buildApp never listens; main.ts does, and tests may use inject() or a port. Health and
  * metrics live on the internal listener (admin-app.ts), not here.
  */
-import { randomUUID } from "node:crypto";
 import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import pino from "pino";
+import { requestIdOf } from "../crds/api/well-known.ts";
 import { defaultAnswerLimitBytes } from "./answer-limit.ts";
 import {
   answerClientError,
@@ -59,9 +59,6 @@ export interface GatewayDeps {
   logLevel?: string;
 }
 
-/** A client's x-request-id is kept only when it is a plain token, so it cannot inject anything into logs. */
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
 export const defaultInvalidKeys = { burst: 20, refillPerMinute: 20, maxAddresses: 10_000 };
 
 export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
@@ -80,10 +77,7 @@ export async function buildApp(deps: GatewayDeps): Promise<FastifyInstance> {
     bodyLimit: deps.bodyLimitBytes,
     // Access logs are written by observability.ts when the response closes, hijacked streams included.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: "requestId" }),
-    genReqId: (req) => {
-      const given = req.headers["x-request-id"];
-      return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
-    },
+    genReqId: requestIdOf,
     // Fastify's own answer while closing is a 503 with no Retry-After and not in OpenAI's envelope.
     return503OnClosing: false,
   };

@@ -5,18 +5,7 @@
  * as the gateway writes, keeps the log's content and takes the write off that path (docs/decisions.md,
  * "npm start's log lines go straight to their files").
  */
-import { randomUUID } from "node:crypto";
-import type { IncomingMessage } from "node:http";
 import type { FastifyInstance } from "fastify";
-
-/** The gateway's x-request-id is kept when it is a plain token (as the gateway keeps a client's), else replaced. */
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Fastify's `genReqId`: a request is found in the node's log by the id the gateway sent it with. */
-export function requestIdOf(req: IncomingMessage): string {
-  const given = req.headers["x-request-id"];
-  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
-}
 
 /** Registers the access line on every route of `app`. */
 export function accessLog(app: FastifyInstance): void {

@@ -1,4 +1,5 @@
 /** Names every Pomona component agrees on: labels, resources, taints, Secrets. */
+import { randomUUID } from "node:crypto";
 
 export const labels = {
   /** metal, cpu, cuda or vulkan. */
@@ -70,3 +71,15 @@ export const nodeNameExtra = "authentication.kubernetes.io/node-name";
  */
 export const operatorNodeFlags = ["--max-semi-space-size=2"] as const;
 export const nodeFlagsFor = (main: string): readonly string[] => (main === "operator/main.ts" ? operatorNodeFlags : []);
+
+/** An x-request-id is taken from a caller only when it is a plain token, so it cannot inject anything into logs. */
+const PLAIN_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Fastify's `genReqId` for the gateway (a client's id) and the node-agent (the gateway's), so one request
+ * carries one id through both logs; any other value is replaced by a fresh one.
+ */
+export function requestIdOf(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = req.headers["x-request-id"];
+  return typeof given === "string" && PLAIN_REQUEST_ID.test(given) ? given : randomUUID();
+}
