@@ -250,11 +250,15 @@ local function bucketNow(key, rpm, cap)
   if elapsed < 0 then elapsed = 0 end
   return math.min(cap, t + elapsed * rpm / 60000)
 end
+-- Check i's limits from its five arguments: requestsPerMinute, burst, tokensPerMinute, tokensPerDay, concurrentRequests.
+local function limitsOf(i)
+  local a = 10 + i * 5
+  return tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
+end
 -- What the checks read, for the second pass: bucket levels and window heads, per check.
 local bucket, rw, tw, dw = {}, {}, {}, {}
 for i = 0, n - 1 do
-  local a = 10 + i * 5
-  local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
+  local rpm, burst, tpm, tpd, conc = limitsOf(i)
   local k = i * 6
   if rpm > 0 then
     if burst > 0 then
@@ -280,8 +284,7 @@ for i = 0, n - 1 do
   if conc > 0 and slotsBusy(KEYS[k+5], KEYS[k+6], conc, 1) >= conc then return {i, 4, 1000} end
 end
 for i = 0, n - 1 do
-  local a = 10 + i * 5
-  local rpm, burst, tpm, tpd, conc = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]), tonumber(ARGV[a+4])
+  local rpm, burst, tpm, tpd, conc = limitsOf(i)
   local k = i * 6
   if rpm > 0 then
     if burst > 0 then
