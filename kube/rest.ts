@@ -1,7 +1,7 @@
 /**
- * The few Kubernetes REST calls the operator makes (get, create, replace, patch, delete by path),
- * with a KubeConfig's own authentication and TLS. Why not client-node's generated API classes:
- * importing any of them loads every generated API and model class, ~46 MiB of the operator's RSS
+ * The few Kubernetes REST calls the operator, the gateway and the node-agent make (get, create, replace,
+ * patch, delete by path), with a KubeConfig's own authentication and TLS. Why not client-node's generated
+ * API classes: importing any of them loads every generated API and model class, ~46 MiB of the operator's RSS
  * (docs/decisions.md, "The operator calls the Kubernetes API through kube/rest.ts").
  * Objects go and come back as plain JSON: times are strings, as in watch events.
  */
@@ -26,7 +26,7 @@ export class KubeApiError extends Error {
 
 export type Query = Record<string, string | number | boolean | undefined>;
 
-/** Content types of the patches the operator sends. */
+/** Content types of the patches Pomona sends. */
 export const patchTypes = {
   apply: "application/apply-patch+yaml",
   merge: "application/merge-patch+json",

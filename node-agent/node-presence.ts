@@ -4,21 +4,14 @@
  * kubelet owns the Node and the agent only adds Pomona's labels and the model-memory capacity.
  */
 import { isIP } from "node:net";
-import {
-  ApiException,
-  CoordinationV1Api,
-  CoreV1Api,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Node,
-} from "@kubernetes/client-node";
+import type { KubeConfig, V1Lease, V1Node } from "@kubernetes/client-node";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { annotations, inferenceNodeTaint, labels, modelMemoryResource } from "../crds/api/index.ts";
+import { KubeApiError, KubeRest } from "../kube/rest.ts";
 import type { Hardware } from "./hardware.ts";
 
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-const leaseNamespace = "kube-node-lease";
+const nodesPath = "/api/v1/nodes";
+const leasesPath = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
 /** As a kubelet does: the Lease lasts four renewal intervals (40 s at the default 10 s), so one missed renewal is not a lost node. */
 const renewalsPerLease = 4;
 
@@ -35,8 +28,7 @@ export interface NodePresenceOptions {
 }
 
 export class NodePresence {
-  private readonly core: CoreV1Api;
-  private readonly coordination: CoordinationV1Api;
+  private readonly api: KubeRest;
   private readonly options: NodePresenceOptions;
   private timer: NodeJS.Timeout | undefined;
   private cachedDigests = "";
@@ -46,8 +38,7 @@ export class NodePresence {
 
   constructor(options: NodePresenceOptions) {
     this.options = options;
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.coordination = options.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.api = new KubeRest(options.kubeConfig);
   }
 
   private labels(): Record<string, string> {
@@ -80,9 +71,10 @@ export class NodePresence {
     const value = [...digests].sort().join(",");
     if (value === this.cachedDigests) return;
     this.cachedDigests = value;
-    await this.core.patchNode(
-      { name: this.options.nodeName, body: { metadata: { annotations: { [annotations.cachedModels]: value } } } },
-      mergePatch,
+    await this.api.patch(
+      this.nodePath(),
+      { metadata: { annotations: { [annotations.cachedModels]: value } } },
+      "merge",
     );
   }
 
@@ -93,21 +85,23 @@ export class NodePresence {
     if (this.options.mode === "virtual") await this.patchStatus();
   }
 
+  private nodePath(): string {
+    return `${nodesPath}/${this.options.nodeName}`;
+  }
+
   private async ensureNode(): Promise<void> {
     const { nodeName, mode } = this.options;
     let existing: V1Node | undefined;
     try {
-      existing = await this.core.readNode({ name: nodeName });
+      existing = await this.api.get<V1Node>(this.nodePath());
     } catch (err) {
-      if (!(err instanceof ApiException && err.code === 404)) throw err;
+      if (!(err instanceof KubeApiError && err.code === 404)) throw err;
     }
     if (!existing) {
       if (mode === "attached") throw new Error(`node ${nodeName} does not exist; attached mode needs a kubelet's Node`);
-      await this.core.createNode({
-        body: {
-          metadata: { name: nodeName, labels: { ...this.labels(), "kubernetes.io/hostname": nodeName } },
-          spec: { taints: [{ ...inferenceNodeTaint }] },
-        },
+      await this.api.create(nodesPath, {
+        metadata: { name: nodeName, labels: { ...this.labels(), "kubernetes.io/hostname": nodeName } },
+        spec: { taints: [{ ...inferenceNodeTaint }] },
       });
       this.options.log.info({ node: nodeName }, "registered virtual node");
       return;
@@ -115,7 +109,7 @@ export class NodePresence {
     const taints = existing.spec?.taints ?? [];
     const hasTaint = taints.some((t) => t.key === inferenceNodeTaint.key && t.effect === inferenceNodeTaint.effect);
     const spec = mode === "virtual" && !hasTaint ? { taints: [...taints, { ...inferenceNodeTaint }] } : undefined;
-    await this.core.patchNode({ name: nodeName, body: { metadata: { labels: this.labels() }, spec } }, mergePatch);
+    await this.api.patch(this.nodePath(), { metadata: { labels: this.labels() }, spec }, "merge");
     this.options.log.info({ node: nodeName, mode }, "adopted node");
   }
 
@@ -130,14 +124,10 @@ export class NodePresence {
 
   private async patchCapacity(): Promise<void> {
     const memory = String(this.options.modelMemoryBytes);
-    await this.core.patchNodeStatus(
-      {
-        name: this.options.nodeName,
-        body: {
-          status: { capacity: { [modelMemoryResource]: memory }, allocatable: { [modelMemoryResource]: memory } },
-        },
-      },
-      mergePatch,
+    await this.api.patch(
+      `${this.nodePath()}/status`,
+      { status: { capacity: { [modelMemoryResource]: memory }, allocatable: { [modelMemoryResource]: memory } } },
+      "merge",
     );
   }
 
@@ -146,42 +136,38 @@ export class NodePresence {
     const h = this.options.hardware;
     const memory = String(this.options.modelMemoryBytes);
     const resources = { [modelMemoryResource]: memory, memory: String(h.memoryBytes), pods: "0" };
-    await this.core.patchNodeStatus(
+    await this.api.patch(
+      `${this.nodePath()}/status`,
       {
-        name: this.options.nodeName,
-        body: {
-          status: {
-            capacity: resources,
-            allocatable: resources,
-            addresses: [
-              { type: isIP(this.options.address) ? "InternalIP" : "Hostname", address: this.options.address },
-            ],
-            conditions: [
-              {
-                type: "Ready",
-                status: this.ready ? "True" : "False",
-                reason: this.ready ? "NodeAgentReady" : "NodeAgentDraining",
-                message: this.ready ? "the Pomona node-agent is serving" : "the Pomona node-agent is shutting down",
-                lastHeartbeatTime: now,
-                lastTransitionTime: this.readySince,
-              },
-            ],
-            nodeInfo: {
-              architecture: process.arch,
-              operatingSystem: process.platform,
-              kubeletVersion: "pomona-node-agent",
-              bootID: "",
-              containerRuntimeVersion: "",
-              kernelVersion: "",
-              kubeProxyVersion: "",
-              machineID: "",
-              osImage: process.platform,
-              systemUUID: "",
+        status: {
+          capacity: resources,
+          allocatable: resources,
+          addresses: [{ type: isIP(this.options.address) ? "InternalIP" : "Hostname", address: this.options.address }],
+          conditions: [
+            {
+              type: "Ready",
+              status: this.ready ? "True" : "False",
+              reason: this.ready ? "NodeAgentReady" : "NodeAgentDraining",
+              message: this.ready ? "the Pomona node-agent is serving" : "the Pomona node-agent is shutting down",
+              lastHeartbeatTime: now,
+              lastTransitionTime: this.readySince,
             },
+          ],
+          nodeInfo: {
+            architecture: process.arch,
+            operatingSystem: process.platform,
+            kubeletVersion: "pomona-node-agent",
+            bootID: "",
+            containerRuntimeVersion: "",
+            kernelVersion: "",
+            kubeProxyVersion: "",
+            machineID: "",
+            osImage: process.platform,
+            systemUUID: "",
           },
         },
       },
-      mergePatch,
+      "merge",
     );
   }
 
@@ -189,53 +175,24 @@ export class NodePresence {
     const name = this.options.nodeName;
     const leaseDurationSeconds = Math.ceil(this.options.renewSeconds * renewalsPerLease);
     const spec = { holderIdentity: name, leaseDurationSeconds, renewTime: microTime(new Date()) };
+    const path = `${leasesPath}/${name}`;
     try {
-      await this.coordination.replaceNamespacedLease({
-        name,
-        namespace: leaseNamespace,
-        body: await this.leaseWith(spec),
-      });
+      // The Lease read carries its resourceVersion: a concurrent change fails the replace with 409.
+      const lease = await this.api.get<V1Lease>(path);
+      await this.api.replace(path, { ...lease, spec: { ...lease.spec, ...spec } });
     } catch (err) {
-      if (!(err instanceof ApiException && err.code === 404)) throw err;
-      await this.coordination.createNamespacedLease({
-        namespace: leaseNamespace,
-        body: { metadata: { name, namespace: leaseNamespace }, spec },
-      });
+      if (!(err instanceof KubeApiError && err.code === 404)) throw err;
+      await this.api.create(leasesPath, { metadata: { name }, spec });
     }
-  }
-
-  private async leaseWith(spec: { holderIdentity: string; leaseDurationSeconds: number; renewTime: Date }) {
-    const lease = await this.coordination.readNamespacedLease({
-      name: this.options.nodeName,
-      namespace: leaseNamespace,
-    });
-    lease.spec = { ...lease.spec, ...spec };
-    return lease;
   }
 }
 
+/** A KubeApiError's message is the API server's answer (status, reason, message), never what was sent. */
 export function errorText(err: unknown): string {
-  if (err instanceof ApiException) {
-    // The API server's own message names the field it refused; our requests carry no secrets for it to echo.
-    const body = err.body as { message?: string } | string | undefined;
-    const message = typeof body === "string" ? safeMessage(body) : body?.message;
-    return `API server answered ${err.code}${message ? `: ${message}` : ""}`;
-  }
   return err instanceof Error ? err.message : String(err);
 }
 
-function safeMessage(body: string): string | undefined {
-  try {
-    return (JSON.parse(body) as { message?: string }).message;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * A Lease's times are MicroTime: the API server wants six fractional digits, and the client sends a Date
- * as toISOString's three. A string passes through its serializer untouched.
- */
-function microTime(date: Date): Date {
-  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z") as unknown as Date;
+/** A Lease's times are MicroTime: the API server wants six fractional digits, toISOString has three. */
+function microTime(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
 }

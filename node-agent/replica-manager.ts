@@ -3,13 +3,7 @@
  * check it fits the node's model memory, load, warm up, report Ready with the endpoint; unload on delete.
  * Each replica runs on its own; a failure becomes its Failed status and never touches the others.
  */
-import {
-  ApiException,
-  CustomObjectsApi,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
 import type { Llama } from "node-llama-cpp";
 import {
@@ -21,13 +15,12 @@ import {
   type ReplicaPhase,
   VERSION,
 } from "../crds/api/index.ts";
+import { KubeApiError, KubeRest } from "../kube/rest.ts";
 import type { NodeAgentMetrics, ReplicaGauges } from "./metrics.ts";
 import type { ModelCache } from "./model-cache.ts";
 import { errorText } from "./node-presence.ts";
 import { estimateReplica, ReplicaEngine } from "./replica-engine.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
-
-const mergePatch = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 
 export interface ReplicaSlot {
   namespace: string;
@@ -64,13 +57,13 @@ export interface ReplicaManagerOptions {
 
 export class ReplicaManager {
   private readonly slots = new Map<string, ReplicaSlot>();
-  private readonly api: CustomObjectsApi;
+  private readonly api: KubeRest;
   private readonly options: ReplicaManagerOptions;
   private draining = false;
 
   constructor(options: ReplicaManagerOptions) {
     this.options = options;
-    this.api = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.api = new KubeRest(options.kubeConfig);
   }
 
   /** A Ready replica of this node, or undefined. */
@@ -306,19 +299,13 @@ export class ReplicaManager {
       body.status = { progress: status.progress, observedGeneration: slot.generation };
     }
     try {
-      await this.api.patchNamespacedCustomObjectStatus(
-        {
-          group: GROUP,
-          version: VERSION,
-          namespace: slot.namespace,
-          plural: modelReplicaDefinition.plural,
-          name: slot.name,
-          body,
-        },
-        mergePatch,
+      await this.api.patch(
+        `/apis/${GROUP}/${VERSION}/namespaces/${slot.namespace}/${modelReplicaDefinition.plural}/${slot.name}/status`,
+        body,
+        "merge",
       );
     } catch (err) {
-      if (err instanceof ApiException && err.code === 404) return;
+      if (err instanceof KubeApiError && err.code === 404) return;
       this.options.log.warn({ replica: `${slot.namespace}/${slot.name}`, err: errorText(err) }, "status write failed");
     }
   }

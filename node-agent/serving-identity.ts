@@ -6,9 +6,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
-import { CertificatesV1Api, type KubeConfig, type V1CertificateSigningRequest, Watch } from "@kubernetes/client-node";
+import type { KubeConfig, V1CertificateSigningRequest } from "@kubernetes/client-node";
+// The watch module alone: the package's index loads every generated API (kube/rest.ts).
+import { Watch } from "@kubernetes/client-node/dist/watch.js";
 import type { FastifyBaseLogger } from "fastify";
 import { nodeIdentity } from "../crds/api/index.ts";
+import { KubeRest } from "../kube/rest.ts";
 import { createCertificateRequest, generateKeyPair, privateKeyPem, renewAt } from "../pki/x509.ts";
 import { errorText } from "./node-presence.ts";
 
@@ -32,9 +35,10 @@ const SIGN_TIMEOUT_MS = 60_000;
 const RETRY_MS = 10_000;
 /** The API server refuses shorter; the operator caps it at its own lifetime setting. */
 const REQUESTED_SECONDS = 7 * 86_400;
+const requestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 
 export class ServingIdentity {
-  private readonly api: CertificatesV1Api;
+  private readonly api: KubeRest;
   private readonly kubeConfig: KubeConfig;
   private readonly options: IdentityOptions;
   private timer: NodeJS.Timeout | undefined;
@@ -43,7 +47,7 @@ export class ServingIdentity {
   constructor(kubeConfig: KubeConfig, options: IdentityOptions) {
     this.kubeConfig = kubeConfig;
     this.options = options;
-    this.api = kubeConfig.makeApiClient(CertificatesV1Api);
+    this.api = new KubeRest(kubeConfig);
   }
 
   /** The first certificate; retries until the operator signs (a denial is logged with its reason). */
@@ -96,15 +100,13 @@ export class ServingIdentity {
     ];
     const pem = await createCertificateRequest(keys, nodeIdentity.nodeCommonName(nodeName), altNames);
     const name = `pomona-node-${nodeName}-${randomBytes(4).toString("hex")}`.slice(0, 253);
-    await this.api.createCertificateSigningRequest({
-      body: {
-        metadata: { name, labels: { [nodeIdentity.nodeLabel]: nodeName } },
-        spec: {
-          signerName: nodeIdentity.signerName,
-          request: Buffer.from(pem).toString("base64"),
-          usages: ["digital signature", "server auth"],
-          expirationSeconds: REQUESTED_SECONDS,
-        },
+    await this.api.create(requestsPath, {
+      metadata: { name, labels: { [nodeIdentity.nodeLabel]: nodeName } },
+      spec: {
+        signerName: nodeIdentity.signerName,
+        request: Buffer.from(pem).toString("base64"),
+        usages: ["digital signature", "server auth"],
+        expirationSeconds: REQUESTED_SECONDS,
       },
     });
     try {
@@ -114,7 +116,7 @@ export class ServingIdentity {
       return { key: await privateKeyPem(keys), cert: certs[0]!, ca: certs[certs.length - 1]! };
     } finally {
       // The request has done its job (or failed); the certificate lives on in this process only.
-      await this.api.deleteCertificateSigningRequest({ name }).catch(() => {});
+      await this.api.delete(`${requestsPath}/${name}`).catch(() => {});
     }
   }
 
@@ -134,7 +136,7 @@ export class ServingIdentity {
       );
       new Watch(this.kubeConfig)
         .watch(
-          "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+          requestsPath,
           { fieldSelector: `metadata.name=${name}` },
           (_phase, csr: V1CertificateSigningRequest) => {
             const denied = csr.status?.conditions?.find((c) => c.type === "Denied" || c.type === "Failed");

@@ -1,4 +1,4 @@
-// kube/rest.ts (the operator's and the gateway's calls to the API server) and kube/kube-config-only.ts (KubeConfig without
+// kube/rest.ts (the operator's, the gateway's and the node-agent's calls to the API server) and kube/kube-config-only.ts (KubeConfig without
 // client-node's generated code), against the real API server.
 import { execFile } from "node:child_process";
 import { readdirSync } from "node:fs";
@@ -71,6 +71,7 @@ describe("KubeRest", () => {
 describe.each([
   ["operator", "operator.ts"],
   ["gateway", "gateway.ts"],
+  ["node-agent", "node-agent.ts"],
 ])("the %s's process", (component, body) => {
   it("loads KubeConfig and every module without client-node's generated APIs and models", async () => {
     // Every module of the component but its entry points (which would start it), after the hook of main.ts.
