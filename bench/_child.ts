@@ -22,11 +22,7 @@ export function startBenchChild(
   env: Record<string, string> = {},
   timeoutMs = 120_000,
 ): Promise<BenchChild> {
-  // The static gateway loads client-node's KubeConfig as gateway/main.ts does: without the generated classes.
-  const preload = script.endsWith("_static-gateway.ts")
-    ? ["--import", join(import.meta.dirname, "..", "kube", "kube-config-only.ts")]
-    : [];
-  const child = spawn(process.execPath, [...preload, resolvePath(import.meta.dirname, script), ...args], {
+  const child = spawn(process.execPath, [resolvePath(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
