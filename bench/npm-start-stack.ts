@@ -27,6 +27,10 @@
  * thread used while the stack's batches ran (on Linux): node-llama-cpp's threads here must be idle then,
  * or the direct side would steal the node-agent's core. Measured so far: they are (a few ms of V8 helper
  * threads per batch, no llama.cpp thread), with the direct contexts loaded, idle or taking turns alike.
+ * It also gives the CPU each of the stack's processes used over the whole time-to-first-token phase (on
+ * Linux): what the control plane and the operator take from the cores the request path runs on (measured:
+ * ~3 % of one core; docs/decisions.md, "npm start keeps its control plane and operator at the default CPU
+ * priority").
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
