@@ -35,6 +35,8 @@ export interface PomonaUp {
   agentThreads: number | undefined;
   logDir: string;
   pids: () => { gateway: number | undefined; agent: number | undefined };
+  /** Every process of the stack (`pomona up` itself and what it started), named by what it runs. */
+  processes: () => { name: string; pid: number }[];
   /** The last part of `pomona up`'s own output. */
   output: () => string;
   stop: () => Promise<void>;
@@ -129,6 +131,22 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
         agent: tree.find((p) => p.cmdline.includes("node-agent/main.ts"))?.pid,
       };
     };
+    const processes = () => {
+      // kube-apiserver's command line names etcd too, so it is looked for first.
+      const named = (cmdline: string) =>
+        [
+          "kube-controller-manager",
+          "kube-apiserver",
+          "etcd",
+          "operator/main.ts",
+          "node-agent/main.ts",
+          "gateway/main.ts",
+        ]
+          .find((n) => cmdline.includes(n))
+          ?.replace("/main.ts", "") ?? cmdline.slice(0, 40);
+      const tree = child.pid ? descendants(child.pid).map((p) => ({ name: named(p.cmdline), pid: p.pid })) : [];
+      return child.pid ? [{ name: "pomona up", pid: child.pid }, ...tree] : tree;
+    };
     return {
       gatewayUrl,
       gatewayAdminUrl: `http://127.0.0.1:${adminPort}`,
@@ -140,6 +158,7 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
       agentThreads: threads,
       logDir,
       pids,
+      processes,
       output: () => output,
       stop,
     };

@@ -27,6 +27,10 @@
  * thread used while the stack's batches ran (on Linux): node-llama-cpp's threads here must be idle then,
  * or the direct side would steal the node-agent's core. Measured so far: they are (a few ms of V8 helper
  * threads per batch, no llama.cpp thread), with the direct contexts loaded, idle or taking turns alike.
+ * It also gives the CPU each of the stack's processes used over the whole time-to-first-token phase (on
+ * Linux): what the control plane and the operator take from the cores the request path runs on (measured:
+ * ~3 % of one core; docs/decisions.md, "npm start keeps its control plane and operator at the default CPU
+ * priority").
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
@@ -80,6 +84,26 @@ function helperThreadsCpuMs(): number {
   }
   return ticks * 10; // USER_HZ is 100 on Linux
 }
+
+/** CPU ms a process used so far, all its threads (utime + stime), and its main thread's nice value (Linux). */
+function processCpu(pid: number): { cpuMs: number; nice: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { cpuMs: (Number(fields[11]) + Number(fields[12])) * 10, nice: Number(fields[16]) };
+  } catch {
+    return undefined; // not Linux, or the process ended
+  }
+}
+
+/** CPU each of the stack's processes used since `before` was read. */
+function stackCpuSince(before: Map<number, number>): { name: string; cpuMs: number; nice: number }[] {
+  return up.processes().flatMap(({ name, pid }) => {
+    const now = processCpu(pid);
+    return now ? [{ name, cpuMs: now.cpuMs - (before.get(pid) ?? 0), nice: now.nice }] : [];
+  });
+}
+const stackCpuNow = () => new Map(up.processes().map(({ pid }) => [pid, processCpu(pid)?.cpuMs ?? 0]));
 
 /** Where the stack's time to first token goes: the path's counters, read before and after each concurrency. */
 async function pathCounters(): Promise<Record<"busy" | "gwSum" | "gwCount" | "nodeSum" | "nodeCount", number>> {
@@ -169,6 +193,8 @@ try {
   const queued = new Map<number, number[]>(CONCURRENCY.map((c) => [c, []]));
   const counters = new Map<number, Awaited<ReturnType<typeof pathCounters>>>();
   const helperCpu = new Map<number, { cpuMs: number; wallMs: number }>();
+  const ttftStarted = performance.now();
+  const stackCpuBefore = stackCpuNow();
   for (const c of CONCURRENCY) {
     const batches = Math.ceil(TTFT_SAMPLES / c);
     const before = await pathCounters();
@@ -200,6 +226,8 @@ try {
     });
     helperCpu.set(c, cpu);
   }
+  const stackCpu = stackCpuSince(stackCpuBefore);
+  const ttftSeconds = (performance.now() - ttftStarted) / 1000;
   // 2. Tokens/s of one stream.
   const tps = new Map<string, number[]>(paths.map(([l]) => [l, []]));
   for (let r = 0; r < TPS_ROUNDS; r++) {
@@ -262,6 +290,8 @@ ${CONCURRENCY.map((c) => {
   const perStream = (sum = Number.NaN, count = Number.NaN) => f((1000 * sum) / count);
   return `- ${c} stream${c > 1 ? "s" : ""}: waiting line ${queueHistogram(queued.get(c) ?? [])}; busy answers ${f(n?.busy, 0)}; mean TTFT client ${f(average(at("stack", c)))} ms, gateway ${perStream(n?.gwSum, n?.gwCount)} ms, node-agent ${perStream(n?.nodeSum, n?.nodeCount)} ms; helper threads ${f(helperCpu.get(c)?.cpuMs, 0)} ms CPU in ${f(helperCpu.get(c)?.wallMs, 0)} ms`;
 }).join("\n")}
+
+CPU each of the stack's processes used over the whole time-to-first-token phase (${f(ttftSeconds)} s wall, both paths' batches; all threads, with the process's nice value): ${stackCpu.map((p) => `${p.name} ${f(p.cpuMs, 0)} ms (nice ${p.nice})`).join(", ") || "not measured (no /proc)"}.
 
 Tokens/s of one stream (median of ${TPS_ROUNDS}, up to ${TPS_MAX_TOKENS} tokens): stack ${f(tpsOf("stack"), 0)}; ${directLabels.map((l) => `direct at ${show(l)} ${f(tpsOf(l), 0)}`).join("; ")}.${cause}
 
