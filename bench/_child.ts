@@ -22,11 +22,12 @@ export function startBenchChild(
   env: Record<string, string> = {},
   timeoutMs = 120_000,
 ): Promise<BenchChild> {
-  // The static gateway loads client-node's KubeConfig as gateway/main.ts does: without the generated classes.
-  const preload = script.endsWith("_static-gateway.ts")
-    ? ["--import", join(import.meta.dirname, "..", "kube", "kube-config-only.ts")]
+  // The static gateway runs as gateway/main.ts does: with the gateway's Node flags (the ones users get), and
+  // loading client-node's KubeConfig without the generated classes.
+  const gatewayStart = script.endsWith("_static-gateway.ts")
+    ? [...nodeFlagsFor("gateway/main.ts"), "--import", join(import.meta.dirname, "..", "kube", "kube-config-only.ts")]
     : [];
-  const child = spawn(process.execPath, [...preload, resolvePath(import.meta.dirname, script), ...args], {
+  const child = spawn(process.execPath, [...gatewayStart, resolvePath(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
