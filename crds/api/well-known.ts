@@ -76,7 +76,8 @@ export const operatorNodeFlags = ["--max-semi-space-size=2"] as const;
  * followed (about 5 per 10 s at 2,700 req/s, pauses up to 10-21 ms) were the longest stops of its event loop,
  * each delaying every request that arrived during it. With the flag there were none in 40 s of open-loop
  * load and the tail fell, side by side in three runs, for up to ~60 MiB more RSS under load (docs/decisions.md,
- * "The gateway's old generation starts at 128 MiB"). The chart's gateway command repeats it.
+ * "The gateway's old generation starts at 128 MiB"). The chart's gateway command and the Dockerfile's CMD
+ * repeat it.
  */
 export const gatewayNodeFlags = ["--initial-old-space-size=128"] as const;
 const nodeFlags = new Map<string, readonly string[]>([
