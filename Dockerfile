@@ -24,4 +24,5 @@ COPY node-agent/ ./node-agent/
 # The node image's unprivileged user (uid 1000), which the chart's securityContext expects.
 USER node
 EXPOSE 8080 8081 8090
-CMD ["node", "gateway/main.ts"]
+# The gateway by default, with its Node flags (crds/api/well-known.ts, gatewayNodeFlags).
+CMD ["node", "--initial-old-space-size=128", "gateway/main.ts"]

@@ -22,7 +22,9 @@ export function startBenchChild(
   env: Record<string, string> = {},
   timeoutMs = 120_000,
 ): Promise<BenchChild> {
-  const child = spawn(process.execPath, [resolvePath(import.meta.dirname, script), ...args], {
+  // The static gateway is the gateway: it runs with the Node flags users' gateways get.
+  const flags = script.endsWith("_static-gateway.ts") ? nodeFlagsFor("gateway/main.ts") : [];
+  const child = spawn(process.execPath, [...flags, resolvePath(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import { chartCrdDir, crdFiles } from "../charts/copy-crds.ts";
 import { valuesSchema, valuesSchemaPath } from "../charts/values-schema.ts";
-import { nodeTokenSecret } from "../crds/api/well-known.ts";
+import { nodeFlagsFor, nodeTokenSecret } from "../crds/api/well-known.ts";
 import { chartDir, everyOption, helm, renderChart } from "./provisioning-support.ts";
 import { installCrds, repoRoot } from "./support/crds.ts";
 import { kubectl, kubectlOk } from "./support/kubectl.ts";
@@ -115,6 +115,19 @@ describe("the Pomona Helm chart", () => {
       expect(names.length).toBeGreaterThan(2);
       const table = tableOf(component);
       for (const name of names) expect(table, `${name} for the ${component}`).toContain(`\`${name}\``);
+    }
+  });
+
+  test("each component's command carries the Node flags Pomona gives its main script (crds/api/well-known.ts)", () => {
+    const workloads = renderChart({ ...everyOption, namespace }).filter(
+      (o) => (o.kind === "Deployment" || o.kind === "DaemonSet") && o.metadata.name !== "pomona-redis",
+    );
+    expect(workloads).toHaveLength(3);
+    for (const workload of workloads) {
+      const spec = workload.spec as { template: { spec: { containers: { command: string[] }[] } } };
+      const command = spec.template.spec.containers[0]!.command;
+      const main = command.at(-1) ?? "";
+      expect(command, workload.metadata.name).toEqual(["node", ...nodeFlagsFor(main), main]);
     }
   });
 

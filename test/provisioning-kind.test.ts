@@ -6,6 +6,7 @@ import { accessSync, constants, readdirSync, readFileSync, statSync } from "node
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, test } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
+import { nodeFlagsFor } from "../crds/api/well-known.ts";
 import { parseSettings } from "../pulumi/settings.ts";
 import { renderChart } from "./provisioning-support.ts";
 import { repoRoot } from "./support/crds.ts";
@@ -158,6 +159,15 @@ describe("the Dockerfile", () => {
       expect(copiedFolders).toContain(main!.split("/")[0]);
     }
     for (const folder of [...copiedFolders, "package.json", "package-lock.json"]) expect(ignored).not.toContain(folder);
+  });
+
+  test("runs the gateway by default, with the Node flags Pomona gives it (crds/api/well-known.ts)", () => {
+    const cmd = instructions.filter((i) => i.startsWith("CMD ")).at(-1) ?? "";
+    expect(JSON.parse(cmd.slice("CMD ".length))).toEqual([
+      "node",
+      ...nodeFlagsFor("gateway/main.ts"),
+      "gateway/main.ts",
+    ]);
   });
 
   test("every relative import of the copied sources stays inside the image", () => {

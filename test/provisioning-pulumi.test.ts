@@ -80,6 +80,7 @@ describe("the Pulumi program", () => {
     const gateway = find(objects, "Deployment", "pomona-gateway");
     // Two gateway replicas by default, so Redis is on by default and they share their limits.
     expect(gateway.spec.replicas).toBe(2);
+    expect(containerOf(gateway).command).toEqual(["node", "--initial-old-space-size=128", "gateway/main.ts"]);
     expect(envOf(gateway).POMONA_REDIS_URL).toBe("redis://pomona-redis.pomona-system.svc:6379");
     find(objects, "Deployment", "pomona-redis");
     expect(gateway.spec.template.spec.volumes).toEqual([

@@ -1,4 +1,4 @@
-import { nodeTokenSecret } from "../../crds/api/well-known.ts";
+import { gatewayNodeFlags, nodeTokenSecret } from "../../crds/api/well-known.ts";
 import type { PomonaSettings } from "../settings.ts";
 import {
   componentLabels,
@@ -61,7 +61,7 @@ function deployment(settings: PomonaSettings): KubeObject {
               name: "gateway",
               image: image(settings),
               imagePullPolicy: settings.image.pullPolicy,
-              command: ["node", "gateway/main.ts"],
+              command: ["node", ...gatewayNodeFlags, "gateway/main.ts"],
               env,
               ports: [
                 { name: "http", containerPort: 8080 },
