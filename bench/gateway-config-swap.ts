@@ -186,7 +186,7 @@ type Figure = ReturnType<typeof figure>;
 async function measure(into: Figure, change: (() => Promise<{ table: RouteTable; rebuilt: number }>) | undefined) {
   await settle();
   if (!change) {
-    const idle = await longestStall(() => new Promise((r) => setTimeout(r, WINDOW_MS)), WINDOW_MS, into.gc);
+    const idle = await longestStall(() => Promise.resolve(), WINDOW_MS, into.gc);
     into.stall.push(idle.stallMs);
     return;
   }

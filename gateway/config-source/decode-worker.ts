@@ -9,9 +9,10 @@ import { coreChunksOf, keyChunksOf } from "./part-chunks.ts";
 export type DecodeRequest = { id: number; bytes: Uint8Array } & ({ part: "core" } | { part: "bucket"; bucket: number });
 
 // On Linux a nice value belongs to one thread: this worker's decoding then waits for the event loop when
-// both want a core, instead of the scheduler taking the core from the event loop for milliseconds.
+// both want a core, instead of the scheduler taking the core from the event loop for milliseconds. Elsewhere
+// (macOS) it would lower the whole process, event loop included, so it is left alone there.
 try {
-  if (parentPort) setPriority(constants.priority.PRIORITY_BELOW_NORMAL);
+  if (parentPort && process.platform === "linux") setPriority(constants.priority.PRIORITY_BELOW_NORMAL);
 } catch {
   // Not allowed here: decoding at normal priority still works.
 }
