@@ -2,20 +2,10 @@
 // validation of a part take milliseconds that requests should not wait for, and a whole config of 100,000
 // keys a few hundred. One part per message, answered as chunks of JSON (part-chunks.ts) that the event loop
 // parses one per turn.
-import { constants, setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { coreChunksOf, keyChunksOf } from "./part-chunks.ts";
 
 export type DecodeRequest = { id: number; bytes: Uint8Array } & ({ part: "core" } | { part: "bucket"; bucket: number });
-
-// On Linux a nice value belongs to one thread: this worker's decoding then waits for the event loop when
-// both want a core, instead of the scheduler taking the core from the event loop for milliseconds. Elsewhere
-// (macOS) it would lower the whole process, event loop included, so it is left alone there.
-try {
-  if (parentPort && process.platform === "linux") setPriority(constants.priority.PRIORITY_BELOW_NORMAL);
-} catch {
-  // Not allowed here: decoding at normal priority still works.
-}
 
 parentPort?.on("message", (request: DecodeRequest) => {
   try {
