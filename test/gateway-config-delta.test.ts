@@ -23,6 +23,7 @@ import {
 } from "../crds/api/index.ts";
 import { assembleRouteTable, bucketsToRead } from "../gateway/config-source/config-assembler.ts";
 import { ConfigDecoder } from "../gateway/config-source/config-decoder.ts";
+import { MODELS_PER_CHUNK } from "../gateway/config-source/part-chunks.ts";
 import { keyMayUse, RouteTable } from "../gateway/config-source/route-table.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
@@ -258,6 +259,71 @@ describe("the gateway applies a config change as a delta", () => {
     await expect(applyDelta(undefined, bad)).rejects.toThrow(/holds a key of bucket/);
     expect(() => fullTable(bad)).toThrow(/holds a key of bucket/);
   });
+});
+
+// Past MODELS_PER_CHUNK models the core reaches the event loop in several chunks of JSON, and a chunk equal to
+// the previous core's is taken over as it was parsed then: the table must still be exactly the full one.
+describe("the gateway takes over the models a change did not touch", () => {
+  const manyModels = (count: number): GatewayModel[] =>
+    Array.from({ length: count }, (_, i) => ({
+      namespace: namespaces[i % 2]!,
+      name: `model-${i}`,
+      // Every fifth model claims the next one's name as an alias: shadowed, so it must not resolve.
+      aliases: i % 5 === 0 ? [`alias-${i}`, `model-${i + 1}`] : [`alias-${i}`],
+      endpoints: [{ url: `http://10.0.0.${i % 250}:8090/r/${i}`, replica: `r${i}`, node: "n1", weight: 1, slots: 4 }],
+      fallbacks: [],
+      embeddings: false,
+      contextSize: 4096,
+      sequenceContextSize: 1024,
+    }));
+  const configOf = (version: number, models: GatewayModel[], keyCount: number): GatewayConfig => ({
+    version,
+    generatedAt: "2026-01-01T00:00:00.000Z",
+    models,
+    policies: namespaces.map((ns) => ({ namespace: ns, name: "standard", requestsPerMinute: 60, scope: "PerKey" })),
+    keys: Array.from({ length: keyCount }, (_, i) => ({
+      hash: hashOf(i),
+      namespace: "a",
+      name: `key-${i}`,
+      owner: "o",
+      models: ["model-1", "alias-2"],
+    })),
+  });
+  /** Every model lookup a request can make, as plain data. */
+  const lookupsOf = (table: RouteTable, models: GatewayModel[]) => ({
+    models: table.models,
+    resolved: models.flatMap((m) =>
+      [m.name, ...m.aliases].map((n) => `${m.namespace}/${n}->${table.resolveModel(m.namespace, n)?.name ?? "-"}`),
+    ),
+    byNamespace: namespaces.map((ns) => table.modelsOf(ns).map((m) => m.name)),
+    mayUse: namespaces.flatMap((ns) => table.modelsOf(ns).map((m) => keyMayUse(table, table.keyByHash(hashOf(0))!, m))),
+  });
+  const arbModelChange = fc.constantFrom("key only", "change", "insert", "remove");
+
+  it("parses again only the chunks that changed, and gives the table a full decode gives", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 350 }), fc.nat(), arbModelChange, async (count, at, what) => {
+        const before = manyModels(count);
+        const j = count === 0 ? 0 : at % count;
+        const after = [...before];
+        if (what === "change" && count > 0) after[j] = { ...before[j]!, endpoints: [] };
+        if (what === "insert") after.splice(j, 0, { ...manyModels(1)[0]!, name: "inserted" });
+        if (what === "remove" && count > 0) after.splice(j, 1);
+        const start = await applyDelta(undefined, encodeGatewayConfig(configOf(1, before, 3)));
+        const encoded = encodeGatewayConfig(configOf(2, after, 4));
+        const delta = await applyDelta(start.table, encoded);
+        expect(lookupsOf(delta.table, after)).toEqual(lookupsOf(fullTable(encoded), after));
+        if (what === "key only") expect(delta.table.models).toBe(start.table.models);
+        if (what === "change") {
+          // Models outside the changed one's chunk are the very objects parsed for the table before.
+          const chunkOf = (i: number) => Math.floor(i / MODELS_PER_CHUNK);
+          const kept = after.map((_, i) => delta.table.models[i] === start.table.models[i]);
+          expect(kept).toEqual(after.map((_, i) => chunkOf(i) !== chunkOf(j)));
+        }
+      }),
+      { numRuns: 40 },
+    );
+  }, 120_000);
 });
 
 // The operator side: the incremental compiler against compileGatewayConfig + validation + encodeGatewayConfig.

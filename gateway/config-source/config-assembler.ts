@@ -3,12 +3,14 @@
  * part: buckets whose sha256 the core still lists are taken over as they are,
  * only the others are decoded (in the worker) and built, one at a time with a
  * turn of the event loop between them, so requests are never held up for more
- * than one bucket's worth of work (about 1,600 keys at 100,000). A start or a
+ * than one bucket's worth of work (about 1,600 keys at 100,000); the model
+ * lookups are built again only when models or policies changed. A start or a
  * resync after missed changes is the same path with more buckets to build.
  * Nothing is swapped until the whole table is ready: requests see the old
  * table or the new one, never a mix.
  */
 import { ConfigNotReadyError, type CorePart, type GatewayKey, partSha256 } from "../../crds/api/index.ts";
+import { nextTurn } from "./next-turn.ts";
 import { buildKeyBucket, type KeyBucket, RouteTable } from "./route-table.ts";
 
 export interface PartDecoder {
@@ -23,8 +25,6 @@ export function bucketsToRead(current: RouteTable | undefined, core: CorePart): 
   });
   return wanted;
 }
-
-const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * The table for `core`, given the bytes read for the buckets `bucketsToRead` named.
@@ -49,11 +49,14 @@ export async function assembleRouteTable(
       throw new ConfigNotReadyError(`key bucket ${i} does not match config version ${core.version} yet`);
     }
     toBuild.push([i, bytes]);
+    // A start checks every bucket: about 5 MiB to hash at 100,000 keys, too long for one slice.
+    await nextTurn();
   }
   for (const [i, bytes] of toBuild) {
     const keys = await decoder.decodeBucket(i, bytes);
-    buckets[i] = buildKeyBucket(core.buckets[i] ?? "", keys);
     await nextTurn();
+    buckets[i] = buildKeyBucket(core.buckets[i] ?? "", keys);
   }
-  return { table: new RouteTable(core, buckets as KeyBucket[]), rebuilt: toBuild.length };
+  await nextTurn();
+  return { table: new RouteTable(core, buckets as KeyBucket[], current), rebuilt: toBuild.length };
 }

@@ -50,6 +50,32 @@ export function buildKeyBucket(sha256: string, keys: readonly GatewayKey[]): Key
   return { sha256, keys: map };
 }
 
+/** Models by name or alias, by namespace, and policies by name: rebuilt only when models or policies change. */
+interface ModelLookups {
+  readonly byName: ReadonlyMap<string, GatewayModel>;
+  readonly byNamespace: ReadonlyMap<string, GatewayModel[]>;
+  readonly policies: ReadonlyMap<string, GatewayPolicy>;
+}
+
+function modelLookupsOf(models: readonly GatewayModel[], policyList: readonly GatewayPolicy[]): ModelLookups {
+  const byName = new Map<string, GatewayModel>();
+  const byNamespace = new Map<string, GatewayModel[]>();
+  const policies = new Map<string, GatewayPolicy>();
+  // Names first, then aliases, so an alias never shadows another model's real name.
+  for (const model of models) byName.set(scoped(model.namespace, model.name), model);
+  for (const model of models) {
+    for (const alias of model.aliases) {
+      const k = scoped(model.namespace, alias);
+      if (!byName.has(k)) byName.set(k, model);
+    }
+    const list = byNamespace.get(model.namespace) ?? [];
+    list.push(model);
+    byNamespace.set(model.namespace, list);
+  }
+  for (const policy of policyList) policies.set(scoped(policy.namespace, policy.name), policy);
+  return { byName, byNamespace, policies };
+}
+
 export class RouteTable {
   readonly version: number;
   readonly generatedAt: string;
@@ -57,29 +83,23 @@ export class RouteTable {
   readonly policyList: readonly GatewayPolicy[];
   /** By bucket index; shared with the tables before and after this one where they did not change. */
   readonly buckets: readonly KeyBucket[];
-  private readonly modelIndex = new Map<string, GatewayModel>();
-  private readonly modelsByNamespace = new Map<string, GatewayModel[]>();
-  private readonly policies = new Map<string, GatewayPolicy>();
+  private readonly lookups: ModelLookups;
 
-  constructor(core: RouteTableCore, buckets: readonly KeyBucket[]) {
+  /**
+   * `previous` (the table in use) lends its model lookups when `core` holds the very same models and
+   * policies arrays (config-decoder.ts reuses them when their JSON did not change): a key change builds none.
+   */
+  constructor(core: RouteTableCore, buckets: readonly KeyBucket[], previous?: RouteTable) {
     if (buckets.length !== KEY_BUCKETS) throw new Error(`a route table needs ${KEY_BUCKETS} key buckets`);
     this.version = core.version;
     this.generatedAt = core.generatedAt;
     this.models = core.models;
     this.policyList = core.policies;
     this.buckets = buckets;
-    // Names first, then aliases, so an alias never shadows another model's real name.
-    for (const model of core.models) this.modelIndex.set(scoped(model.namespace, model.name), model);
-    for (const model of core.models) {
-      for (const alias of model.aliases) {
-        const k = scoped(model.namespace, alias);
-        if (!this.modelIndex.has(k)) this.modelIndex.set(k, model);
-      }
-      const list = this.modelsByNamespace.get(model.namespace) ?? [];
-      list.push(model);
-      this.modelsByNamespace.set(model.namespace, list);
-    }
-    for (const policy of core.policies) this.policies.set(scoped(policy.namespace, policy.name), policy);
+    this.lookups =
+      previous && previous.models === core.models && previous.policyList === core.policies
+        ? previous.lookups
+        : modelLookupsOf(core.models, core.policies);
   }
 
   /** A whole config at once (start-up paths, tests and benchmarks); the watcher builds bucket by bucket. */
@@ -97,15 +117,15 @@ export class RouteTable {
   }
 
   resolveModel(namespace: string, nameOrAlias: string): GatewayModel | undefined {
-    return this.modelIndex.get(scoped(namespace, nameOrAlias));
+    return this.lookups.byName.get(scoped(namespace, nameOrAlias));
   }
 
   modelsOf(namespace: string): readonly GatewayModel[] {
-    return this.modelsByNamespace.get(namespace) ?? [];
+    return this.lookups.byNamespace.get(namespace) ?? [];
   }
 
   policy(namespace: string, name: string | undefined): GatewayPolicy | undefined {
-    return name === undefined ? undefined : this.policies.get(scoped(namespace, name));
+    return name === undefined ? undefined : this.lookups.policies.get(scoped(namespace, name));
   }
 
   get keyCount(): number {
