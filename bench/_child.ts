@@ -54,13 +54,22 @@ export function startBenchChild(
 
 /** Seconds of CPU (user + system) a Linux process has used so far; undefined where /proc is missing. */
 export function cpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined || process.platform !== "linux") return undefined;
+  return pid === undefined ? undefined : processStat(pid)?.cpuSeconds;
+}
+
+/**
+ * A Linux process's CPU seconds so far (user + system, all threads) and its main thread's nice value;
+ * undefined where /proc is missing or the process has ended.
+ */
+export function processStat(pid: number): { cpuSeconds: number; nice: number } | undefined {
+  if (process.platform !== "linux") return undefined;
   try {
-    // Fields after the command name (which may hold spaces) start at state; utime and stime are 14 and 15.
+    // Fields after the command name (which may hold spaces) start at state; utime and stime are 14 and 15,
+    // nice is 19.
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     // Linux reports in USER_HZ, 100 per second on every architecture Node runs on.
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return { cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100, nice: Number(fields[16]) };
   } catch {
     return undefined;
   }

@@ -35,6 +35,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
 import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
+import { processStat } from "./_child.ts";
 import { type DirectEngine, loadDirect } from "./_direct-llama.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
@@ -85,25 +86,14 @@ function helperThreadsCpuMs(): number {
   return ticks * 10; // USER_HZ is 100 on Linux
 }
 
-/** CPU ms a process used so far, all its threads (utime + stime), and its main thread's nice value (Linux). */
-function processCpu(pid: number): { cpuMs: number; nice: number } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { cpuMs: (Number(fields[11]) + Number(fields[12])) * 10, nice: Number(fields[16]) };
-  } catch {
-    return undefined; // not Linux, or the process ended
-  }
-}
-
 /** CPU each of the stack's processes used since `before` was read. */
 function stackCpuSince(before: Map<number, number>): { name: string; cpuMs: number; nice: number }[] {
   return up.processes().flatMap(({ name, pid }) => {
-    const now = processCpu(pid);
-    return now ? [{ name, cpuMs: now.cpuMs - (before.get(pid) ?? 0), nice: now.nice }] : [];
+    const now = processStat(pid);
+    return now ? [{ name, cpuMs: (now.cpuSeconds - (before.get(pid) ?? 0)) * 1000, nice: now.nice }] : [];
   });
 }
-const stackCpuNow = () => new Map(up.processes().map(({ pid }) => [pid, processCpu(pid)?.cpuMs ?? 0]));
+const stackCpuNow = () => new Map(up.processes().map(({ pid }) => [pid, processStat(pid)?.cpuSeconds ?? 0]));
 
 /** Where the stack's time to first token goes: the path's counters, read before and after each concurrency. */
 async function pathCounters(): Promise<Record<"busy" | "gwSum" | "gwCount" | "nodeSum" | "nodeCount", number>> {

@@ -104,5 +104,8 @@ function apiError(method: string, path: string, code: number, text: string): Kub
   return new KubeApiError(code, reason, `${method} ${path}: ${code}${reason ? ` ${reason}` : ""}: ${message}`);
 }
 
+/** The cluster's CertificateSigningRequests; one request's path is this plus `/${name}`. */
+export const certificateSigningRequestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+
 /** The collection of Secrets in a namespace; a Secret's own path is this plus `/${name}`. */
 export const secretsPath = (namespace: string): string => `/api/v1/namespaces/${namespace}/secrets`;

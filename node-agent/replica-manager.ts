@@ -7,13 +7,12 @@ import type { KubeConfig } from "@kubernetes/client-node";
 import type { FastifyBaseLogger } from "fastify";
 import type { Llama } from "node-llama-cpp";
 import {
-  GROUP,
+  API_VERSION,
   type ModelReplica,
   type ModelReplicaStatus,
   modelReplicaDefinition,
   modelReplicaSpec,
   type ReplicaPhase,
-  VERSION,
 } from "../crds/api/index.ts";
 import { KubeApiError, KubeRest } from "../kube/rest.ts";
 import type { NodeAgentMetrics, ReplicaGauges } from "./metrics.ts";
@@ -300,7 +299,7 @@ export class ReplicaManager {
     }
     try {
       await this.api.patch(
-        `/apis/${GROUP}/${VERSION}/namespaces/${slot.namespace}/${modelReplicaDefinition.plural}/${slot.name}/status`,
+        `/apis/${API_VERSION}/namespaces/${slot.namespace}/${modelReplicaDefinition.plural}/${slot.name}/status`,
         body,
         "merge",
       );

@@ -11,7 +11,7 @@ import type { KubeConfig, V1CertificateSigningRequest } from "@kubernetes/client
 import { Watch } from "@kubernetes/client-node/dist/watch.js";
 import type { FastifyBaseLogger } from "fastify";
 import { nodeIdentity } from "../crds/api/index.ts";
-import { KubeRest } from "../kube/rest.ts";
+import { certificateSigningRequestsPath, KubeRest } from "../kube/rest.ts";
 import { createCertificateRequest, generateKeyPair, privateKeyPem, renewAt } from "../pki/x509.ts";
 import { errorText } from "./node-presence.ts";
 
@@ -35,7 +35,6 @@ const SIGN_TIMEOUT_MS = 60_000;
 const RETRY_MS = 10_000;
 /** The API server refuses shorter; the operator caps it at its own lifetime setting. */
 const REQUESTED_SECONDS = 7 * 86_400;
-const requestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 
 export class ServingIdentity {
   private readonly api: KubeRest;
@@ -100,7 +99,7 @@ export class ServingIdentity {
     ];
     const pem = await createCertificateRequest(keys, nodeIdentity.nodeCommonName(nodeName), altNames);
     const name = `pomona-node-${nodeName}-${randomBytes(4).toString("hex")}`.slice(0, 253);
-    await this.api.create(requestsPath, {
+    await this.api.create(certificateSigningRequestsPath, {
       metadata: { name, labels: { [nodeIdentity.nodeLabel]: nodeName } },
       spec: {
         signerName: nodeIdentity.signerName,
@@ -116,7 +115,7 @@ export class ServingIdentity {
       return { key: await privateKeyPem(keys), cert: certs[0]!, ca: certs[certs.length - 1]! };
     } finally {
       // The request has done its job (or failed); the certificate lives on in this process only.
-      await this.api.delete(`${requestsPath}/${name}`).catch(() => {});
+      await this.api.delete(`${certificateSigningRequestsPath}/${name}`).catch(() => {});
     }
   }
 
@@ -136,7 +135,7 @@ export class ServingIdentity {
       );
       new Watch(this.kubeConfig)
         .watch(
-          requestsPath,
+          certificateSigningRequestsPath,
           { fieldSelector: `metadata.name=${name}` },
           (_phase, csr: V1CertificateSigningRequest) => {
             const denied = csr.status?.conditions?.find((c) => c.type === "Denied" || c.type === "Failed");

@@ -6,7 +6,7 @@
  */
 import type { V1CertificateSigningRequest } from "@kubernetes/client-node";
 import { nodeIdentity } from "../../crds/api/index.ts";
-import { KubeApiError, type KubeRest } from "../../kube/rest.ts";
+import { certificateSigningRequestsPath, KubeApiError, type KubeRest } from "../../kube/rest.ts";
 import { type Credential, parseCertificateRequest, signCertificate } from "../../pki/x509.ts";
 import type { Cluster } from "../cluster.ts";
 import type { Reconcile } from "../runtime/controller.ts";
@@ -14,11 +14,9 @@ import type { Informer } from "../runtime/informer.ts";
 import type { Manager } from "../runtime/manager.ts";
 import { decideNodeCertificate } from "./approval.ts";
 
-const requestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
-
 export const certificateRequestInformer = (manager: Manager) =>
   manager.informer<V1CertificateSigningRequest>({
-    path: requestsPath,
+    path: certificateSigningRequestsPath,
     kind: "CertificateSigningRequest",
     labelSelector: nodeIdentity.nodeLabel,
   });
@@ -68,7 +66,7 @@ export function createNodeCertificateSigner(
       lifetimeMs: Math.min(requested, options.lifetimeMs),
     });
     approved.status = { ...approved.status, certificate: Buffer.from(cert + options.ca.cert).toString("base64") };
-    await api.replace(`${requestsPath}/${name}/status`, approved);
+    await api.replace(`${certificateSigningRequestsPath}/${name}/status`, approved);
     cluster.log.info("node certificate signed", { request: name, node });
     return undefined;
   };
@@ -91,7 +89,7 @@ async function setCondition(
     ],
   };
   try {
-    return await api.replace<V1CertificateSigningRequest>(`${requestsPath}/${name}/approval`, csr);
+    return await api.replace<V1CertificateSigningRequest>(`${certificateSigningRequestsPath}/${name}/approval`, csr);
   } catch (err) {
     // Changed meanwhile: the informer brings the new version and the key comes back.
     if (err instanceof KubeApiError && err.code === 409) throw new Error(`request ${name} changed; retrying`);
