@@ -37,17 +37,38 @@ export interface RunningControlPlane {
   restartApiserver(): Promise<void>;
 }
 
-/** A free TCP port on loopback, as the kernel hands it out. */
+/**
+ * A free TCP port on loopback for a process started later to bind. It is picked below the kernel's ephemeral
+ * range: a port from that range (what `listen(0)` hands out) can be taken by any outgoing connection — the API
+ * server's to etcd, say — in the seconds before the process binds it, and the process then fails with
+ * EADDRINUSE. Below the range only another listener can take it, and random picks make that unlikely.
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  const [low, high] = portsBelowEphemeralRange();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free port in ${low}-${high} after 50 tries`);
+}
+
+/** [low, high): ports no outgoing connection is given, from /proc on Linux; the IANA default elsewhere. */
+function portsBelowEphemeralRange(): [number, number] {
+  const low = 10_000;
+  try {
+    const ephemeralLow = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0]);
+    if (ephemeralLow > low + 1_000) return [low, ephemeralLow];
+  } catch {
+    // Not Linux: macOS and the BSDs hand out 49152-65535.
+  }
+  return [low, 49_152];
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port")),
-      );
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
