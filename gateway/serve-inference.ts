@@ -360,6 +360,9 @@ async function relayStream(
   let first = true;
   try {
     for await (const chunk of upstream) {
+      // Once the client left or the time ran out, the node's call was cancelled (node-client.ts): the rest is
+      // read to its end and dropped, so the connection can carry the next call.
+      if (why() !== undefined || raw.destroyed) continue;
       const out = relay.push(chunk as string);
       // The node's keep-alive comments come before the first token; they are not it.
       if (first && relay.events > 0) {
@@ -367,7 +370,6 @@ async function relayStream(
         deps.metrics.timeToFirstToken.observe({ model: dispatched.model.name }, (performance.now() - started) / 1000);
       }
       if (out !== "" && !raw.write(out)) await drained(raw);
-      if (raw.destroyed) break;
     }
     if (!relay.done && !raw.destroyed) throw new UpstreamError("The model server ended the stream early.");
   } catch (err) {
@@ -384,7 +386,7 @@ async function relayStream(
       raw.write(translator ? translator.fail(error) : `data: ${JSON.stringify(error.envelope())}\n\n`);
     }
   } finally {
-    // Stop the node if we stopped reading before its end (client gone, broken stream).
+    // A stream that broke off is not read to its end: closing the connection stops the node.
     if (!upstream.readableEnded) upstream.destroy();
     if (!raw.destroyed) raw.end();
   }

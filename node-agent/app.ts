@@ -7,8 +7,9 @@ import type { TLSSocket } from "node:tls";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { type DestinationStream, pino } from "pino";
-import { nodeIdentity, requestIdOf } from "../crds/api/index.ts";
+import { nodeCancel, nodeIdentity, requestIdOf } from "../crds/api/index.ts";
 import { accessLog } from "./access-log.ts";
+import { CancellableRequests } from "./cancellable-requests.ts";
 import { defaultKeepAliveMs, defaultStallTimeoutMs } from "./config.ts";
 import { AgentError, draining, toAgentError, unauthorized } from "./errors.ts";
 import type { NodeAgentMetrics } from "./metrics.ts";
@@ -91,6 +92,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   accessLog(app);
+  app.server.on("connection", () => deps.metrics.connectionsOpened.inc());
 
   const expected = Buffer.from(`Bearer ${deps.nodeToken}`);
   app.addHook("onRequest", async (request) => {
@@ -101,7 +103,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const ok = given.length === expected.length && timingSafeEqual(given, expected);
     if (!ok) throw unauthorized();
     if (deps.tls && !fromGateway(request.raw.socket as TLSSocket)) throw unauthorized();
-    if (deps.isDraining()) throw draining();
+    // A draining node finishes what runs, and a cancel is part of that.
+    if (deps.isDraining() && request.routeOptions.url !== nodeCancel.route) throw draining();
   });
 
   app.setErrorHandler((err, request, reply) => {
@@ -137,6 +140,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     manager: deps.manager,
     metrics: deps.metrics,
     timing: deps.timing ?? { keepAliveMs: defaultKeepAliveMs, stallMs: defaultStallTimeoutMs },
+    cancellable: new CancellableRequests(),
   });
   return app;
 }

@@ -67,6 +67,11 @@ export function createMetrics(replicas: () => ReplicaGauges[]) {
       buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000],
       registers: [registry],
     }),
+    connectionsOpened: new Counter({
+      name: "pomona_node_connections_opened_total",
+      help: "Connections accepted. The gateway keeps its connections open, cancels included, so a steady rise means connection churn.",
+      registers: [registry],
+    }),
     pausedStreams: new Gauge({
       name: "pomona_node_paused_streams",
       help: "Streams whose generation waits for the client to read (its socket buffer is full).",

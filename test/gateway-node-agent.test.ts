@@ -108,6 +108,51 @@ describe("real inference through the gateway", () => {
     expect(await agentTokens()).toBe(soon);
   });
 
+  it("cancels on the node without closing the gateway's connections to it", async () => {
+    const connectionsOpened = () => agentMetric(/^pomona_node_connections_opened_total\s+(\d+)/gm);
+    const abortedBefore = await agentAborted();
+    const openedBefore = await connectionsOpened();
+    const rounds = 3;
+    for (let i = 0; i < rounds; i++) {
+      const streamed = new AbortController();
+      const stream = await client().chat.completions.create(
+        {
+          model: "stories",
+          messages: [{ role: "user", content: "Tell a very long story" }],
+          max_tokens: 250,
+          stream: true,
+        },
+        { signal: streamed.signal },
+      );
+      let chunks = 0;
+      try {
+        for await (const _chunk of stream) if (++chunks === 3) streamed.abort();
+      } catch {
+        // The client's own abort.
+      }
+      // A non-streamed answer the client gives up on while the node generates it: four choices of up to 250
+      // tokens, one after another, so it runs long enough for the node's gauge to show it.
+      const waiting = new AbortController();
+      const answer = client()
+        .chat.completions.create(
+          { model: "stories", messages: [{ role: "user", content: "Tell a very long story" }], max_tokens: 250, n: 4 },
+          { signal: waiting.signal },
+        )
+        .catch((err: unknown) => err);
+      await eventually("the node to generate the non-streamed answer", async () =>
+        (await agentMetric(/^pomona_node_running_requests\{[^}]*\}\s+(\d+)/gm)) > 0 ? true : undefined,
+      );
+      waiting.abort();
+      expect(await answer).toBeInstanceOf(Error);
+      await eventually("the node to count both cancels", async () =>
+        (await agentAborted()) >= abortedBefore + 2 * (i + 1) ? true : undefined,
+      );
+    }
+    // Closing a connection per cancel would have opened one per cancel (six); the cancel's own call may need one
+    // beside the answer's, and this test's metric reads share another.
+    expect((await connectionsOpened()) - openedBefore).toBeLessThanOrEqual(2);
+  });
+
   it("charges the node's real usage to the key's owner", async () => {
     expect(await stack.tokensCounted("team-k", "completion")).toBeGreaterThan(0);
   });

@@ -224,6 +224,8 @@ describe("nodes failing", () => {
     expect(slow.chunksWritten).toBe(written);
     expect(written).toBeLessThan(100);
     expect(slow.streamsFinished).toBe(0);
+    // Stopped by a cancel on the node, not by closing the gateway's connection to it.
+    expect(slow.cancels).toBe(1);
     const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_requests_in_flight 0/);
   });

@@ -1,7 +1,9 @@
 // The node-agent for real: a child process against the real API server, loading the real tiny model with
 // llama.cpp, answered through the official openai client. The test plays the operator: it creates the
 // ModelReplicas bound to the agent's node with kubectl, as the operator would.
+import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { join } from "node:path";
 import { CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
 import OpenAI from "openai";
@@ -15,6 +17,7 @@ import {
   type ModelReplica,
   type ModelSource,
   modelMemoryResource,
+  nodeCancel,
   VERSION,
 } from "../crds/api/index.ts";
 import { installCrds } from "./support/crds.ts";
@@ -431,6 +434,85 @@ describe("a client that leaves mid-stream", () => {
     expect((await metric("pomona_node_generated_tokens_total")) - tokensBefore).toBeLessThan(1500);
     const next = await c.completions.create({ model: "stories", prompt: "Once", max_tokens: 5 });
     expect(next.usage?.completion_tokens).toBe(5);
+  });
+});
+
+describe("a cancel by id, as the gateway sends it", () => {
+  it("stops the generation, ends the answer and keeps both connections for the next calls", async () => {
+    await waitForPhase("story-single", "Ready");
+    const metric = async (name: string, extra = "") => metricValue(await metricsText(), name, "story-single", extra);
+    const pool = new HttpAgent({ keepAlive: true });
+    const sockets = new Set<unknown>();
+    const call = (method: string, path: string, headers: Record<string, string>, body?: string) =>
+      new Promise<IncomingMessage>((resolve, reject) => {
+        const req = httpRequest(`${agent.url}${path}`, {
+          method,
+          agent: pool,
+          headers: {
+            authorization: `Bearer ${NODE_AGENT_TOKEN}`,
+            ...(body === undefined ? {} : { "content-type": "application/json" }),
+            ...headers,
+          },
+        });
+        req.once("socket", (socket) => sockets.add(socket));
+        req.once("response", resolve);
+        req.once("error", reject);
+        req.end(body);
+      });
+    const readAll = (res: IncomingMessage) =>
+      new Promise<string>((resolve, reject) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        res.once("end", () => resolve(text));
+        res.once("error", reject);
+      });
+    const path = `/replicas/${ns}/story-single/v1/completions`;
+    const long = (cancelId: string) =>
+      call(
+        "POST",
+        path,
+        { [nodeCancel.header]: cancelId },
+        JSON.stringify({ model: "stories", prompt: "Once upon a time", max_tokens: 2000, stream: true }),
+      );
+
+    for (let round = 0; round < 2; round++) {
+      const abortedBefore = await metric("pomona_node_requests_total", 'outcome="aborted"');
+      const cancelId = randomUUID();
+      const stream = await long(cancelId);
+      expect(stream.statusCode).toBe(200);
+      const text = readAll(stream);
+      // Wait for generated text, so the cancel lands mid-generation.
+      await new Promise<void>((resolve) =>
+        stream.on("data", (chunk: string) => (chunk.includes('"text"') ? resolve() : undefined)),
+      );
+      const cancel = await call("DELETE", nodeCancel.path(cancelId), {});
+      expect(cancel.statusCode).toBe(204);
+      await readAll(cancel);
+      // The answer ends cleanly (no [DONE]: nobody reads it) instead of being cut off with its connection.
+      expect(await text).not.toContain("[DONE]");
+      await eventually("the cancelled request counted", async () => {
+        const aborted = await metric("pomona_node_requests_total", 'outcome="aborted"');
+        return aborted === abortedBefore + 1 && (await metric("pomona_node_running_requests")) === 0 ? true : undefined;
+      });
+      // An id no running request has: nothing to cancel.
+      const again = await call("DELETE", nodeCancel.path(cancelId), {});
+      expect(again.statusCode).toBe(404);
+      await readAll(again);
+    }
+    // Every call above went over the two connections the first round opened.
+    expect(sockets.size).toBe(2);
+    const next = await call("POST", path, {}, JSON.stringify({ model: "stories", prompt: "Once", max_tokens: 5 }));
+    expect(JSON.parse(await readAll(next)).usage.completion_tokens).toBe(5);
+    expect(sockets.size).toBe(2);
+    pool.destroy();
+  });
+
+  it("is refused without the node token", async () => {
+    const res = await fetch(`${agent.url}${nodeCancel.path(randomUUID())}`, { method: "DELETE" });
+    expect(res.status).toBe(401);
   });
 });
 

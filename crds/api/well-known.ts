@@ -97,3 +97,18 @@ export function requestIdOf(req: { headers: Record<string, string | string[] | u
   const given = req.headers["x-request-id"];
   return typeof given === "string" && PLAIN_REQUEST_ID.test(given) ? given : randomUUID();
 }
+
+/**
+ * How the gateway stops a node's generation and keeps the connection (docs/node-agent.md, "Cancelling a
+ * request"): each call carries a random id in `header`; `DELETE` of the id's path on the same node aborts
+ * that call's generation, and the node ends its answer so the connection can carry the next call. Closing
+ * the connection instead costs a new mutual-TLS handshake per cancel and, measured in the soak, native
+ * memory in both processes.
+ */
+export const nodeCancel = {
+  header: "x-pomona-cancel-id",
+  route: "/requests/:id",
+  path: (id: string) => `/requests/${id}`,
+  /** What a node accepts as an id: a UUID fits; anything else leaves the call uncancellable by id. */
+  idPattern: /^[A-Za-z0-9-]{16,64}$/,
+} as const;

@@ -10,9 +10,15 @@
  * reset, or no headers in time reject as failures, which breakers count. Both
  * let the caller try another replica. Other 4xx reject with the node's message
  * for the client. The signal aborts the call at any point, including while
- * the body streams, which stops the node generating.
+ * the body streams, which stops the node generating: before the answer's
+ * headers by closing the connection, after them by cancelling the call by its
+ * id on the node (DELETE, crds/api nodeCancel) while the caller reads the rest
+ * of the answer to its end, so the connection is kept for the next call. A
+ * node that does not end the answer within CANCEL_GRACE_MS has it closed.
  */
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import { nodeCancel } from "../../crds/api/index.ts";
 import { NotReadyError, UpstreamRejectedError } from "../errors.ts";
 import type { NodeTransport } from "./node-transport.ts";
 
@@ -48,6 +54,8 @@ export class ClientGoneError extends Error {
 }
 
 const ERROR_BODY_LIMIT = 64 * 1024;
+/** How long a cancelled answer may take to end before its connection is closed instead. */
+const CANCEL_GRACE_MS = 2_000;
 
 export class NodeClient {
   private readonly transport: NodeTransport;
@@ -75,16 +83,26 @@ export class NodeClient {
         reject(new NotReadyError("The gateway has no certificate for the model servers yet; try again shortly."));
         return;
       }
+      const cancelId = randomUUID();
       const req = this.transport.request(url, node, {
         method: "POST",
-        signal,
         headers: {
           authorization: `Bearer ${this.token}`,
           "content-type": "application/json",
           "content-length": Buffer.byteLength(payload),
           accept: "application/json, text/event-stream",
           "x-request-id": requestId,
+          [nodeCancel.header]: cancelId,
         },
+      });
+      let answer: IncomingMessage | undefined;
+      const onAbort = () => {
+        if (answer) this.cancel(url, node, cancelId, answer);
+        else req.destroy(new ClientGoneError());
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      req.once("close", () => {
+        if (!answer) signal.removeEventListener("abort", onAbort);
       });
       const timer = setTimeout(() => {
         req.destroy(new UpstreamFailure("UPSTREAM_TIMEOUT", `no answer within ${this.firstByteTimeoutMs} ms`));
@@ -93,9 +111,12 @@ export class NodeClient {
         clearTimeout(timer);
         const status = res.statusCode ?? 502;
         if (status < 400) {
+          answer = res;
+          res.once("close", () => signal.removeEventListener("abort", onAbort));
           resolve({ status, body: res });
           return;
         }
+        signal.removeEventListener("abort", onAbort);
         const retryAfterMs = retryAfterMsOf(res.headers["retry-after"]);
         readSmall(res).then(
           (text) => reject(failureFor(status, text, retryAfterMs)),
@@ -125,6 +146,24 @@ export class NodeClient {
 
   close(): void {
     this.transport.close();
+  }
+
+  /**
+   * Stop the node's generation for an answer whose headers arrived, keeping the connection: the node aborts the
+   * call and ends the answer, which the caller reads to its end and drops. A cancel that cannot be sent, or an
+   * answer that does not end in time, closes the connection instead, which stops the node too.
+   */
+  private cancel(url: string, node: string, cancelId: string, answer: IncomingMessage): void {
+    if (answer.complete || answer.destroyed) return;
+    const deadline = setTimeout(() => answer.destroy(), CANCEL_GRACE_MS);
+    answer.once("close", () => clearTimeout(deadline));
+    const req = this.transport.request(new URL(nodeCancel.path(cancelId), url).href, node, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${this.token}` },
+    });
+    req.once("response", (res) => res.resume());
+    req.once("error", () => answer.destroy());
+    req.end();
   }
 }
 

@@ -53,6 +53,14 @@ export class AdmittedResponse {
   /** Writes what a subclass still holds back (sse.ts), so whatever is written next comes after it. */
   protected flushPending(): void {}
 
+  /**
+   * Ends the answer where it is, after a cancel or a reader that left: over a connection that is still open
+   * (the gateway cancelled by id and reads on to the end), the end lets it carry the next call.
+   */
+  abandon(): void {
+    this.finish("");
+  }
+
   protected finish(text: string): void {
     clearInterval(this.keepAlive);
     this.flushPending();

@@ -1,6 +1,7 @@
 /**
  * The OpenAI routes of each replica, under /replicas/<namespace>/<replica>/v1. Every request holds one of
- * the replica's sequences while it generates; a client that goes away aborts its generation at once.
+ * the replica's sequences while it generates; a client that goes away aborts its generation at once, and so
+ * does the gateway's cancel by id (DELETE /requests/<id>), which leaves the connection open for the next call.
  * Everything that can refuse a request (schema, prompt length, a full queue, an unloading replica) is
  * decided before the 200 headers go out at admission; a failure after them is an error envelope in the body.
  */
@@ -8,6 +9,8 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { LlamaText } from "node-llama-cpp";
+import { z } from "zod";
+import { nodeCancel } from "../../crds/api/index.ts";
 import {
   type ChatCompletionRequest,
   type CompletionRequest,
@@ -15,6 +18,7 @@ import {
   completionRequest,
   embeddingRequest,
 } from "../../crds/api/openai-requests.ts";
+import type { CancellableRequests } from "../cancellable-requests.ts";
 import { ChatDeltas, type ChatTurn, prepareChatTurn } from "../chat-turn.ts";
 import { answerChoices, type Kind, StreamChoices } from "../choices.ts";
 import { AgentError, ClientGoneError, invalid, replicaNotFound, toAgentError, unloading } from "../errors.ts";
@@ -35,9 +39,13 @@ interface Options {
   manager: ReplicaDirectory;
   metrics: NodeAgentMetrics;
   timing: ResponseTiming;
+  cancellable: CancellableRequests;
 }
 
-export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, timing }: Options): Promise<void> {
+export async function inferenceRoutes(
+  app: FastifyInstance,
+  { manager, metrics, timing, cancellable }: Options,
+): Promise<void> {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const base = "/replicas/:namespace/:name/v1";
 
@@ -46,6 +54,12 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     if (!slot) throw replicaNotFound(params.namespace, params.name);
     return slot;
   };
+
+  // 204 when a running request had the id; 404 when none has (it ended, or was never cancellable).
+  r.delete(nodeCancel.route, { schema: { params: z.object({ id: z.string().max(64) }) } }, async (request, reply) => {
+    if (cancellable.cancel(request.params.id)) return reply.code(204).send();
+    throw new AgentError(404, "not_found_error", "not_found", "No running request has this id.");
+  });
 
   r.get(`${base}/models`, { schema: { params: replicaParams } }, async (request) => {
     const slot = replicaOf(request.params);
@@ -97,10 +111,13 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     const endpoint = kind === "chat" ? "chat" : "completions";
     const promptParam = kind === "chat" ? "messages" : "prompt";
 
-    // The replica's own stop signal aborts every request when it unloads; the socket's close aborts this one.
+    // The replica's own stop signal aborts every request when it unloads; the socket's close, or the gateway's
+    // cancel by id, aborts this one.
     const clientGone = new AbortController();
     const signal = AbortSignal.any([clientGone.signal, slot.stop.signal]);
+    const forget = cancellable.add(request.headers[nodeCancel.header], clientGone);
     reply.raw.on("close", () => {
+      forget();
       if (!reply.raw.writableFinished) clientGone.abort(new Error("the client went away"));
     });
     /** Before admission: a plain HTTP error (4xx, 429 busy, 503 unloading with Retry-After), counted. */
@@ -250,6 +267,7 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
       if (!answer()) return refused(err);
       if (clientGone.signal.aborted) {
         metrics.requests.inc({ ...labels, endpoint, outcome: outcomeOf(true) });
+        answer()?.abandon();
         return reply;
       }
       // A replica unloading under a request is "unavailable, try elsewhere", not a failure.
@@ -261,8 +279,10 @@ export async function inferenceRoutes(app: FastifyInstance, { manager, metrics, 
     }
     record(result);
     if (result.aborted) {
-      // The client left (or stalled and was cut off): nobody to answer. Otherwise the replica is unloading.
-      if (!clientGone.signal.aborted) failAfterHeaders(unloading("the replica unloaded during generation"));
+      // The client left, stalled and was cut off, or cancelled: nobody to answer, and a cancelled answer ends
+      // here so its connection carries the next call. Otherwise the replica is unloading.
+      if (clientGone.signal.aborted) answer()?.abandon();
+      else failAfterHeaders(unloading("the replica unloaded during generation"));
       return reply;
     }
     if (json) {

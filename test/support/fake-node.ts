@@ -1,7 +1,8 @@
 /**
  * A stand-in for one node-agent replica endpoint, speaking the node-agent's
  * contract (docs/components.md): OpenAI paths under /replicas/<ns>/<replica>,
- * bearer node token, usage in streams when asked. It is a fake of our own
+ * bearer node token, usage in streams when asked, cancel by id (DELETE
+ * /requests/<id> ends the answer where it is). It is a fake of our own
  * component, used only where a fault is the point (a node that fails, hangs,
  * streams slowly, dies mid-traffic) or where the gateway's own overhead and
  * bookkeeping must be measured exactly; real inference is tested against the
@@ -9,6 +10,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { nodeCancel } from "../../crds/api/index.ts";
 
 /**
  * busy: 429 `replica_busy` with Retry-After, as a node whose sequences and queue are full (docs/node-contract.md);
@@ -69,6 +71,10 @@ export class FakeNode {
   maxActive = 0;
   /** Busy answers (429) it gave. */
   busyAnswers = 0;
+  /** Cancels by id (DELETE /requests/<id>) that found their request. */
+  cancels = 0;
+  /** Running requests by the cancel id the gateway sent, each with its cancel. */
+  private readonly cancellable = new Map<string, () => void>();
   private gate: Promise<void> | undefined;
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
@@ -130,6 +136,16 @@ export class FakeNode {
       res.writeHead(401, { "content-type": "application/json" }).end('{"error":{"message":"bad node token"}}');
       return;
     }
+    const cancelled = /^\/requests\/([^/]+)$/.exec(req.url ?? "");
+    if (req.method === "DELETE" && cancelled) {
+      const cancel = this.cancellable.get(cancelled[1] as string);
+      if (cancel) {
+        this.cancels++;
+        cancel();
+      }
+      res.writeHead(cancel ? 204 : 404).end();
+      return;
+    }
     let body: Record<string, unknown> = {};
     try {
       body = JSON.parse(Buffer.concat(chunks).toString("utf8"));
@@ -179,13 +195,22 @@ export class FakeNode {
     this.arrived++;
     this.maxActive = Math.max(this.maxActive, this.active);
     res.once("close", () => this.active--);
+    // A cancel ends the answer where it is, as the node-agent does, and the connection stays open.
+    const state = { cancelled: false };
+    const cancelId = req.headers[nodeCancel.header];
+    if (typeof cancelId === "string") {
+      this.cancellable.set(cancelId, () => {
+        state.cancelled = true;
+      });
+      res.once("close", () => this.cancellable.delete(cancelId));
+    }
     const usage = {
       prompt_tokens: 5,
       completion_tokens: this.options.completionTokens ?? 3,
       total_tokens: 5 + (this.options.completionTokens ?? 3),
     };
     if (body.stream === true) {
-      await this.stream(res, body, usage);
+      await this.stream(res, body, usage, state);
       return;
     }
     let keepAlive: NodeJS.Timeout | undefined;
@@ -196,6 +221,10 @@ export class FakeNode {
     if (this.gate) await this.gate;
     if (this.options.answerDelayMs) await new Promise((r) => setTimeout(r, this.options.answerDelayMs));
     clearInterval(keepAlive);
+    if (state.cancelled) {
+      res.end();
+      return;
+    }
     const created = Math.floor(Date.now() / 1000);
     let answer: unknown;
     if (path === "/v1/embeddings") {
@@ -231,15 +260,21 @@ export class FakeNode {
     res.end(JSON.stringify(answer));
   }
 
-  private async stream(res: ServerResponse, body: Record<string, unknown>, usage: object): Promise<void> {
+  private async stream(
+    res: ServerResponse,
+    body: Record<string, unknown>,
+    usage: object,
+    state: { cancelled: boolean },
+  ): Promise<void> {
     res.writeHead(200, { "content-type": "text/event-stream" });
     const created = Math.floor(Date.now() / 1000);
     const chunk = (delta: object, finish: string | null) =>
       `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", created, model: body.model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
     const count = this.options.streamTokens ?? 3;
     for (let i = 0; i < count; i++) {
-      if (res.destroyed) {
+      if (res.destroyed || state.cancelled) {
         this.streamsAborted++;
+        res.end();
         return;
       }
       const pad = this.options.chunkChars ? "x".repeat(this.options.chunkChars) : "";
@@ -255,8 +290,9 @@ export class FakeNode {
       }
       if (this.options.tokenDelayMs) await new Promise((r) => setTimeout(r, this.options.tokenDelayMs));
     }
-    if (res.destroyed) {
+    if (res.destroyed || state.cancelled) {
       this.streamsAborted++;
+      res.end();
       return;
     }
     res.write(chunk({}, "stop"));
