@@ -15,16 +15,18 @@ export interface BenchChild {
   stop: () => Promise<void>;
 }
 
-/** `script`: a file in bench/, or an absolute path (another checkout's helper, for a side-by-side run). */
+/**
+ * `script`: a file in bench/, or an absolute path (another checkout's helper, for a side-by-side run);
+ * `nodeFlags`: Node's own flags for it.
+ */
 export function startBenchChild(
   script: string,
   args: string[] = [],
   env: Record<string, string> = {},
   timeoutMs = 120_000,
+  nodeFlags: readonly string[] = [],
 ): Promise<BenchChild> {
-  // The static gateway is the gateway: it runs with the Node flags users' gateways get.
-  const flags = script.endsWith("_static-gateway.ts") ? nodeFlagsFor("gateway/main.ts") : [];
-  const child = spawn(process.execPath, [...flags, resolvePath(import.meta.dirname, script), ...args], {
+  const child = spawn(process.execPath, [...nodeFlags, resolvePath(import.meta.dirname, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });
@@ -50,6 +52,18 @@ export function startBenchChild(
       reject(new Error(`${script} exited with ${code} before it listened`));
     });
   });
+}
+
+/**
+ * The benchmarks' gateway (bench/_static-gateway.ts: the real app with a fixed config), with the Node flags
+ * users' gateways get. `script` may name another checkout's copy, for a side-by-side run.
+ */
+export function startStaticGateway(
+  args: string[],
+  env: Record<string, string> = {},
+  script = "_static-gateway.ts",
+): Promise<BenchChild> {
+  return startBenchChild(script, args, env, undefined, nodeFlagsFor("gateway/main.ts"));
 }
 
 /** Seconds of CPU (user + system) a Linux process has used so far; undefined where /proc is missing. */

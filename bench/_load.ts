@@ -9,7 +9,7 @@
  * bounds memory when a target stalls.
  */
 import { Pool } from "undici";
-import { type BenchChild, cpuSeconds, startBenchChild } from "./_child.ts";
+import { type BenchChild, cpuSeconds, startBenchChild, startStaticGateway } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 
 export interface HttpTarget {
@@ -195,7 +195,7 @@ export async function startUpstreamAndGateways(
       policies: [generousPolicy],
       redisUrl,
     });
-    started.push(await startBenchChild("_static-gateway.ts", [JSON.stringify(spec)], env));
+    started.push(await startStaticGateway([JSON.stringify(spec)], env));
   }
   return {
     upstream,

@@ -124,13 +124,6 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
       namespace: "pomona-system",
     });
     const agentCa = Buffer.from(caSecret.data?.["ca.crt"] ?? "", "base64").toString("utf8");
-    const pids = () => {
-      const tree = child.pid ? descendants(child.pid) : [];
-      return {
-        gateway: tree.find((p) => p.cmdline.includes("gateway/main.ts"))?.pid,
-        agent: tree.find((p) => p.cmdline.includes("node-agent/main.ts"))?.pid,
-      };
-    };
     const processes = () => {
       // kube-apiserver's command line names etcd too, so it is looked for first.
       const named = (cmdline: string) =>
@@ -146,6 +139,13 @@ export async function startPomonaUp(timeoutMs = 600_000): Promise<PomonaUp> {
           ?.replace("/main.ts", "") ?? cmdline.slice(0, 40);
       const tree = child.pid ? descendants(child.pid).map((p) => ({ name: named(p.cmdline), pid: p.pid })) : [];
       return child.pid ? [{ name: "pomona up", pid: child.pid }, ...tree] : tree;
+    };
+    const pids = () => {
+      const all = processes();
+      return {
+        gateway: all.find((p) => p.name === "gateway")?.pid,
+        agent: all.find((p) => p.name === "node-agent")?.pid,
+      };
     };
     return {
       gatewayUrl,

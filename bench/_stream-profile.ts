@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { LlamaCompletion } from "node-llama-cpp";
 import { Agent } from "undici";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_PROMPT, BENCH_THREADS, benchContext } from "./_bench-model.ts";
-import { cpuSeconds, startBenchChild } from "./_child.ts";
+import { cpuSeconds, startBenchChild, startStaticGateway } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { benchNodeTls } from "./_node-tls.ts";
 import { readCompletionStream } from "./_sse-stream.ts";
@@ -38,8 +38,7 @@ async function startStack(root: string) {
     profileEnv,
   );
   const replicaBase = `https://127.0.0.1:${agent.port}/replicas/bench/replica`;
-  const gateway = await startBenchChild(
-    join(root, "bench", "_static-gateway.ts"),
+  const gateway = await startStaticGateway(
     [
       JSON.stringify(
         staticGatewaySpec({
@@ -53,6 +52,7 @@ async function startStack(root: string) {
       ),
     ],
     profileEnv,
+    join(root, "bench", "_static-gateway.ts"),
   );
   return { agent, gateway, replicaBase };
 }

@@ -22,7 +22,7 @@ import { MemoryLimiter } from "../gateway/limits/memory-limiter.ts";
 import { RedisLimiter } from "../gateway/limits/redis-limiter.ts";
 import { createMetrics } from "../gateway/metrics.ts";
 import { startRedis } from "../test/support/redis.ts";
-import { type BenchChild, startBenchChild } from "./_child.ts";
+import { type BenchChild, startBenchChild, startStaticGateway } from "./_child.ts";
 import { benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { quickNote, size } from "./_size.ts";
 import { median, percentile } from "./_stats.ts";
@@ -160,9 +160,7 @@ try {
       policies,
       redisUrl,
     });
-    const started = await Promise.all(
-      Array.from({ length: count }, () => startBenchChild("_static-gateway.ts", [JSON.stringify(spec)])),
-    );
+    const started = await Promise.all(Array.from({ length: count }, () => startStaticGateway([JSON.stringify(spec)])));
     children.push(...started);
     const p = started.map((g) => new Pool(`http://127.0.0.1:${g.port}`, { connections: REQUESTS }));
     pools.push(...p);

@@ -16,7 +16,7 @@ import { LlamaCompletion } from "node-llama-cpp";
 import { chatPrompt } from "../node-agent/chat-prompt.ts";
 import { responseFormatNote } from "../node-agent/structured-output.ts";
 import { BENCH_ENGINE, BENCH_MODEL, BENCH_THREADS, benchContext } from "./_bench-model.ts";
-import { startBenchChild } from "./_child.ts";
+import { startBenchChild, startStaticGateway } from "./_child.ts";
 import { BENCH_NODE_TOKEN, benchKey, generousPolicy, staticGatewaySpec } from "./_gateway-config.ts";
 import { quickNote, size } from "./_size.ts";
 import { median } from "./_stats.ts";
@@ -150,7 +150,7 @@ function stackPath(url: string, authorization: string): Path {
 }
 
 const agent = await startBenchChild("_agent-replica.ts", [BENCH_MODEL, String(BENCH_THREADS), BENCH_NODE_TOKEN]);
-const gateway = await startBenchChild("_static-gateway.ts", [
+const gateway = await startStaticGateway([
   JSON.stringify(
     staticGatewaySpec({
       model: "bench",
