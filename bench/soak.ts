@@ -7,6 +7,9 @@
  * stream once its first text arrives. Then it reports:
  * - RSS growth of the gateway and the node-agent: the median of the last three samples under load
  *   against the median of the first three after the warm-up (samples every SAMPLE_SECONDS);
+ * - their live JS heap at rest before and after the load, after a full collection forced through the
+ *   inspector (bench/_live-heap.ts): RSS also grows while V8 lets garbage build up between full collections,
+ *   and only the heap left after one shows a leak;
  * - leaked sockets and file descriptors: each process's count at rest before the load against its count
  *   at rest after (given up to SETTLE_SECONDS to fall back, e.g. for keep-alive connections to close);
  * - leaked sequences: the node-agent's running requests and queue depth (its /metrics) back to 0, and
@@ -21,6 +24,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Agent, fetch, type Response } from "undici";
 import { BENCH_PROMPT } from "./_bench-model.ts";
+import { type LiveHeap, liveHeap } from "./_live-heap.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
 import { median } from "./_stats.ts";
@@ -235,9 +239,14 @@ const canceller = guarded(async () => {
 });
 
 const mb = (b: number | undefined) => (b === undefined ? "–" : (b / 2 ** 20).toFixed(1));
+const heapChange = (b: LiveHeap | undefined, e: LiveHeap | undefined) =>
+  b && e ? `${mb(b.heapUsed)} → ${mb(e.heapUsed)} (${mb(b.external)} → ${mb(e.external)})` : "unreadable";
+/** RSS at rest after a full collection, after the load against before it: what the process kept. */
+const restGrowth = (b: LiveHeap | undefined, e: LiveHeap | undefined) => (b && e ? (e.rss - b.rss) / b.rss : undefined);
 const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
 try {
   await sleep(2_000);
+  const heapBefore = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
   const before = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   const rss = { gateway: [] as number[], agent: [] as number[] };
   const started = Date.now();
@@ -286,6 +295,7 @@ try {
     inFlight = await metricSum(gatewayMetricsUrl(up.gatewayAdminUrl), "pomona_gateway_requests_in_flight");
     after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   } while (!settled() && Date.now() < settleBy);
+  const heapAfter = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
 
   const growth = (samples: number[]) => {
     if (samples.length < 2) return undefined;
@@ -295,6 +305,8 @@ try {
   };
   const g = growth(rss.gateway);
   const a = growth(rss.agent);
+  const rg = restGrowth(heapBefore.gateway, heapAfter.gateway);
+  const ra = restGrowth(heapBefore.agent, heapAfter.agent);
   const fivexx = [...answers.serverErrors.values()].reduce((s, n) => s + n, 0);
   const list = (m: Map<string, number>) =>
     m.size === 0
@@ -321,10 +333,12 @@ ${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each 
 | network errors (not counting the cancels) | ${answers.networkErrors}${answers.firstNetworkError ? ` (first: ${answers.firstNetworkError})` : ""} |
 | streams cancelled by the client | ${answers.cancelled} |
 
-| process | RSS after warm-up MiB | RSS at the end MiB | peak MiB | growth | sockets / fds at rest before | after |
-|---|---|---|---|---|---|---|
-| gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${mb(g?.peak)} | ${g ? pct(g.growth) : "–"} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
-| node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
+| process | RSS under load: after warm-up MiB | at the end MiB | peak MiB | growth | RSS at rest, after a full GC: before the load → after MiB | growth | live heap at rest before → after MiB | sockets / fds at rest before | after |
+|---|---|---|---|---|---|---|---|---|---|
+| gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${mb(g?.peak)} | ${g ? pct(g.growth) : "–"} | ${mb(heapBefore.gateway?.rss)} → ${mb(heapAfter.gateway?.rss)} (before the GC: ${mb(heapAfter.gateway?.rssBefore)}) | ${rg === undefined ? "–" : pct(rg)} | ${heapChange(heapBefore.gateway, heapAfter.gateway)} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
+| node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${mb(heapBefore.agent?.rss)} → ${mb(heapAfter.agent?.rss)} (before the GC: ${mb(heapAfter.agent?.rssBefore)}) | ${ra === undefined ? "–" : pct(ra)} | ${heapChange(heapBefore.agent, heapAfter.agent)} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
+
+RSS at rest and live heap: each process at rest before the load and at rest after it, right after a full collection forced through the inspector; the live heap is V8's used heap then, with external memory (Buffers and native objects V8 tracks) in brackets. Under load, RSS also holds the garbage V8 lets build up between full collections.
 
 Sockets at rest after the load that were not there before: gateway ${extraSockets(before.gateway, after.gateway)}; node-agent ${extraSockets(before.agent, after.agent)} (ports: gateway ${new URL(up.gatewayUrl).port}, node-agent ${new URL(up.agentUrl).port}; others are the API server's or Redis's).
 
@@ -340,6 +354,16 @@ ${targetTable([
     target: `node-agent RSS growth < ${pct(RSS_GROWTH_TARGET)}`,
     measured: a ? pct(a.growth) : "too few samples",
     met: a ? a.growth < RSS_GROWTH_TARGET : undefined,
+  },
+  {
+    target: `gateway RSS growth at rest, after a full GC, < ${pct(RSS_GROWTH_TARGET)}`,
+    measured: rg === undefined ? "unreadable" : pct(rg),
+    met: rg === undefined ? undefined : rg < RSS_GROWTH_TARGET,
+  },
+  {
+    target: `node-agent RSS growth at rest, after a full GC, < ${pct(RSS_GROWTH_TARGET)}`,
+    measured: ra === undefined ? "unreadable" : pct(ra),
+    met: ra === undefined ? undefined : ra < RSS_GROWTH_TARGET,
   },
   {
     target: "no leaked sockets (at rest, after − before)",
