@@ -9,22 +9,12 @@ import { nodeCancel } from "../crds/api/index.ts";
 /** Far above what a node runs at once (sequences plus queue, over all replicas). */
 const DEFAULT_LIMIT = 4096;
 
-export class CancelledByGateway extends Error {
-  constructor() {
-    super("the gateway cancelled the request");
-  }
-}
-
 export class CancellableRequests {
   private readonly byId = new Map<string, AbortController>();
   private readonly limit: number;
 
   constructor(limit = DEFAULT_LIMIT) {
     this.limit = limit;
-  }
-
-  get size(): number {
-    return this.byId.size;
   }
 
   /**
@@ -45,7 +35,7 @@ export class CancellableRequests {
     const controller = this.byId.get(id);
     if (!controller) return false;
     this.byId.delete(id);
-    controller.abort(new CancelledByGateway());
+    controller.abort(new Error("the gateway cancelled the request"));
     return true;
   }
 }
