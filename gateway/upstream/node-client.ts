@@ -14,7 +14,8 @@
  * headers by closing the connection, after them by cancelling the call by its
  * id on the node (DELETE, crds/api nodeCancel) while the caller reads the rest
  * of the answer to its end, so the connection is kept for the next call. A
- * node that does not end the answer within CANCEL_GRACE_MS has it closed.
+ * node that does not acknowledge the cancel, or end the answer within
+ * CANCEL_GRACE_MS, has the connection closed.
  */
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
@@ -154,15 +155,24 @@ export class NodeClient {
    * answer that does not end in time, closes the connection instead, which stops the node too.
    */
   private cancel(url: string, node: string, cancelId: string, answer: IncomingMessage): void {
+    // Only an answer still open: a complete one's connection may already carry another call.
+    const close = () => {
+      if (!answer.complete && !answer.destroyed) answer.destroy();
+    };
     if (answer.complete || answer.destroyed) return;
-    const deadline = setTimeout(() => answer.destroy(), CANCEL_GRACE_MS);
+    const deadline = setTimeout(close, CANCEL_GRACE_MS);
     answer.once("close", () => clearTimeout(deadline));
     const req = this.transport.request(new URL(nodeCancel.path(cancelId), url).href, node, {
       method: "DELETE",
       headers: { authorization: `Bearer ${this.token}` },
     });
-    req.once("response", (res) => res.resume());
-    req.once("error", () => answer.destroy());
+    // Anything but 204 means the node is not stopping this call (it just ended, or the node predates
+    // cancels): closing the connection stops it.
+    req.once("response", (res) => {
+      res.resume();
+      if (res.statusCode !== 204) close();
+    });
+    req.once("error", close);
     req.end();
   }
 }
