@@ -24,6 +24,13 @@ const backup = new FakeNode({ name: "mac-backup", token: NODE_TOKEN });
 const failing = new FakeNode({ name: "mac-failing", token: NODE_TOKEN });
 const hanging = new FakeNode({ name: "mac-hanging", token: NODE_TOKEN });
 const slow = new FakeNode({ name: "mac-slow", token: NODE_TOKEN, streamTokens: 500, tokenDelayMs: 20 });
+const slowWithoutCancel = new FakeNode({
+  name: "mac-slow-old",
+  token: NODE_TOKEN,
+  streamTokens: 500,
+  tokenDelayMs: 20,
+  cancelById: false,
+});
 const bulky = new FakeNode({
   name: "mac-bulky",
   token: NODE_TOKEN,
@@ -43,7 +50,7 @@ const chat = (modelName: string) =>
 
 beforeAll(async () => {
   await createNamespace(ns);
-  for (const n of [a, b, backup, failing, hanging, slow, bulky, picky]) await n.start();
+  for (const n of [a, b, backup, failing, hanging, slow, slowWithoutCancel, bulky, picky]) await n.start();
   picky.mode = "reject";
   failing.mode = "fail";
   hanging.mode = "hang";
@@ -65,6 +72,7 @@ beforeAll(async () => {
       model(ns, "broken", { endpoints: [failing.endpoint(ns, "broken-a")] }),
       model(ns, "stuck", { endpoints: [hanging.endpoint(ns, "stuck-a")] }),
       model(ns, "slow", { endpoints: [slow.endpoint(ns, "slow-a")] }),
+      model(ns, "slow-old", { endpoints: [slowWithoutCancel.endpoint(ns, "slow-old-a")] }),
       model(ns, "bulky", { endpoints: [bulky.endpoint(ns, "bulky-a")] }),
       model(ns, "picky", { endpoints: [picky.endpoint(ns, "picky-a")] }),
       model(ns, "half-broken", { endpoints: [failing.endpoint(ns, "hb-f"), b.endpoint(ns, "hb-b")] }),
@@ -76,7 +84,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await gateway?.close();
-  for (const n of [a, b, backup, failing, hanging, slow, bulky, picky]) await n.kill();
+  for (const n of [a, b, backup, failing, hanging, slow, slowWithoutCancel, bulky, picky]) await n.kill();
 });
 
 describe("nodes failing", () => {
@@ -228,6 +236,26 @@ describe("nodes failing", () => {
     expect(slow.cancels).toBe(1);
     const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/pomona_gateway_requests_in_flight 0/);
+  });
+
+  it("closes the connection of a node that does not acknowledge the cancel, which stops it at once", async () => {
+    const controller = new AbortController();
+    const stream = await client().chat.completions.create(
+      { model: "slow-old", messages: [{ role: "user", content: "tell me a long story" }], stream: true },
+      { signal: controller.signal },
+    );
+    let received = 0;
+    try {
+      for await (const _chunk of stream) if (++received === 3) controller.abort();
+    } catch {
+      // The client's own abort.
+    }
+    await eventually("the node to see the stream aborted", async () =>
+      slowWithoutCancel.streamsAborted === 1 ? true : undefined,
+    );
+    expect(slowWithoutCancel.cancels).toBe(0);
+    // Waiting out the 2-s grace instead would have let it write about 100 chunks (one per 20 ms).
+    expect(slowWithoutCancel.chunksWritten).toBeLessThan(50);
   });
 
   it("streams with backpressure: a client that stops reading stops the node, and gets everything when it reads", async () => {

@@ -46,6 +46,8 @@ export interface FakeNodeOptions {
   retryAfterSeconds?: number;
   /** The error code of its late-error answers (default internal_error). */
   lateErrorCode?: string;
+  /** False: a node from before cancels by id, which answers 404 to the cancel and keeps generating. */
+  cancelById?: boolean;
 }
 
 export interface SeenRequest {
@@ -137,6 +139,10 @@ export class FakeNode {
       return;
     }
     const cancelled = /^\/requests\/([^/]+)$/.exec(req.url ?? "");
+    if (req.method === "DELETE" && cancelled && this.options.cancelById === false) {
+      res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"message":"no route"}}');
+      return;
+    }
     if (req.method === "DELETE" && cancelled) {
       const cancel = this.cancellable.get(cancelled[1] as string);
       if (cancel) {
