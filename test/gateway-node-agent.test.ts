@@ -17,6 +17,25 @@ async function agentMetric(pattern: RegExp): Promise<number> {
   const text = await (await fetch(`${stack.agent.url}/metrics`)).text();
   return [...text.matchAll(pattern)].reduce((n, m) => n + Number(m[1]), 0);
 }
+/** A long stream through the gateway that the client leaves after its third chunk. */
+async function leaveMidStream(): Promise<void> {
+  const controller = new AbortController();
+  const stream = await client().chat.completions.create(
+    {
+      model: "stories",
+      messages: [{ role: "user", content: "Tell a very long story" }],
+      max_tokens: 250,
+      stream: true,
+    },
+    { signal: controller.signal },
+  );
+  let chunks = 0;
+  try {
+    for await (const _chunk of stream) if (++chunks === 3) controller.abort();
+  } catch {
+    // The client's own abort.
+  }
+}
 const agentTokens = () => agentMetric(/^pomona_node_generated_tokens_total\{[^}]*\}\s+(\d+)/gm);
 const agentAborted = () => agentMetric(/^pomona_node_requests_total\{[^}]*outcome="aborted"[^}]*\}\s+(\d+)/gm);
 
@@ -81,23 +100,8 @@ describe("real inference through the gateway", () => {
   });
 
   it("stops the node's generation when the client leaves mid-stream", async () => {
-    const controller = new AbortController();
-    const stream = await client().chat.completions.create(
-      {
-        model: "stories",
-        messages: [{ role: "user", content: "Tell a very long story" }],
-        max_tokens: 250,
-        stream: true,
-      },
-      { signal: controller.signal },
-    );
-    let chunks = 0;
-    try {
-      for await (const _chunk of stream) if (++chunks === 3) controller.abort();
-    } catch {
-      // The client's own abort.
-    }
-    // The agent counts the request as aborted: the gateway closed its connection and the node stopped.
+    await leaveMidStream();
+    // The agent counts the request as aborted: the gateway cancelled it and the node stopped.
     await eventually(
       "the agent to count an aborted request",
       async () => ((await agentAborted()) >= 1 ? true : undefined),
@@ -114,22 +118,7 @@ describe("real inference through the gateway", () => {
     const openedBefore = await connectionsOpened();
     const rounds = 3;
     for (let i = 0; i < rounds; i++) {
-      const streamed = new AbortController();
-      const stream = await client().chat.completions.create(
-        {
-          model: "stories",
-          messages: [{ role: "user", content: "Tell a very long story" }],
-          max_tokens: 250,
-          stream: true,
-        },
-        { signal: streamed.signal },
-      );
-      let chunks = 0;
-      try {
-        for await (const _chunk of stream) if (++chunks === 3) streamed.abort();
-      } catch {
-        // The client's own abort.
-      }
+      await leaveMidStream();
       // A non-streamed answer the client gives up on while the node generates it: four choices of up to 250
       // tokens, one after another, so it runs long enough for the node's gauge to show it.
       const waiting = new AbortController();

@@ -45,6 +45,20 @@ let gateway: TestGateway;
 let deadUrl: string;
 
 const client = () => new OpenAI({ apiKey: key.secret, baseURL: `${gateway.url}/v1`, maxRetries: 0 });
+/** A stream the client leaves after its third chunk. */
+async function leaveMidStream(modelName: string): Promise<void> {
+  const controller = new AbortController();
+  const stream = await client().chat.completions.create(
+    { model: modelName, messages: [{ role: "user", content: "tell me a long story" }], stream: true },
+    { signal: controller.signal },
+  );
+  let received = 0;
+  try {
+    for await (const _chunk of stream) if (++received === 3) controller.abort();
+  } catch {
+    // The client's own abort.
+  }
+}
 const chat = (modelName: string) =>
   client().chat.completions.create({ model: modelName, messages: [{ role: "user", content: "hi" }] });
 
@@ -208,20 +222,7 @@ describe("nodes failing", () => {
   });
 
   it("stops the node's generation when the client leaves mid-stream", async () => {
-    const controller = new AbortController();
-    const stream = await client().chat.completions.create(
-      { model: "slow", messages: [{ role: "user", content: "tell me a long story" }], stream: true },
-      { signal: controller.signal },
-    );
-    let received = 0;
-    try {
-      for await (const _chunk of stream) {
-        received++;
-        if (received === 3) controller.abort();
-      }
-    } catch {
-      // The client's own abort.
-    }
+    await leaveMidStream("slow");
     await eventually(
       "the node to see the stream aborted",
       async () => (slow.streamsAborted === 1 ? true : undefined),
@@ -239,17 +240,7 @@ describe("nodes failing", () => {
   });
 
   it("closes the connection of a node that does not acknowledge the cancel, which stops it at once", async () => {
-    const controller = new AbortController();
-    const stream = await client().chat.completions.create(
-      { model: "slow-old", messages: [{ role: "user", content: "tell me a long story" }], stream: true },
-      { signal: controller.signal },
-    );
-    let received = 0;
-    try {
-      for await (const _chunk of stream) if (++received === 3) controller.abort();
-    } catch {
-      // The client's own abort.
-    }
+    await leaveMidStream("slow-old");
     await eventually("the node to see the stream aborted", async () =>
       slowWithoutCancel.streamsAborted === 1 ? true : undefined,
     );
