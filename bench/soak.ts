@@ -244,6 +244,13 @@ const heapChange = (b: LiveHeap | undefined, e: LiveHeap | undefined) =>
 /** RSS at rest after a full collection, after the load against before it: what the process kept. */
 const restGrowth = (b: LiveHeap | undefined, e: LiveHeap | undefined) => (b && e ? (e.rss - b.rss) / b.rss : undefined);
 const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
+/** The first sample, one at each further fifth of the run, and the last: whether RSS climbs or levels off. */
+const fifths = (samples: number[]) =>
+  samples.length === 0
+    ? "–"
+    : [0, 1, 2, 3, 4, 5]
+        .map((f) => mb(samples[Math.min(samples.length - 1, Math.round((f * (samples.length - 1)) / 5))]))
+        .join(" → ");
 try {
   await sleep(2_000);
   const heapBefore = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
@@ -339,6 +346,8 @@ ${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each 
 | node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${mb(heapBefore.agent?.rss)} → ${mb(heapAfter.agent?.rss)} (before the GC: ${mb(heapAfter.agent?.rssBefore)}) | ${ra === undefined ? "–" : pct(ra)} | ${heapChange(heapBefore.agent, heapAfter.agent)} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
 
 RSS at rest and live heap: each process at rest before the load and at rest after it, right after a full collection forced through the inspector; the live heap is V8's used heap then, with external memory (Buffers and native objects V8 tracks) in brackets. Under load, RSS also holds the garbage V8 lets build up between full collections.
+
+RSS under load at each fifth of the samples, MiB: gateway ${fifths(rss.gateway)}; node-agent ${fifths(rss.agent)}.
 
 Sockets at rest after the load that were not there before: gateway ${extraSockets(before.gateway, after.gateway)}; node-agent ${extraSockets(before.agent, after.agent)} (ports: gateway ${new URL(up.gatewayUrl).port}, node-agent ${new URL(up.agentUrl).port}; others are the API server's or Redis's).
 
