@@ -18,7 +18,7 @@
 import type { KubeConfig, KubernetesObject } from "@kubernetes/client-node";
 // The watch module alone: the package's index loads every generated API (see kube/rest.ts).
 import { Watch } from "@kubernetes/client-node/dist/watch.js";
-import { KubeRest } from "./rest.ts";
+import { errorText, KubeRest } from "./rest.ts";
 
 export type ListWatchEventType = "added" | "modified" | "deleted" | "resync";
 export type ListWatchHandler<T> = (type: ListWatchEventType, object: T, old?: T) => void;
@@ -385,5 +385,3 @@ export class ListWatch<T extends KubernetesObject> {
     }
   }
 }
-
-const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));

@@ -104,6 +104,9 @@ function apiError(method: string, path: string, code: number, text: string): Kub
   return new KubeApiError(code, reason, `${method} ${path}: ${code}${reason ? ` ${reason}` : ""}: ${message}`);
 }
 
+/** For a log line: a KubeApiError's message is the API server's answer (status, reason, message), never what was sent. */
+export const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 /** The cluster's CertificateSigningRequests; one request's path is this plus `/${name}`. */
 export const certificateSigningRequestsPath = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 

@@ -5,9 +5,11 @@
  */
 import { isIP } from "node:net";
 import type { KubeConfig, V1Lease, V1Node } from "@kubernetes/client-node";
+// A Lease's times are MicroTime (six fractional digits); the types module alone, as the operator's leader takes it.
+import { V1MicroTime } from "@kubernetes/client-node/dist/types.js";
 import type { FastifyBaseLogger as Logger } from "fastify";
 import { annotations, inferenceNodeTaint, labels, modelMemoryResource } from "../crds/api/index.ts";
-import { KubeApiError, KubeRest } from "../kube/rest.ts";
+import { errorText, KubeApiError, KubeRest } from "../kube/rest.ts";
 import type { Hardware } from "./hardware.ts";
 
 const nodesPath = "/api/v1/nodes";
@@ -174,7 +176,7 @@ export class NodePresence {
   private async renewLease(): Promise<void> {
     const name = this.options.nodeName;
     const leaseDurationSeconds = Math.ceil(this.options.renewSeconds * renewalsPerLease);
-    const spec = { holderIdentity: name, leaseDurationSeconds, renewTime: microTime(new Date()) };
+    const spec = { holderIdentity: name, leaseDurationSeconds, renewTime: new V1MicroTime() };
     const path = `${leasesPath}/${name}`;
     try {
       // The Lease read carries its resourceVersion: a concurrent change fails the replace with 409.
@@ -185,14 +187,4 @@ export class NodePresence {
       await this.api.create(leasesPath, { metadata: { name }, spec });
     }
   }
-}
-
-/** A KubeApiError's message is the API server's answer (status, reason, message), never what was sent. */
-export function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** A Lease's times are MicroTime: the API server wants six fractional digits, toISOString has three. */
-function microTime(date: Date): string {
-  return date.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
 }

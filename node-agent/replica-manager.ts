@@ -14,10 +14,9 @@ import {
   modelReplicaSpec,
   type ReplicaPhase,
 } from "../crds/api/index.ts";
-import { KubeApiError, KubeRest } from "../kube/rest.ts";
+import { errorText, KubeApiError, KubeRest } from "../kube/rest.ts";
 import type { NodeAgentMetrics, ReplicaGauges } from "./metrics.ts";
 import type { ModelCache } from "./model-cache.ts";
-import { errorText } from "./node-presence.ts";
 import { estimateReplica, ReplicaEngine } from "./replica-engine.ts";
 import { ReplicaFailure } from "./replica-failure.ts";
 

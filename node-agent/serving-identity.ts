@@ -11,9 +11,8 @@ import type { KubeConfig, V1CertificateSigningRequest } from "@kubernetes/client
 import { Watch } from "@kubernetes/client-node/dist/watch.js";
 import type { FastifyBaseLogger } from "fastify";
 import { nodeIdentity } from "../crds/api/index.ts";
-import { certificateSigningRequestsPath, KubeRest } from "../kube/rest.ts";
+import { certificateSigningRequestsPath, errorText, KubeRest } from "../kube/rest.ts";
 import { createCertificateRequest, generateKeyPair, privateKeyPem, renewAt } from "../pki/x509.ts";
-import { errorText } from "./node-presence.ts";
 
 export interface ServingCredential {
   key: string;
