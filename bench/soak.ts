@@ -5,11 +5,15 @@
  * its gateway, each a loop of its own: streaming clients that read every answer, non-streaming clients,
  * slow readers that take one chunk at a time with a pause between reads, and clients that cancel a
  * stream once its first text arrives. Then it reports:
- * - RSS growth of the gateway and the node-agent: the median of the last three samples under load
- *   against the median of the first three after the warm-up (samples every SAMPLE_SECONDS);
- * - their live JS heap at rest before and after the load, after a full collection forced through the
- *   inspector (bench/_live-heap.ts): RSS also grows while V8 lets garbage build up between full collections,
- *   and only the heap left after one shows a leak;
+ * - RSS growth of the gateway and the node-agent under load: the highest sample (every SAMPLE_SECONDS) in
+ *   the last fifth of the load against the highest in the first fifth. Under load RSS rises and falls as V8
+ *   fills its heap with garbage and collects it; a leak raises the tops of that cycle, where the cycle alone
+ *   moves two single samples apart by as much as its height;
+ * - their RSS and live JS heap at rest, each after a full collection forced through the inspector
+ *   (bench/_live-heap.ts): cold (before any request), warm (after WARMUP_SECONDS of load, the clients
+ *   paused until nothing is in flight) and after the load. Growth at rest is after ÷ warm: the first
+ *   requests compile code and grow V8's young generation and the allocator's arenas to their working size
+ *   once, which is not growth over time; the cold figure is printed beside it;
  * - leaked sockets and file descriptors: each process's count at rest before the load against its count
  *   at rest after (given up to SETTLE_SECONDS to fall back, e.g. for keep-alive connections to close);
  * - leaked sequences: the node-agent's running requests and queue depth (its /metrics) back to 0, and
@@ -27,7 +31,6 @@ import { BENCH_PROMPT } from "./_bench-model.ts";
 import { type LiveHeap, liveHeap } from "./_live-heap.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
-import { median } from "./_stats.ts";
 import { targetTable } from "./_targets.ts";
 import { agentMetricsUrl, gatewayMetricsUrl } from "./_user-config.ts";
 
@@ -43,6 +46,7 @@ const MIX = {
 };
 const SLOW_READ_PAUSE_MS = 100;
 const SAMPLE_SECONDS = 5;
+/** Load before the warm measurement at rest; part of the minutes asked. */
 const WARMUP_SECONDS = Math.min(60, Math.max(10, MINUTES * 6));
 // Longer than the keep-alive an idle pooled connection may be held (Fastify's server keep-alive is 72 s), so
 // connections kept for reuse have closed and what is left is a leak.
@@ -241,31 +245,58 @@ const canceller = guarded(async () => {
 const mb = (b: number | undefined) => (b === undefined ? "–" : (b / 2 ** 20).toFixed(1));
 const heapChange = (b: LiveHeap | undefined, e: LiveHeap | undefined) =>
   b && e ? `${mb(b.heapUsed)} → ${mb(e.heapUsed)} (${mb(b.external)} → ${mb(e.external)})` : "unreadable";
-/** RSS at rest after a full collection, after the load against before it: what the process kept. */
+/** RSS at rest after a full collection, after the load against warm: what the process kept. */
 const restGrowth = (b: LiveHeap | undefined, e: LiveHeap | undefined) => (b && e ? (e.rss - b.rss) / b.rss : undefined);
 const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
-/** The first sample, one at each further fifth of the run, and the last: whether RSS climbs or levels off. */
-const fifths = (samples: number[]) =>
-  samples.length === 0
-    ? "–"
-    : [0, 1, 2, 3, 4, 5]
-        .map((f) => mb(samples[Math.min(samples.length - 1, Math.round((f * (samples.length - 1)) / 5))]))
-        .join(" → ");
+/** The highest sample in each fifth of the run, in order. */
+const fifthPeaks = (samples: number[]) =>
+  samples.length < 5
+    ? []
+    : [0, 1, 2, 3, 4].map((f) =>
+        Math.max(...samples.slice(Math.floor((f * samples.length) / 5), Math.floor(((f + 1) * samples.length) / 5))),
+      );
+
+async function nodeBusy() {
+  return {
+    running: await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests", up.agentCa),
+    queued: await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth", up.agentCa),
+    inFlight: await metricSum(gatewayMetricsUrl(up.gatewayAdminUrl), "pomona_gateway_requests_in_flight"),
+  };
+}
+type Busy = Awaited<ReturnType<typeof nodeBusy>>;
+const idle = (b: Busy) => b.running === 0 && b.queued === 0 && b.inFlight === 0;
+
+const runClients = (until: number) =>
+  Promise.all(
+    [
+      ...Array.from({ length: MIX.streaming }, () => streaming),
+      ...Array.from({ length: MIX.nonStreaming }, () => nonStreaming),
+      ...Array.from({ length: MIX.slow }, () => slowReader),
+      ...Array.from({ length: MIX.cancelled }, () => canceller),
+    ].map((c) => c(until)),
+  );
+
 try {
   await sleep(2_000);
-  const heapBefore = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
+  const heapCold = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
   const before = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
-  const rss = { gateway: [] as number[], agent: [] as number[] };
   const started = Date.now();
   const until = started + MINUTES * 60_000;
-  const clients = [
-    ...Array.from({ length: MIX.streaming }, () => streaming),
-    ...Array.from({ length: MIX.nonStreaming }, () => nonStreaming),
-    ...Array.from({ length: MIX.slow }, () => slowReader),
-    ...Array.from({ length: MIX.cancelled }, () => canceller),
-  ].map((c) => c(until));
+
+  // Warm-up, then a pause until nothing is in flight for the warm measurement at rest.
+  await runClients(started + WARMUP_SECONDS * 1000);
+  const quietBy = Date.now() + SETTLE_SECONDS * 1000;
+  let quiet = await nodeBusy();
+  while (!idle(quiet) && Date.now() < quietBy) {
+    await sleep(200);
+    quiet = await nodeBusy();
+  }
+  const heapWarm = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
+
+  const rss = { gateway: [] as number[], agent: [] as number[] };
   let peakBusySequences = 0;
   const sampler = (async () => {
+    // The forced collection emptied the heaps: sample once the load has filled them again.
     await sleep(WARMUP_SECONDS * 1000);
     while (Date.now() < until) {
       const g = rssBytes(pids.gateway);
@@ -279,41 +310,37 @@ try {
       await sleep(SAMPLE_SECONDS * 1000);
     }
   })();
-  await Promise.all([...clients, sampler]);
+  await Promise.all([runClients(until), sampler]);
   const loadSeconds = (Date.now() - started) / 1000;
   await clientAgent.close();
 
   // At rest again: sequences, requests in flight and descriptors back where they were.
   const settleBy = Date.now() + SETTLE_SECONDS * 1000;
-  let running: number | undefined;
-  let queued: number | undefined;
-  let inFlight: number | undefined;
+  let busy: Busy;
   let after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   const settled = () =>
-    running === 0 &&
-    queued === 0 &&
-    inFlight === 0 &&
+    idle(busy) &&
     (after.gateway?.sockets ?? Infinity) <= (before.gateway?.sockets ?? 0) &&
     (after.agent?.sockets ?? Infinity) <= (before.agent?.sockets ?? 0);
   do {
     await sleep(1_000);
-    running = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests", up.agentCa);
-    queued = await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth", up.agentCa);
-    inFlight = await metricSum(gatewayMetricsUrl(up.gatewayAdminUrl), "pomona_gateway_requests_in_flight");
+    busy = await nodeBusy();
     after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   } while (!settled() && Date.now() < settleBy);
+  const { running, queued, inFlight } = busy;
   const heapAfter = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
 
   const growth = (samples: number[]) => {
-    if (samples.length < 2) return undefined;
-    const first = median(samples.slice(0, 3));
-    const last = median(samples.slice(-3));
-    return { first, last, peak: Math.max(...samples), growth: (last - first) / first };
+    const peaks = fifthPeaks(samples);
+    const first = peaks[0];
+    const last = peaks[4];
+    if (first === undefined || last === undefined) return undefined;
+    return { first, last, peaks, peak: Math.max(...peaks), growth: (last - first) / first };
   };
   const g = growth(rss.gateway);
   const a = growth(rss.agent);
-  const rg = restGrowth(heapBefore.gateway, heapAfter.gateway);
-  const ra = restGrowth(heapBefore.agent, heapAfter.agent);
+  const rg = restGrowth(heapWarm.gateway, heapAfter.gateway);
+  const ra = restGrowth(heapWarm.agent, heapAfter.agent);
   const fivexx = [...answers.serverErrors.values()].reduce((s, n) => s + n, 0);
   const list = (m: Map<string, number>) =>
     m.size === 0
@@ -328,7 +355,7 @@ try {
   const al = leaked(before.agent, after.agent);
   console.log(`### Soak: ${MINUTES} minute(s) of mixed clients against \`npm start\`'s stack
 
-${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each a loop: ${MIX.streaming} streaming (read to the end), ${MIX.nonStreaming} non-streaming, ${MIX.slow} slow reader (a pause of ${SLOW_READ_PAUSE_MS} ms after each read), ${MIX.cancelled} cancelling once the first text arrives; chat completions of 16–128 tokens (slow: 128, cancelled: up to 200) from the quickstart model, with a key whose limits never bind. Node-agent threads as its default picked them (the replica's status.threads): ${up.agentThreads ?? "not reported"}. RSS sampled every ${SAMPLE_SECONDS} s after ${WARMUP_SECONDS} s of warm-up; the most sequences busy at a sample: ${peakBusySequences}.
+${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each a loop: ${MIX.streaming} streaming (read to the end), ${MIX.nonStreaming} non-streaming, ${MIX.slow} slow reader (a pause of ${SLOW_READ_PAUSE_MS} ms after each read), ${MIX.cancelled} cancelling once the first text arrives; chat completions of 16–128 tokens (slow: 128, cancelled: up to 200) from the quickstart model, with a key whose limits never bind. Node-agent threads as its default picked them (the replica's status.threads): ${up.agentThreads ?? "not reported"}. A warm-up of ${WARMUP_SECONDS} s of load, a pause until nothing was in flight (the warm measurement at rest), then the load again, with RSS sampled every ${SAMPLE_SECONDS} s after its first ${WARMUP_SECONDS} s; the most sequences busy at a sample: ${peakBusySequences}.
 
 | answers | count |
 |---|---|
@@ -340,14 +367,14 @@ ${new Date().toISOString()}; ${loadSeconds.toFixed(0)} s of load. Clients, each 
 | network errors (not counting the cancels) | ${answers.networkErrors}${answers.firstNetworkError ? ` (first: ${answers.firstNetworkError})` : ""} |
 | streams cancelled by the client | ${answers.cancelled} |
 
-| process | RSS under load: after warm-up MiB | at the end MiB | peak MiB | growth | RSS at rest, after a full GC: before the load → after MiB | growth | live heap at rest before → after MiB | sockets / fds at rest before | after |
-|---|---|---|---|---|---|---|---|---|---|
-| gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${mb(g?.peak)} | ${g ? pct(g.growth) : "–"} | ${mb(heapBefore.gateway?.rss)} → ${mb(heapAfter.gateway?.rss)} (before the GC: ${mb(heapAfter.gateway?.rssBefore)}) | ${rg === undefined ? "–" : pct(rg)} | ${heapChange(heapBefore.gateway, heapAfter.gateway)} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
-| node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${mb(a?.peak)} | ${a ? pct(a.growth) : "–"} | ${mb(heapBefore.agent?.rss)} → ${mb(heapAfter.agent?.rss)} (before the GC: ${mb(heapAfter.agent?.rssBefore)}) | ${ra === undefined ? "–" : pct(ra)} | ${heapChange(heapBefore.agent, heapAfter.agent)} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
+| process | RSS under load, highest in the first fifth MiB | in the last fifth MiB | growth | RSS at rest, after a full GC: cold, warm → after the load MiB | growth | live heap at rest: warm → after MiB | sockets / fds at rest before | after |
+|---|---|---|---|---|---|---|---|---|
+| gateway | ${mb(g?.first)} | ${mb(g?.last)} | ${g ? pct(g.growth) : "–"} | ${mb(heapCold.gateway?.rss)}, ${mb(heapWarm.gateway?.rss)} → ${mb(heapAfter.gateway?.rss)} (before the GC: ${mb(heapAfter.gateway?.rssBefore)}) | ${rg === undefined ? "–" : pct(rg)} | ${heapChange(heapWarm.gateway, heapAfter.gateway)} | ${before.gateway?.sockets ?? "–"} / ${before.gateway?.fds ?? "–"} | ${after.gateway?.sockets ?? "–"} / ${after.gateway?.fds ?? "–"} |
+| node-agent | ${mb(a?.first)} | ${mb(a?.last)} | ${a ? pct(a.growth) : "–"} | ${mb(heapCold.agent?.rss)}, ${mb(heapWarm.agent?.rss)} → ${mb(heapAfter.agent?.rss)} (before the GC: ${mb(heapAfter.agent?.rssBefore)}) | ${ra === undefined ? "–" : pct(ra)} | ${heapChange(heapWarm.agent, heapAfter.agent)} | ${before.agent?.sockets ?? "–"} / ${before.agent?.fds ?? "–"} | ${after.agent?.sockets ?? "–"} / ${after.agent?.fds ?? "–"} |
 
-RSS at rest and live heap: each process at rest before the load and at rest after it, right after a full collection forced through the inspector; the live heap is V8's used heap then, with external memory (Buffers and native objects V8 tracks) in brackets. Under load, RSS also holds the garbage V8 lets build up between full collections.
+RSS at rest and live heap: each process at rest right after a full collection forced through the inspector, cold (before any request), warm (after the warm-up) and after the load; growth at rest is after ÷ warm. The live heap is V8's used heap then, with external memory (Buffers and native objects V8 tracks) in brackets. Under load, RSS also holds the garbage V8 lets build up between full collections, so it rises and falls; growth under load compares the tops of that cycle, the highest sample of the last fifth of the samples against that of the first.
 
-RSS under load at each fifth of the samples, MiB: gateway ${fifths(rss.gateway)}; node-agent ${fifths(rss.agent)}.
+Highest RSS under load in each fifth of the samples, MiB: gateway ${g ? g.peaks.map(mb).join(" → ") : "–"}; node-agent ${a ? a.peaks.map(mb).join(" → ") : "–"}.
 
 Sockets at rest after the load that were not there before: gateway ${extraSockets(before.gateway, after.gateway)}; node-agent ${extraSockets(before.agent, after.agent)} (ports: gateway ${new URL(up.gatewayUrl).port}, node-agent ${new URL(up.agentUrl).port}; others are the API server's or Redis's).
 
@@ -355,12 +382,12 @@ After the load (given up to ${SETTLE_SECONDS} s): node-agent running requests ${
 
 ${targetTable([
   {
-    target: `gateway RSS growth < ${pct(RSS_GROWTH_TARGET)}`,
+    target: `gateway RSS growth under load < ${pct(RSS_GROWTH_TARGET)}`,
     measured: g ? pct(g.growth) : "too few samples",
     met: g ? g.growth < RSS_GROWTH_TARGET : undefined,
   },
   {
-    target: `node-agent RSS growth < ${pct(RSS_GROWTH_TARGET)}`,
+    target: `node-agent RSS growth under load < ${pct(RSS_GROWTH_TARGET)}`,
     measured: a ? pct(a.growth) : "too few samples",
     met: a ? a.growth < RSS_GROWTH_TARGET : undefined,
   },
