@@ -27,6 +27,11 @@
  * thread used while the stack's batches ran (on Linux): node-llama-cpp's threads here must be idle then,
  * or the direct side would steal the node-agent's core. Measured so far: they are (a few ms of V8 helper
  * threads per batch, no llama.cpp thread), with the direct contexts loaded, idle or taking turns alike.
+ * Beside the stack and the direct side, a third path takes turns with them in the time-to-first-token
+ * batches: the floor of any two-process HTTP path on this machine, a bare Node relay (bench/_bare-relay.ts)
+ * in front of a stand-in upstream that answers at once (bench/_overhead-upstream.ts), with no model and none
+ * of the gateway's or the node-agent's work. Its time to first token is what the two hops alone cost, to
+ * be read against the target's slack over direct.
  * It also gives the CPU each of the stack's processes used over the whole time-to-first-token phase (on
  * Linux): what the control plane and the operator take from the cores the request path runs on (measured:
  * ~3 % of one core; docs/decisions.md, "npm start keeps its control plane and operator at the default CPU
@@ -35,7 +40,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { usableCpus } from "../node-agent/hardware.ts";
 import { BENCH_PROMPT, FIXTURE_MODEL } from "./_bench-model.ts";
-import { processStat } from "./_child.ts";
+import { type BenchChild, processStat, startBenchChild } from "./_child.ts";
 import { type DirectEngine, loadDirect } from "./_direct-llama.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
@@ -166,10 +171,32 @@ const paths: [string, Run][] = [
   ...kept.map((e): [string, Run] => [`direct ${e.threads}t`, directRun(e)]),
 ];
 
+// The floor: two bare hops, no model (a stand-in upstream answering at once).
+const bareChildren: BenchChild[] = [];
+const bareRun: Run = await (async () => {
+  const upstream = await startBenchChild("_overhead-upstream.ts");
+  bareChildren.push(upstream);
+  const relay = await startBenchChild("_bare-relay.ts", [String(upstream.port)]);
+  bareChildren.push(relay);
+  return (maxTokens: number) =>
+    readCompletionStream(`http://127.0.0.1:${relay.port}/v1/completions`, "Bearer none", {
+      model: "tiny",
+      prompt: BENCH_PROMPT,
+      max_tokens: maxTokens,
+    });
+})().catch(async (err) => {
+  for (const c of bareChildren) await c.stop();
+  await direct.close();
+  await up.stop();
+  throw err;
+});
+const BARE = "two bare hops";
+const ttftPaths: [string, Run][] = [...paths, [BARE, bareRun]];
+
 const f = (n: number | undefined, digits = 1) => (n === undefined || Number.isNaN(n) ? "–" : n.toFixed(digits));
 
 try {
-  for (const [, run] of paths)
+  for (const [, run] of ttftPaths)
     for (let b = 0; b < WARM_UP_BATCHES; b++) {
       await batch(1, run, TTFT_MAX_TOKENS);
       await batch(8, run, TTFT_MAX_TOKENS);
@@ -177,7 +204,7 @@ try {
 
   // 1. Time to first token.
   const ttft = new Map<string, Map<number, number[]>>(
-    paths.map(([l]) => [l, new Map(CONCURRENCY.map((c) => [c, []]))]),
+    ttftPaths.map(([l]) => [l, new Map(CONCURRENCY.map((c) => [c, []]))]),
   );
   // Where the stack's waits come from, per concurrency.
   const queued = new Map<number, number[]>(CONCURRENCY.map((c) => [c, []]));
@@ -190,7 +217,7 @@ try {
     const before = await pathCounters();
     const cpu = { cpuMs: 0, wallMs: 0 };
     for (let b = 0; b < batches; b++) {
-      for (const [label, run] of paths) {
+      for (const [label, run] of ttftPaths) {
         const cpuBefore = label === "stack" ? helperThreadsCpuMs() : 0;
         const wallBefore = performance.now();
         const streams = await batch(c, run, TTFT_MAX_TOKENS);
@@ -242,7 +269,7 @@ try {
     const directP99 = percentile(at(best, c), 99);
     const limit = TTFT_FACTOR * directP99 + TTFT_SLACK_MS;
     ttftRows.push(
-      `| ${c} | ${f(percentile(at("stack", c), 50))} / ${f(stackP99)} | ${directLabels.map((l) => `${f(percentile(at(l, c), 50))} / ${f(percentile(at(l, c), 99))}`).join(" | ")} | ${show(best)} | ${f(stackP99 / directP99, 2)}× | ${agentLabel ? `${f(stackP99 / percentile(at(agentLabel, c), 99), 2)}×` : "–"} |`,
+      `| ${c} | ${f(percentile(at("stack", c), 50))} / ${f(stackP99)} | ${directLabels.map((l) => `${f(percentile(at(l, c), 50))} / ${f(percentile(at(l, c), 99))}`).join(" | ")} | ${f(percentile(at(BARE, c), 50))} / ${f(percentile(at(BARE, c), 99))} | ${show(best)} | ${f(stackP99 / directP99, 2)}× | ${agentLabel ? `${f(stackP99 / percentile(at(agentLabel, c), 99), 2)}×` : "–"} |`,
     );
     targets.push({
       target: `TTFT p99 at ${c} stream${c > 1 ? "s" : ""} ≤ ${TTFT_FACTOR} × direct + ${TTFT_SLACK_MS} ms`,
@@ -267,10 +294,10 @@ try {
 ${quickNote()}
 \`node cli/pomona.ts up\` in a temp state dir (its own control plane, operator, node-agent and gateway at their defaults; the quickstart model from the fixture file, context ${engine.contextSize} over ${engine.parallelSequences} sequences). Its node-agent started llama.cpp with **${up.agentThreads ?? "an unlogged number of"} thread(s)** — what its default configuration picks on this machine (${cpus} usable CPUs); no thread setting was passed. node-llama-cpp alone in this process with the same file and engine settings; its thread count tried first at ${[...trial].map(([t, v]) => `${t} (${f(v, 0)} tokens/s)`).join(", ")}, median of ${TRIAL_ROUNDS} streams of up to ${TPS_MAX_TOKENS} tokens each: the best (${bestThreads}) and the agent's count kept, any other freed before the comparison. Prompt "${BENCH_PROMPT}", temperature 0.
 
-Time to first token (ms, p50 / p99): ${samples} streams per path at 1/4/8/16 concurrent (batches of that many, paths taking turns), up to ${TTFT_MAX_TOKENS} tokens each, after ${WARM_UP_BATCHES} warm-up batches of 1 and of 8 streams per path not counted; includes any wait for one of the ${engine.parallelSequences} sequences. Client: undici request() with keep-alive.
+Time to first token (ms, p50 / p99): ${samples} streams per path at 1/4/8/16 concurrent (batches of that many, paths taking turns), up to ${TTFT_MAX_TOKENS} tokens each, after ${WARM_UP_BATCHES} warm-up batches of 1 and of 8 streams per path not counted; includes any wait for one of the ${engine.parallelSequences} sequences. Client: undici request() with keep-alive. Two bare hops: the floor of any two-process HTTP path here, a bare Node relay in front of a stand-in upstream that answers at once, no model, no TLS and none of the gateway's or the node-agent's work (bench/_bare-relay.ts), taking turns with the other paths; its p99 is to be read against the target's slack of ${TTFT_SLACK_MS} ms + ${Math.round((TTFT_FACTOR - 1) * 100)} % of direct.
 
-| streams | stack p50 / p99 | ${directLabels.map((l) => `direct, ${show(l)} p50 / p99`).join(" | ")} | best direct | stack p99 ÷ best direct p99 | stack p99 ÷ direct p99 at the agent's thread count |
-|---|---|${directLabels.map(() => "---|").join("")}---|---|---|
+| streams | stack p50 / p99 | ${directLabels.map((l) => `direct, ${show(l)} p50 / p99`).join(" | ")} | two bare hops, no model p50 / p99 | best direct | stack p99 ÷ best direct p99 | stack p99 ÷ direct p99 at the agent's thread count |
+|---|---|${directLabels.map(() => "---|").join("")}---|---|---|---|
 ${ttftRows.join("\n")}
 
 Where the stack's streams waited (per concurrency: the gateway's waiting-line time of each stream, \`x-pomona-queue-ms\`; busy answers from the node to the gateway; mean time to first token as the client, the gateway (from its handler's start) and the node-agent (from the request's admission call, the wait for a sequence included) each measured it, from their histograms' sums; CPU of this process's threads other than its main thread while the stack's batches ran, against their wall time):
@@ -287,6 +314,7 @@ Tokens/s of one stream (median of ${TPS_ROUNDS}, up to ${TPS_MAX_TOKENS} tokens)
 
 ${targetTable(targets)}`);
 } finally {
+  for (const c of bareChildren) await c.stop();
   await direct.close();
   await up.stop();
 }
