@@ -256,14 +256,14 @@ const fifthPeaks = (samples: number[]) =>
         Math.max(...samples.slice(Math.floor((f * samples.length) / 5), Math.floor(((f + 1) * samples.length) / 5))),
       );
 
-async function nodeBusy() {
+async function busyNow() {
   return {
     running: await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_running_requests", up.agentCa),
     queued: await metricSum(agentMetricsUrl(up.agentUrl), "pomona_node_queue_depth", up.agentCa),
     inFlight: await metricSum(gatewayMetricsUrl(up.gatewayAdminUrl), "pomona_gateway_requests_in_flight"),
   };
 }
-type Busy = Awaited<ReturnType<typeof nodeBusy>>;
+type Busy = Awaited<ReturnType<typeof busyNow>>;
 const idle = (b: Busy) => b.running === 0 && b.queued === 0 && b.inFlight === 0;
 
 const runClients = (until: number) =>
@@ -286,10 +286,10 @@ try {
   // Warm-up, then a pause until nothing is in flight for the warm measurement at rest.
   await runClients(started + WARMUP_SECONDS * 1000);
   const quietBy = Date.now() + SETTLE_SECONDS * 1000;
-  let quiet = await nodeBusy();
+  let quiet = await busyNow();
   while (!idle(quiet) && Date.now() < quietBy) {
     await sleep(200);
-    quiet = await nodeBusy();
+    quiet = await busyNow();
   }
   const heapWarm = { gateway: await liveHeap(pids.gateway), agent: await liveHeap(pids.agent) };
 
@@ -324,7 +324,7 @@ try {
     (after.agent?.sockets ?? Infinity) <= (before.agent?.sockets ?? 0);
   do {
     await sleep(1_000);
-    busy = await nodeBusy();
+    busy = await busyNow();
     after = { gateway: descriptors(pids.gateway), agent: descriptors(pids.agent) };
   } while (!settled() && Date.now() < settleBy);
   const { running, queued, inFlight } = busy;
