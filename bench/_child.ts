@@ -89,6 +89,17 @@ export function processStat(pid: number): { cpuSeconds: number; nice: number } |
   }
 }
 
+/** A Linux process's resident set size in bytes; undefined where /proc is missing or the process has ended. */
+export function rssBytes(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb ? Number(kb) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface Component {
   child: ChildProcess;
   /** The last 20,000 characters it wrote, for a failure message. */

@@ -14,7 +14,7 @@
  * Run: node bench/operator-scale.ts
  */
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -48,6 +48,7 @@ import { KubeRest } from "../kube/rest.ts";
 import { compileGatewayConfig } from "../operator/gateway-config/compile.ts";
 import { GatewayConfigCompiler } from "../operator/gateway-config/incremental.ts";
 import { GatewayConfigPublisher } from "../operator/gateway-config/publish.ts";
+import { cpuSeconds, rssBytes } from "./_child.ts";
 import { BENCH_HASHING_KEY } from "./_gateway-config.ts";
 import { measureRevocation } from "./_revocation.ts";
 import { quickNote, size } from "./_size.ts";
@@ -163,12 +164,9 @@ async function startOperator() {
   child.stdout?.on("data", (c: Buffer) => {
     log = (log + c).slice(-100_000);
   });
-  let peakRssKb = 0;
+  let peakRss = 0;
   const rssSampler = setInterval(() => {
-    try {
-      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, "utf8"));
-      if (m) peakRssKb = Math.max(peakRssKb, Number(m[1]));
-    } catch {}
+    peakRss = Math.max(peakRss, rssBytes(child.pid) ?? 0);
   }, 200);
   while (!log.includes("controllers started")) {
     if (child.exitCode !== null) throw new Error(`the operator exited with ${child.exitCode}:\n${log.slice(-3_000)}`);
@@ -176,16 +174,12 @@ async function startOperator() {
   }
   // What it holds before any work: its code and libraries, empty caches (each round starts with none).
   await sleep(2_000);
-  const idleRssMiB = peakRssKb / 1024;
+  const idleRssMiB = peakRss / 2 ** 20;
   return {
     idleRssMiB,
-    peakRssMiB: () => peakRssKb / 1024,
+    peakRssMiB: () => peakRss / 2 ** 20,
     /** CPU seconds (user + system) the operator has used since it started: the price of any memory setting. */
-    cpuSeconds: () => {
-      // Fields 14 and 15 of /proc/<pid>/stat, after the command name in parentheses; clock ticks are 1/100 s on Linux.
-      const fields = readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    },
+    cpuSeconds: () => cpuSeconds(child.pid) ?? Number.NaN,
     stop: async () => {
       clearInterval(rssSampler);
       const exited = new Promise((r) => child.once("exit", r));

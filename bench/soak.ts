@@ -28,6 +28,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { Agent, fetch, type Response } from "undici";
 import { BENCH_PROMPT } from "./_bench-model.ts";
+import { rssBytes } from "./_child.ts";
 import { type LiveHeap, liveHeap } from "./_live-heap.ts";
 import { metricSum } from "./_metrics.ts";
 import { startPomonaUp } from "./_pomona-up.ts";
@@ -96,16 +97,6 @@ async function tally(res: Response, kind: string): Promise<boolean> {
   } else if (res.status >= 500) bump(answers.serverErrors, what);
   else bump(answers.otherStatus, what);
   return false;
-}
-
-function rssBytes(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const kb = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+) kB/)?.[1];
-    return kb ? Number(kb) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 interface Descriptors {
@@ -296,7 +287,8 @@ try {
   const rss = { gateway: [] as number[], agent: [] as number[] };
   let peakBusySequences = 0;
   const sampler = (async () => {
-    // The forced collection emptied the heaps: sample once the load has filled them again.
+    // The forced collection emptied the heaps, and the load refills them for minutes: a short run's growth
+    // under load is that refill (a 1-minute run: ~50 %), so only a run of many minutes grades it.
     await sleep(WARMUP_SECONDS * 1000);
     while (Date.now() < until) {
       const g = rssBytes(pids.gateway);
